@@ -1,0 +1,1 @@
+"""RQ job functions, the Redis store and the settings both processes read."""

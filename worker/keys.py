@@ -1,0 +1,75 @@
+"""Every Redis key name the service writes, in one place and one style: `{prefix}:{kind}:{id}`.
+
+Nothing outside this module formats a key; tests/worker/test_keys.py checks that.
+RQ's own keys (`rq:*`) belong to RQ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (settings.key_prefix), so test sessions can share a server."""
+
+    prefix: str = "bp"
+
+    # datasets: meta hash, arrays as raw .npy bytes
+    def dataset(self, dataset_id: str) -> str:
+        return f"{self.prefix}:dataset:{dataset_id}"
+
+    def dataset_x(self, dataset_id: str) -> str:
+        return f"{self.prefix}:dataset:{dataset_id}:x"
+
+    def dataset_y(self, dataset_id: str) -> str:
+        return f"{self.prefix}:dataset:{dataset_id}:y"
+
+    def datasets_of(self, tenant: str) -> str:
+        """Sorted set of a tenant's dataset ids, scored by creation time."""
+        return f"{self.prefix}:tenant:{tenant}:datasets"
+
+    # jobs: meta hash, history list of JSON epochs, binary checkpoint, cancel flag, lease
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def job_history(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:history"
+
+    def job_checkpoint(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:checkpoint"
+
+    def job_data(self, job_id: str) -> str:
+        """Inline data of a job, stored as an anonymous dataset's npy bytes (hash x, y)."""
+        return f"{self.prefix}:job:{job_id}:data"
+
+    def job_lease(self, job_id: str) -> str:
+        """Exists while a worker is alive on the job (expires after settings.lease_s)."""
+        return f"{self.prefix}:job:{job_id}:lease"
+
+    def job_events(self, job_id: str) -> str:
+        """Pub/sub channel with one message per epoch and one at the end."""
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def jobs_of(self, tenant: str) -> str:
+        """Sorted set of a tenant's job ids, scored by submit time."""
+        return f"{self.prefix}:tenant:{tenant}:jobs"
+
+    def running_jobs(self) -> str:
+        """Set of job ids whose status is running: what the reaper scans for lost leases."""
+        return f"{self.prefix}:jobs:running"
+
+    # models: meta hash with the weights as npz bytes in field `weights`
+    def model(self, model_id: str) -> str:
+        return f"{self.prefix}:model:{model_id}"
+
+    def models_of(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:models"
+
+    # process bookkeeping
+    def reaper_lock(self) -> str:
+        return f"{self.prefix}:lock:reaper"
+
+    def counters(self) -> str:
+        """Hash of service-wide counters (epochs trained, jobs by final state)."""
+        return f"{self.prefix}:counters"

@@ -1,0 +1,74 @@
+"""Redis connections and RQ queues: which queue a job goes to, and how it is enqueued.
+
+RQ jobs carry only the job id, serialized as JSON: nothing a user sends is ever pickled.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from rq import Queue, Worker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from worker.settings import Settings
+
+TRAIN_FUNCTION = "worker.jobs.train"
+SERIALIZER = JSONSerializer
+# RQ's own job hash goes as soon as the job ends: our store keeps what users read.
+RQ_RESULT_TTL_S = 0
+RQ_FAILURE_TTL_S = 3600
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A binary-safe client for settings.redis_url (health checks on, short timeouts)."""
+    if not settings.redis_url:
+        raise RuntimeError(
+            "BACKPROP_REDIS_URL is not set: run `backprop up` (it starts an embedded Valkey) "
+            "or point BACKPROP_REDIS_URL at a Redis server")
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
+                                health_check_interval=10)
+
+
+def queue_name(settings: Settings, device: str) -> str:
+    return settings.gpu_queue if device == "gpu" else settings.queue
+
+
+def queue_for(connection: redis.Redis, settings: Settings, device: str) -> Queue:
+    return Queue(queue_name(settings, device), connection=connection, serializer=SERIALIZER)
+
+
+def rq_job_id(job_id: str, attempt: int) -> str:
+    """Each attempt of a job (first run, resumes) is its own RQ job."""
+    return f"{job_id}-a{attempt}"
+
+
+def remaining_timeout(meta: dict) -> int:
+    """What is left of a job's time limit, counted from its first start."""
+    started = meta.get("started_at") or time.time()
+    return max(int(meta["timeout_s"] - (time.time() - started)), 1)
+
+
+def enqueue_training(connection: redis.Redis, settings: Settings, job_id: str, device: str,
+                     attempt: int, timeout_s: int, at_front: bool = False) -> Job:
+    return queue_for(connection, settings, device).enqueue_call(
+        TRAIN_FUNCTION, args=(job_id,), job_id=rq_job_id(job_id, attempt),
+        timeout=max(int(timeout_s), 1), result_ttl=RQ_RESULT_TTL_S,
+        failure_ttl=RQ_FAILURE_TTL_S, at_front=at_front,
+        description=f"train {job_id} (attempt {attempt})")
+
+
+def drop_rq_job(connection: redis.Redis, rq_id: str) -> None:
+    """Remove a queued RQ job so it never starts (no-op when it is already gone)."""
+    if Job.exists(rq_id, connection=connection):
+        Job.fetch(rq_id, connection=connection, serializer=SERIALIZER).delete()
+
+
+def live_workers(connection: redis.Redis) -> list[Worker]:
+    return Worker.all(connection=connection, serializer=SERIALIZER)
+
+
+def queue_lengths(connection: redis.Redis, settings: Settings) -> dict[str, int]:
+    return {name: Queue(name, connection=connection, serializer=SERIALIZER).count
+            for name in (settings.queue, settings.gpu_queue)}

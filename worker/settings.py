@@ -1,0 +1,63 @@
+"""The one settings class that the API and the workers read (env vars prefixed BACKPROP_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service. `BACKPROP_REDIS_URL=redis://host:6379/0` and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="BACKPROP_", env_file=None, extra="ignore")
+
+    redis_url: str | None = Field(
+        None, description="Redis/Valkey URL; unset means `backprop up` starts an embedded one")
+    data_dir: Path = Field(Path(".backprop"), description="embedded Valkey's data folder")
+    key_prefix: str = Field("bp", description="prefix of every Redis key the service writes")
+
+    queue: str = Field("training", description="queue for CPU training jobs")
+    gpu_queue: str = Field("training-gpu", description="queue for jobs asking for the GPU")
+
+    api_keys: str = Field(
+        "", description="comma-separated `tenant:key` pairs (or bare keys); empty = no auth")
+
+    max_body_bytes: int = Field(64 * 1024 * 1024, description="largest HTTP request body")
+    max_dataset_rows: int = Field(1_000_000, description="most rows in one dataset")
+    max_dataset_bytes: int = Field(512 * 1024 * 1024, description="largest dataset, as stored")
+    max_inline_rows: int = Field(10_000, description="most rows of inline job data")
+    max_parameters: int = Field(50_000_000, description="most weights+biases in one network")
+    max_layers: int = Field(64, description="most layers in one network")
+    max_units: int = Field(65_536, description="most units in one layer")
+    max_epochs: int = Field(100_000, description="most epochs in one job")
+    max_batch_size: int = Field(1_000_000, description="largest batch size")
+    max_predict_rows: int = Field(100_000, description="most rows in one predict request")
+
+    job_timeout_s: int = Field(3600, description="a job running longer than this fails")
+    result_ttl_s: int = Field(7 * 24 * 3600, description="how long finished jobs are kept")
+    checkpoint_every_s: float = Field(5.0, description="least seconds between checkpoints")
+    heartbeat_s: float = Field(2.0, description="how often a running job renews its lease")
+    lease_s: float = Field(60.0, description="a running job silent this long is resumed")
+    max_restarts: int = Field(3, description="resumes after lost workers before a job fails")
+
+    model_cache_size: int = Field(32, description="models kept loaded in each API process")
+
+    @property
+    def tenant_keys(self) -> dict[str, str]:
+        """API key -> tenant name. A bare key is its own tenant, named by its position."""
+        keys: dict[str, str] = {}
+        for i, item in enumerate(p.strip() for p in self.api_keys.split(",")):
+            if not item:
+                continue
+            tenant, sep, key = item.partition(":")
+            keys[key if sep else tenant] = tenant if sep else f"tenant{i + 1}"
+        return keys
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
