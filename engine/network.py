@@ -1,0 +1,188 @@
+"""Network: the user-facing object. Parameters, prediction and gradients live here; the
+training loop is in training.py and save/restore in state.py."""
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import ACTIVATIONS
+from .backend import check_dtype, get_backend
+from .data import check_data, prepare_inputs, prepare_targets
+from .initializers import init_params
+from .losses import LOSSES
+from .propagation import Workspace, backward, forward, output_delta
+from .spec import as_network_spec
+from .state import from_bytes, network_from_state, network_state, to_bytes
+from .training import fit
+
+PREDICT_ROWS = 4096
+"""Rows per chunk in predict and validation, bounding their extra memory."""
+
+
+class Network:
+    """A multi-layer perceptron trained by backpropagation.
+
+    spec: NetworkSpec or dict. n_inputs: input width (else taken from the first data seen).
+    seed: seeds the initial weights (and shuffling, unless the training spec has its own).
+    dtype: "float32" (default) or "float64". device: "cpu", "gpu" (CuPy) or "auto".
+    """
+
+    def __init__(self, spec, n_inputs: int | None = None, seed: int = 0,
+                 dtype: str = "float32", device: str = "cpu"):
+        self.spec = as_network_spec(spec)
+        self.dtype = check_dtype(dtype)
+        self._backend = get_backend(device)
+        self.device = self._backend.device
+        self.seed = int(seed)
+        self._acts = [ACTIVATIONS[layer.activation] for layer in self.spec.layers]
+        self._loss = LOSSES[self.spec.loss]
+        self._params: list | None = None
+        self.n_inputs: int | None = None
+        self.epochs_done = 0
+        self.stopped = False
+        self.stopped_early = False
+        self._run = None                     # training.RunState once fit has started
+        if n_inputs is not None:
+            self._ensure_params(int(n_inputs))
+
+    # -- parameters ------------------------------------------------------------------------------
+    @property
+    def n_outputs(self) -> int:
+        return self.spec.layers[-1].units
+
+    @property
+    def widths(self) -> list[int]:
+        """[n_inputs, units_1, ..., units_L]."""
+        return [self.n_inputs, *(layer.units for layer in self.spec.layers)]
+
+    def _ensure_params(self, n_inputs: int) -> None:
+        if self._params is None:
+            if n_inputs < 1:
+                raise ValueError(f"n_inputs must be at least 1, got {n_inputs}")
+            self.n_inputs = n_inputs
+            self._set_params(init_params(self.spec.init, self.widths, self.seed))
+        elif n_inputs != self.n_inputs:
+            raise ValueError(f"the data has {n_inputs} features per row, but the network "
+                             f"takes {self.n_inputs} inputs")
+
+    @property
+    def params(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """A host copy of [(W, b), ...]; W (units_out, units_in), b (units_out,). Assign to set."""
+        if self._params is None:
+            raise ValueError("the network has no parameters yet: give n_inputs, or fit or "
+                             "predict on data first")
+        host = self._backend.to_host
+        return [(np.array(host(W)), np.array(host(b))) for W, b in self._params]
+
+    @params.setter
+    def params(self, params) -> None:
+        params = [(np.asarray(W), np.asarray(b)) for W, b in params]
+        if len(params) != len(self.spec.layers):
+            raise ValueError(f"expected {len(self.spec.layers)} (W, b) pairs, one per layer, "
+                             f"got {len(params)}")
+        n_inputs = self.n_inputs if self.n_inputs is not None else params[0][0].shape[-1]
+        widths = [n_inputs, *(layer.units for layer in self.spec.layers)]
+        for l, (W, b) in enumerate(params, start=1):
+            want_w, want_b = (widths[l], widths[l - 1]), (widths[l],)
+            if W.shape != want_w or b.shape != want_b:
+                raise ValueError(f"layer {l}: W must have shape {want_w} and b {want_b}, got "
+                                 f"{W.shape} and {b.shape}")
+            if not (np.isfinite(W).all() and np.isfinite(b).all()):
+                raise ValueError(f"layer {l}: weights contain NaN or infinite values")
+        self.n_inputs = n_inputs
+        self._set_params(params)
+
+    def _set_params(self, params) -> None:
+        to = self._backend.asarray
+        self._params = [(self._backend.xp.array(to(W, self.dtype)),
+                         self._backend.xp.array(to(b, self.dtype))) for W, b in params]
+
+    # -- inference --------------------------------------------------------------------------------
+    def _forward_chunks(self, X):
+        """Yield (start, z^(L), x^(L)) per chunk of PREDICT_ROWS rows of device array X."""
+        xp = self._backend.xp
+        ws = Workspace(xp, self.dtype, self.widths, min(len(X), PREDICT_ROWS))
+        with np.errstate(over="ignore", under="ignore"):
+            for start in range(0, len(X), ws.rows):
+                chunk = X[start:start + ws.rows]
+                f = forward(xp, self._params, self._acts, chunk, ws)
+                yield start, ws.z_out[:len(chunk)], f
+
+    def _device_inputs(self, X):
+        if not hasattr(X, "ndim") or X.ndim != 2:
+            X = np.asarray(X)
+            if X.ndim != 2:
+                raise ValueError(f"X must be a 2-D array (rows, features), got shape {X.shape}")
+        self._ensure_params(X.shape[1])
+        return prepare_inputs(X, self._backend, self.dtype)
+
+    def predict(self, X) -> np.ndarray:
+        """Outputs x^(L) for every row of X, as a host array (n, n_outputs); probabilities for
+        a softmax output."""
+        X = self._device_inputs(X)
+        out = np.empty((len(X), self.n_outputs), dtype=self.dtype)
+        for start, _, f in self._forward_chunks(X):
+            out[start:start + len(f)] = self._backend.to_host(f)
+        return out
+
+    def predict_labels(self, X) -> np.ndarray:
+        """Class labels: argmax for a softmax output, f > 0.5 as 0/1 for a sigmoid output
+        ((n,) for one unit, (n, k) for several). Regression networks raise ValueError."""
+        out = self.spec.layers[-1].activation
+        if out == "softmax":
+            return self.predict(X).argmax(axis=1)
+        if out == "sigmoid" or self.spec.loss == "binary_cross_entropy":
+            labels = (self.predict(X) > 0.5).astype(np.int64)
+            return labels[:, 0] if labels.shape[1] == 1 else labels
+        raise ValueError(f"predict_labels needs a classifier (softmax or sigmoid output); this "
+                         f"network's output is {out!r} with loss {self.spec.loss!r}: use predict")
+
+    def loss_and_grads(self, X, Y) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+        """Mean loss over the rows of (X, Y) and its gradients [(dL/dW, dL/db), ...] (host
+        arrays shaped like params), by one forward and one backward pass; weights unchanged."""
+        check_data(self.spec, X, Y, n_inputs=self.n_inputs)
+        X = self._device_inputs(X)
+        T = prepare_targets(self.spec, Y, self._backend, self.dtype)
+        xp = self._backend.xp
+        ws = Workspace(xp, self.dtype, self.widths, len(X))
+        grads = [None] * len(self._params)
+
+        def keep(l, W, b, dW, db):
+            grads[l] = (np.array(self._backend.to_host(dW)), np.array(self._backend.to_host(db)))
+
+        with np.errstate(over="ignore", under="ignore"):
+            f = forward(xp, self._params, self._acts, X, ws)
+            z = ws.z_out[:len(X)]
+            loss = float(self._loss.value_sum(z, f, T)) / len(X)
+            output_delta(xp, self._loss, self._acts[-1], z, f, T, 1.0 / len(X), ws.deltas[-1])
+            backward(xp, self._params, self._acts, X, ws, keep)
+        return loss, grads
+
+    # -- training and state -------------------------------------------------------------------------
+    def fit(self, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]:
+        """Train from epoch epochs_done + 1 to training.epochs; return this call's epoch records.
+
+        See training.fit for the record's fields, cancellation and early stopping."""
+        return fit(self, X, Y, training, on_epoch=on_epoch, should_stop=should_stop)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume, as plain host arrays (np.savez-ready, no pickle)."""
+        return network_state(self)
+
+    @classmethod
+    def from_state(cls, state, device: str = "cpu") -> Network:
+        """Rebuild a network saved by state() (a dict of arrays or a loaded .npz)."""
+        return network_from_state(cls, state, device)
+
+    def save_bytes(self) -> bytes:
+        """state() as the bytes of an .npz file."""
+        return to_bytes(self.state())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: str = "cpu") -> Network:
+        """Inverse of save_bytes."""
+        return cls.from_state(from_bytes(data), device)
+
+    def __repr__(self) -> str:
+        shape = "-".join(str(w) for w in self.widths) if self.n_inputs else "?"
+        return (f"Network({shape}, loss={self.spec.loss!r}, dtype={self.dtype!r}, "
+                f"device={self.device!r}, epochs_done={self.epochs_done})")

@@ -1,0 +1,93 @@
+"""Forward and backward passes over preallocated buffers (the lecture's equations).
+
+Shapes, for a batch of m rows and layer widths [n_0 = inputs, n_1, ..., n_L]:
+    x^(0)  (m, n_0)        the batch, one sample per row
+    z^(l) = x^(l-1) W^(l)T + b^(l),  x^(l) = phi(z^(l))        (m, n_l); W^(l) (n_l, n_{l-1})
+    delta^(l) = dL/dz^(l)                                      (m, n_l)
+    dL/dW^(l) = delta^(l)T x^(l-1),  dL/db^(l) = sum over rows of delta^(l)
+    delta^(l-1) = (delta^(l) W^(l)) * phi'(x^(l-1))            (elementwise)
+Rows are samples, so the lecture's column vectors appear transposed. The 1/m of the mean loss
+(and any factor an optimizer asks for) is folded into delta^(L) once; being linear, it flows
+into every gradient for free.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Workspace:
+    """Buffers for batches of up to `rows` rows, allocated once and reused by every batch."""
+
+    def __init__(self, xp, dtype: str, widths: list[int], rows: int, target_shape=None,
+                 target_dtype=None, gather_inputs: bool = False):
+        self.rows = rows
+        self.acts = [xp.empty((rows, w), dtype) for w in widths[1:]]      # x^(l), l = 1..L
+        self.z_out = xp.empty((rows, widths[-1]), dtype)                  # z^(L)
+        self.deltas = [xp.empty((rows, w), dtype) for w in widths[1:]]    # delta^(l)
+        self.grads = [(xp.empty((o, i), dtype), xp.empty(o, dtype))
+                      for i, o in zip(widths[:-1], widths[1:])]
+        self.x = xp.empty((rows, widths[0]), dtype) if gather_inputs else None
+        self.t = (xp.empty((rows, *target_shape), target_dtype)
+                  if target_shape is not None else None)
+
+
+def gather_rows(xp, a, idx, out):
+    """out <- a[idx] without a temporary (np.take buffers its output unless mode != 'raise')."""
+    if xp is np:
+        return np.take(a, idx, axis=0, out=out, mode="clip")
+    return xp.take(a, idx, axis=0, out=out)
+
+
+def forward(xp, params, acts, x, ws: Workspace):
+    """Fill ws.acts[l][:m] with x^(l) and ws.z_out[:m] with z^(L); return x^(L) (m, n_L)."""
+    m = len(x)
+    prev = x
+    last = len(params) - 1
+    for l, ((W, b), act) in enumerate(zip(params, acts)):
+        out = ws.acts[l][:m]
+        z = ws.z_out[:m] if l == last else out
+        xp.matmul(prev, W.T, out=z)
+        z += b
+        if l == last:
+            out[...] = z
+        prev = act.forward(out)
+    return prev
+
+
+def output_delta(xp, loss, act_out, z, f, t, scale: float, out):
+    """out <- scale * dL/dz^(L) per row. May overwrite f (the caller is done with it)."""
+    if loss.fused_activation == act_out.name:
+        # softmax + cross_entropy and sigmoid + binary_cross_entropy are matched pairs:
+        # dL/dz = f - y, with no phi' factor (it cancels against the loss's derivative).
+        if t.ndim == 1:                          # integer labels: y is one-hot
+            xp.multiply(f, scale, out=out)
+            out[xp.arange(len(t)), t] -= scale
+        else:
+            xp.subtract(f, t, out=out)
+            out *= scale
+        return out
+    # The general chain rule: delta^(L) = dL/df * phi_out'(z^(L)).
+    xp.multiply(loss.grad_f(f, t), scale, out=out)
+    return act_out.backprop_inplace(out, f)
+
+
+def backward(xp, params, acts, x, ws: Workspace, on_layer):
+    """Backpropagate ws.deltas[L-1][:m] down to layer 1.
+
+    For each layer l (0-based, from the top) it fills ws.grads[l] and then calls
+    on_layer(l, W, b, dW, db) once W^(l) is no longer needed, so an optimizer may update it
+    there while its gradient is still in cache. Overwrites ws.acts[:-1] with phi'.
+    """
+    m = len(x)
+    for l in range(len(params) - 1, -1, -1):
+        W, b = params[l]
+        dW, db = ws.grads[l]
+        delta = ws.deltas[l][:m]
+        prev = x if l == 0 else ws.acts[l - 1][:m]
+        xp.matmul(delta.T, prev, out=dW)
+        xp.sum(delta, axis=0, out=db)
+        if l > 0:
+            below = ws.deltas[l - 1][:m]
+            xp.matmul(delta, W, out=below)
+            acts[l - 1].backprop_inplace(below, prev)
+        on_layer(l, W, b, dW, db)

@@ -1,0 +1,171 @@
+"""The JSON-friendly schema of a network and of a training run (pydantic v2).
+
+The HTTP API reuses these models verbatim. Allowed names come from the registries, so the
+docs, the validation and the engine can never disagree. Unknown fields are errors.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .activations import ACTIVATIONS, OUTPUT_ONLY
+from .initializers import INIT_SCHEMES, INITS
+from .losses import LOSSES
+from .optimizers import OPTIMIZERS
+from .schedules import SCHEDULE_PARAMS, SCHEDULES
+
+
+def _one_of(kind: str, value: str, registry) -> str:
+    if value not in registry:
+        raise ValueError(f"unknown {kind} {value!r}; valid {kind}s: {', '.join(sorted(registry))}")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LayerSpec(_Model):
+    """One layer: `units` outputs, each phi(w^T x + b)."""
+
+    units: int = Field(ge=1)
+    activation: str
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, v: str) -> str:
+        return _one_of("activation", v, ACTIVATIONS)
+
+
+class InitSpec(_Model):
+    """W_ij ~ distribution with variance sigma^2/m (m = fan-in or fan-out), or a scheme's."""
+
+    distribution: str = "normal"
+    sigma: float = Field(default=1.0, gt=0)
+    fan: Literal["in", "out"] = "in"
+    scheme: str | None = None
+
+    @field_validator("distribution")
+    @classmethod
+    def _known_distribution(cls, v: str) -> str:
+        return _one_of("distribution", v, INITS)
+
+    @field_validator("scheme")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        return v if v is None else _one_of("scheme", v, INIT_SCHEMES)
+
+
+class NetworkSpec(_Model):
+    """Layers from the first hidden one to the output; the input width comes from the data."""
+
+    layers: list[LayerSpec] = Field(min_length=1)
+    loss: str
+    init: InitSpec = Field(default_factory=InitSpec)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        return _one_of("loss", v, LOSSES)
+
+    @model_validator(mode="after")
+    def _sensible_pairing(self) -> NetworkSpec:
+        for i, layer in enumerate(self.layers[:-1], start=1):
+            if layer.activation in OUTPUT_ONLY:
+                raise ValueError(
+                    f"layer {i} uses {layer.activation!r}, which is only allowed on the output "
+                    "layer; pick a hidden activation such as 'relu' or 'tanh'")
+        out = self.layers[-1].activation
+        fused = LOSSES[self.loss].fused_activation
+        if fused and out != fused:
+            raise ValueError(
+                f"loss {self.loss!r} needs a {fused!r} output layer, but the last layer uses "
+                f"{out!r}; set its activation to {fused!r}")
+        if out == "softmax" and self.loss != "cross_entropy":
+            raise ValueError(
+                f"a softmax output only pairs with loss 'cross_entropy', not {self.loss!r}; "
+                "use 'cross_entropy', or an elementwise output such as 'sigmoid' or 'identity'")
+        if self.loss == "cross_entropy" and self.layers[-1].units < 2:
+            raise ValueError("cross_entropy needs at least 2 output units (one per class); for "
+                             "two classes with one unit use sigmoid + binary_cross_entropy")
+        return self
+
+
+class ScheduleSpec(_Model):
+    """A learning-rate schedule; see schedules.py for the formulas."""
+
+    name: str = "constant"
+    step_size: int = Field(default=10, ge=1)
+    gamma: float = Field(default=0.5, gt=0, le=1)
+    t_max: int | None = Field(default=None, ge=1)
+    min_lr: float = Field(default=0.0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        return _one_of("schedule", v, SCHEDULES)
+
+    @model_validator(mode="after")
+    def _only_its_params(self) -> ScheduleSpec:
+        extra = (self.model_fields_set - {"name"}) - SCHEDULE_PARAMS[self.name]
+        if extra:
+            allowed = ", ".join(sorted(SCHEDULE_PARAMS[self.name])) or "none"
+            raise ValueError(f"schedule {self.name!r} does not use {', '.join(sorted(extra))}; "
+                             f"its parameters: {allowed}")
+        return self
+
+
+class EarlyStoppingSpec(_Model):
+    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs."""
+
+    patience: int = Field(default=5, ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
+    restore_best: bool = True
+    monitor: Literal["val_loss", "loss"] = "val_loss"
+
+
+class TrainingSpec(_Model):
+    """How to train. optimizer 'gd' is full-batch gradient descent and ignores batch_size."""
+
+    optimizer: str = "sgd"
+    learning_rate: float = Field(default=0.01, gt=0)
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int | None = Field(default=32, ge=1)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    validation_split: float = Field(default=0.0, ge=0, lt=1)
+    early_stopping: EarlyStoppingSpec | None = None
+    shuffle: bool = True
+    seed: int | None = None
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        return _one_of("optimizer", v, OPTIMIZERS)
+
+    @model_validator(mode="after")
+    def _monitor_has_data(self) -> TrainingSpec:
+        es = self.early_stopping
+        if es is not None and es.monitor == "val_loss" and self.validation_split == 0:
+            raise ValueError("early_stopping monitors 'val_loss' but validation_split is 0; "
+                             "set validation_split (e.g. 0.1) or early_stopping.monitor 'loss'")
+        return self
+
+    @property
+    def full_batch(self) -> bool:
+        return self.optimizer == "gd" or self.batch_size is None
+
+
+def as_network_spec(spec) -> NetworkSpec:
+    return spec if isinstance(spec, NetworkSpec) else NetworkSpec.model_validate(spec)
+
+
+def as_training_spec(training) -> TrainingSpec:
+    if training is None:
+        return TrainingSpec()
+    return training if isinstance(training, TrainingSpec) else TrainingSpec.model_validate(training)
