@@ -46,10 +46,13 @@ def train(job_id: str) -> str:
         return "missing"
     if is_finished(meta):
         return meta["status"]
+    run = TrainingRun(store, settings, meta, rq_job.worker_name if rq_job else "inline")
     if store.cancel_requested(job_id):
-        store.finish_job(job_id, JobStatus.CANCELED, settings.result_ttl_s)
-        return JobStatus.CANCELED.value
-    return TrainingRun(store, settings, meta, rq_job.worker_name if rq_job else "inline").run()
+        if store.checkpoint(job_id) is None:
+            store.finish_job(job_id, JobStatus.CANCELED, settings.result_ttl_s)
+            return JobStatus.CANCELED.value
+        run.canceled.set()  # resume only to keep the checkpointed weights as the model
+    return run.run()
 
 
 class TrainingRun:
@@ -208,7 +211,7 @@ def model_meta(model_id: str, job: dict, net: engine.Network, metrics: dict) -> 
     spec = net.spec
     return {
         "id": model_id, "tenant": job["tenant"], "job_id": job["id"],
-        "network": spec.model_dump(mode="json"), "n_inputs": net.n_inputs,
+        "network": spec.model_dump(mode="json", exclude_unset=True), "n_inputs": net.n_inputs,
         "n_outputs": net.n_outputs, "task": task_of(spec), "dtype": str(net.dtype),
         "epochs_trained": net.epochs_done, "created_at": time.time(),
         "metrics": metrics,

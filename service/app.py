@@ -1,0 +1,47 @@
+"""The FastAPI application: wiring only; routes live in service/routes/."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service.body_limit import BodySizeLimit
+from service.deps import key_digest
+from service.errors import install_error_handlers
+from service.model_cache import ModelCache
+from service.routes import datasets, health, jobs, models
+from service.schemas import PredictIn
+from worker import queues
+from worker.logs import setup_logging
+from worker.settings import Settings, get_settings
+from worker.store import Store
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging("api")
+    app = FastAPI(title="backprop-service", version="0.1.0",
+                  description="Train neural networks by backpropagation over HTTP.")
+    store = Store(queues.connect(settings), settings.key_prefix)
+    app.state.settings = settings
+    app.state.store = store
+    app.state.models = ModelCache(store, settings.model_cache_size)
+    app.state.key_digests = {key_digest(k): t for k, t in settings.tenant_keys.items()}
+    install_error_handlers(app)
+    for module in (health, datasets, jobs, models):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema plus the bodies that routes parse themselves (for both content types)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["PredictIn"] = PredictIn.model_json_schema(
+            ref_template="#/components/schemas/{model}")
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,140 @@
+"""User arrays in (JSON lists, CSV, NPZ, NPY) -> checked NumPy arrays, with errors naming the field."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+
+import numpy as np
+
+from service.errors import ApiError
+
+FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _invalid(field: str, message: str, status: int = 422) -> ApiError:
+    return ApiError(status, f"{field}: {message}", field)
+
+
+def matrix(value, field: str, dtype=np.float64) -> np.ndarray:
+    """A non-empty 2-D array of finite numbers from nested lists."""
+    if not isinstance(value, list) or not value:
+        raise _invalid(field, "must be a non-empty list of rows (a list of lists of numbers)")
+    if not all(isinstance(row, list) for row in value):
+        raise _invalid(field, "every row must be a list of numbers")
+    widths = {len(row) for row in value}
+    if len(widths) != 1:
+        raise _invalid(field, f"rows have different lengths ({sorted(widths)[:5]}); every row "
+                              f"must have the same number of values")
+    if 0 in widths:
+        raise _invalid(field, "rows are empty; each row needs at least one value")
+    return finite(_numeric(value, field, dtype), field)
+
+
+def vector_or_matrix(value, field: str) -> np.ndarray:
+    """Targets: a non-empty list of numbers, or a list of equal-length lists of numbers."""
+    if not isinstance(value, list) or not value:
+        raise _invalid(field, "must be a non-empty list (one target per row)")
+    if all(isinstance(v, list) for v in value):
+        return matrix(value, field)
+    if any(isinstance(v, (list, dict, str)) or v is None for v in value):
+        raise _invalid(field, "must hold numbers only (or be a list of lists for several targets)")
+    return finite(_numeric(value, field, np.float64), field)
+
+
+def _numeric(value, field: str, dtype) -> np.ndarray:
+    try:
+        with np.errstate(over="raise"):
+            return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise _invalid(field, f"must hold numbers only ({exc})") from None
+    except FloatingPointError:
+        raise _invalid(field, f"holds numbers too large for {np.dtype(dtype).name}") from None
+
+
+def finite(array: np.ndarray, field: str) -> np.ndarray:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[0].tolist()
+        raise _invalid(field, f"holds NaN or infinite values (first at index {bad}); "
+                              f"remove or impute them")
+    if array.dtype.kind not in "fiub":
+        raise _invalid(field, f"must be numeric, not {array.dtype}")
+    return array
+
+
+def as_float(array: np.ndarray, field: str, dtype: str) -> np.ndarray:
+    """Cast to the stored float dtype, refusing values that overflow it."""
+    target = FLOAT_DTYPES[dtype]
+    if array.dtype.kind == "f" and array.size and np.abs(array).max() > np.finfo(target).max:
+        raise _invalid(field, f"holds values too large for {dtype} (largest allowed "
+                              f"{np.finfo(target).max:.3g})")
+    return array.astype(target, copy=False)
+
+
+def rows_match(X: np.ndarray, y: np.ndarray, x_field: str = "X", y_field: str = "y") -> None:
+    if X.ndim != 2:
+        raise _invalid(x_field, f"must be 2-D (rows x features), got shape {list(X.shape)}")
+    if y.ndim not in (1, 2):
+        raise _invalid(y_field, f"must be 1-D or 2-D, got shape {list(y.shape)}")
+    if X.shape[0] == 0:
+        raise _invalid(x_field, "the dataset is empty; send at least one row")
+    if X.shape[0] != y.shape[0]:
+        raise _invalid(y_field, f"has {y.shape[0]} rows but X has {X.shape[0]}; "
+                                f"give one target per row")
+
+
+def from_csv(content: bytes, target: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A CSV with a header row; `target` names the label column(s), all others are features."""
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _invalid("file", "is not UTF-8 text; upload a CSV or an NPZ file") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise _invalid("file", "is empty; the CSV needs a header row and data rows")
+    header = [h.strip() for h in header]
+    missing = [t for t in target if t not in header]
+    if missing:
+        raise _invalid("target", f"column(s) {missing} are not in the CSV header {header}")
+    target_idx = [header.index(t) for t in target]
+    feature_idx = [i for i in range(len(header)) if i not in target_idx]
+    if not feature_idx:
+        raise _invalid("target", "names every column; leave at least one feature column")
+    rows = [row for row in reader if row]
+    if not rows:
+        raise _invalid("file", "has a header but no data rows")
+    for n, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise _invalid("file", f"line {n} has {len(row)} values but the header has "
+                                   f"{len(header)}")
+    try:
+        table = np.array(rows, dtype=np.float64)
+    except ValueError as exc:
+        raise _invalid("file", f"holds a value that is not a number ({exc}); encode categories "
+                               f"as numbers") from None
+    table = finite(table, "file")
+    y = table[:, target_idx]
+    return table[:, feature_idx], (y[:, 0] if len(target_idx) == 1 else y)
+
+
+def from_npz(content: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """An .npz holding arrays `X` and `y`; never unpickled."""
+    try:
+        with np.load(io.BytesIO(content), allow_pickle=False) as npz:
+            missing = [name for name in ("X", "y") if name not in npz.files]
+            if missing:
+                raise _invalid("file", f"the NPZ lacks array(s) {missing}; it holds {npz.files}")
+            X, y = npz["X"], npz["y"]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise _invalid("file", f"is not a readable NPZ of numeric arrays ({exc})") from None
+    return finite(X, "X"), finite(y, "y")
+
+
+def from_npy(content: bytes, field: str) -> np.ndarray:
+    """One .npy array (the binary predict path); never unpickled."""
+    try:
+        return finite(np.load(io.BytesIO(content), allow_pickle=False), field)
+    except (ValueError, OSError, EOFError) as exc:
+        raise _invalid(field, f"is not a readable .npy numeric array ({exc})") from None

@@ -1,0 +1,82 @@
+"""The `backprop` command: `up` (the whole local stack), `api`, `worker`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from worker.settings import get_settings
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from service.launcher import Stack
+
+    settings = get_settings()
+    stack = Stack(settings, args.host, args.port, args.workers, args.api_workers)
+    stack.start()
+    redis_where = (f"embedded Valkey at {stack.valkey.url} (data in {stack.valkey.data_dir})"
+                   if stack.valkey else f"Redis at {settings.redis_url}")
+    print(f"backprop-service is up\n  API:       {stack.url}\n  API docs:  {stack.url}/docs\n"
+          f"  Redis:     {redis_where}\n  workers:   {args.workers}\nPress Ctrl-C to stop.",
+          flush=True)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    while not stopping.wait(1.0):
+        if stack.api is not None and stack.api.poll() is not None:
+            print("the API process exited; stopping", file=sys.stderr)
+            break
+    print("stopping: workers checkpoint running jobs, then the API and Redis stop", flush=True)
+    stack.stop()
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.process import main as worker_main
+
+    argv = (["--queues", args.queues] if args.queues else []) + (["--burst"] if args.burst else [])
+    return worker_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backprop", description="backprop-service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start Redis (embedded unless BACKPROP_REDIS_URL is set), "
+                                   "the API and workers; Ctrl-C stops them")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--workers", type=int, default=1, help="training worker processes")
+    up.add_argument("--api-workers", type=int, default=1, help="API (uvicorn) processes")
+    up.set_defaults(func=cmd_up)
+
+    api = sub.add_parser("api", help="run the HTTP API (needs BACKPROP_REDIS_URL)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="run a training worker (needs BACKPROP_REDIS_URL)")
+    worker.add_argument("--queues", help="comma-separated queues (default: BACKPROP_QUEUE)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""`backprop up`: embedded Valkey (unless BACKPROP_REDIS_URL is set), the API and N workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from service.embedded_redis import EmbeddedValkey
+from worker.settings import Settings
+
+
+class Stack:
+    """The processes of a local deployment, started in order and stopped in reverse."""
+
+    def __init__(self, settings: Settings, host: str, port: int, workers: int,
+                 api_workers: int = 1, log_dir: Path | None = None):
+        self.settings, self.host, self.port = settings, host, port
+        self.n_workers, self.api_workers = workers, api_workers
+        self.log_dir = log_dir
+        self.valkey: EmbeddedValkey | None = None
+        self.api: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.env = dict(os.environ)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, ready_timeout_s: float = 60.0) -> "Stack":
+        if not self.settings.redis_url:
+            self.valkey = EmbeddedValkey(self.settings.data_dir / "valkey").start()
+            self.env["BACKPROP_REDIS_URL"] = self.valkey.url
+        for _ in range(self.n_workers):
+            self.add_worker()
+        self.api = self._spawn("api", [sys.executable, "-m", "service.cli", "api", "--host",
+                                       self.host, "--port", str(self.port), "--workers",
+                                       str(self.api_workers)])
+        self.wait_ready(ready_timeout_s)
+        return self
+
+    def add_worker(self) -> subprocess.Popen:
+        proc = self._spawn(f"worker{len(self.workers) + 1}", [sys.executable, "-m", "worker"])
+        self.workers.append(proc)
+        return proc
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        out = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{name}.log", "ab")
+        # Own process group: Ctrl-C reaches only us, and we stop children in order.
+        return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT if out else None,
+                                start_new_session=True)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        reason = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.api is not None and self.api.poll() is not None:
+                raise RuntimeError(f"the API process exited with status {self.api.returncode}")
+            try:
+                answer = httpx.get(f"{self.url}/readyz", timeout=2)
+                if answer.status_code == 200:
+                    return
+                reason = answer.json().get("reason", answer.text)
+            except httpx.HTTPError as exc:
+                reason = str(exc)
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the service was not ready within {timeout_s:.0f} s: {reason}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Workers first (they checkpoint and requeue running jobs), then the API, then Valkey."""
+        for group in (self.workers, [self.api] if self.api else []):
+            for proc in group:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in group:
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        self.workers, self.api = [], None
+        if self.valkey is not None:
+            self.valkey.stop()
+            self.valkey = None

@@ -1,0 +1,124 @@
+"""/v1/datasets: upload (JSON, CSV or NPZ), list, read, delete."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+
+from service import arrays
+from service.deps import SettingsDep, StoreDep, TenantDep
+from service.errors import ApiError, not_found, validation_details
+from service.schemas import DatasetIn, DatasetList, DatasetOut, ErrorOut
+from worker.settings import Settings
+from worker.status import new_id
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
+                   responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": DatasetIn.model_json_schema(ref_template="#/components/schemas/{model}")},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "CSV with a header row, or NPZ with arrays X and y"},
+        "name": {"type": "string"},
+        "target": {"type": "string", "description": "CSV label column(s), comma-separated (default: the last column)"},
+        "dtype": {"type": "string", "enum": ["float32", "float64"]}}}}}}}
+
+
+async def parse_upload(request: Request) -> tuple[str, str, np.ndarray, np.ndarray, str]:
+    """(name, source, X, y, dtype) from a JSON body or a multipart file upload."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(422, "file: attach the data as a file field named `file`", "file")
+        content = await upload.read()
+        filename = (upload.filename or "").lower()
+        dtype = str(form.get("dtype") or "float32")
+        if dtype not in arrays.FLOAT_DTYPES:
+            raise ApiError(422, "dtype: must be float32 or float64", "dtype")
+        name = str(form.get("name") or upload.filename or "dataset")[:200]
+        if filename.endswith(".npz") or content[:2] == b"PK":
+            X, y = arrays.from_npz(content)
+            return name, "npz", X, y, dtype
+        target = [t.strip() for t in str(form.get("target") or "").split(",") if t.strip()]
+        if not target:
+            header = content.split(b"\n", 1)[0].decode("utf-8-sig", "replace").strip()
+            target = [header.split(",")[-1].strip()]
+        X, y = arrays.from_csv(content, target)
+        return name, "csv", X, y, dtype
+    if not content_type.startswith("application/json"):
+        raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"}) or a multipart file upload "
+                            "(CSV or NPZ in field `file`)")
+    try:
+        body = orjson.loads(await request.body())
+        payload = DatasetIn.model_validate(body) if isinstance(body, dict) else None
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(422, f"body: not valid JSON ({exc})", "body") from None
+    except ValidationError as exc:
+        details = validation_details(exc.errors())
+        raise ApiError(422, f"{details[0]['field']}: {details[0]['message']}",
+                       details[0]["field"]) from None
+    if payload is None:
+        raise ApiError(422, "body: must be a JSON object with name, X and y", "body")
+    X = arrays.matrix(body["X"], "X")
+    y = arrays.vector_or_matrix(body["y"], "y")
+    return payload.name, "json", X, y, payload.dtype
+
+
+def dataset_meta(tenant: str, name: str, source: str, X: np.ndarray, y: np.ndarray) -> dict:
+    labels = y.ndim == 1 and (y.dtype.kind in "iu" or bool(np.all(y == np.round(y))))
+    return {"id": new_id("dataset"), "tenant": tenant, "name": name, "source": source,
+            "n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),
+            "n_outputs": 1 if y.ndim == 1 else int(y.shape[1]),
+            "classes": int(len(np.unique(y))) if labels else None,
+            "dtype": str(X.dtype), "created_at": time.time()}
+
+
+def check_limits(settings: Settings, X: np.ndarray, y: np.ndarray) -> None:
+    if X.shape[0] > settings.max_dataset_rows:
+        raise ApiError(413, f"the dataset has {X.shape[0]} rows; this service takes at most "
+                            f"{settings.max_dataset_rows} (BACKPROP_MAX_DATASET_ROWS)", "X")
+    if X.nbytes + y.nbytes > settings.max_dataset_bytes:
+        raise ApiError(413, f"the dataset takes {X.nbytes + y.nbytes} bytes; this service takes "
+                            f"at most {settings.max_dataset_bytes} (BACKPROP_MAX_DATASET_BYTES)", "X")
+
+
+@router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY,
+             responses={413: {"model": ErrorOut}, 415: {"model": ErrorOut}})
+async def upload_dataset(request: Request, response: Response, store: StoreDep,
+                         settings: SettingsDep, tenant: TenantDep):
+    """Upload a dataset as JSON `{name, X, y}`, or as a CSV/NPZ file (multipart field `file`)."""
+    name, source, X, y, dtype = await parse_upload(request)
+    arrays.rows_match(X, y)
+    X = arrays.as_float(X, "X", dtype)
+    if y.dtype.kind == "f":
+        y = arrays.as_float(y, "y", dtype)
+    check_limits(settings, X, y)
+    meta = store.put_dataset(dataset_meta(tenant, name, source, X, y), X, y)
+    response.headers["Location"] = f"/v1/datasets/{meta['id']}"
+    return meta
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(store: StoreDep, tenant: TenantDep):
+    return {"datasets": store.datasets(tenant)}
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut, responses={404: {"model": ErrorOut}})
+def get_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep):
+    meta = store.dataset(tenant, dataset_id)
+    if meta is None:
+        raise not_found("dataset", dataset_id)
+    return meta
+
+
+@router.delete("/{dataset_id}", status_code=204, responses={404: {"model": ErrorOut}})
+def delete_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep):
+    if not store.delete_dataset(tenant, dataset_id):
+        raise not_found("dataset", dataset_id)
+    return Response(status_code=204)

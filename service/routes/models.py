@@ -1,0 +1,100 @@
+"""/v1/models: read a trained model, its weights, and predict with it (never through the queue)."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request, Response
+from service.responses import JSONBytes
+
+from service import arrays
+from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
+from service.errors import ApiError, not_found
+from service.model_cache import LoadedModel, predict_payload
+from service.schemas import ErrorOut, ModelOut, PredictIn, PredictOut, WeightsOut
+from worker.codec import array_to_bytes, arrays_to_npz
+
+router = APIRouter(prefix="/v1/models", tags=["models"],
+                   responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+
+NPZ, NPY = "application/x-npz", "application/x-npy"
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/PredictIn"}},
+    NPY: {"schema": {"type": "string", "format": "binary",
+                     "description": "a 2-D .npy array (rows x n_inputs); answered as .npy "
+                                    "when Accept is application/x-npy"}}}}}
+
+
+def loaded_model(models, tenant: str, model_id: str) -> LoadedModel:
+    loaded = models.get(tenant, model_id)
+    if loaded is None:
+        raise not_found("model", model_id)
+    return loaded
+
+
+@router.get("/{model_id}", response_model=ModelOut)
+def get_model(model_id: str, tenant: TenantDep, models: ModelCacheDep):
+    return loaded_model(models, tenant, model_id).meta
+
+
+@router.get("/{model_id}/weights", response_model=WeightsOut,
+            responses={200: {"content": {NPZ: {}}}})
+def get_weights(model_id: str, request: Request, tenant: TenantDep, models: ModelCacheDep):
+    """JSON lists, or NPZ (W0, b0, W1, ...) with `Accept: application/x-npz`."""
+    net = loaded_model(models, tenant, model_id).net
+    if NPZ in request.headers.get("accept", ""):
+        named = {}
+        for i, (W, b) in enumerate(net.params):
+            named[f"W{i}"], named[f"b{i}"] = np.asarray(W), np.asarray(b)
+        return Response(arrays_to_npz(named), media_type=NPZ)
+    return JSONBytes({"model_id": model_id, "layers": [
+        {"W": np.asarray(W, dtype=np.float64), "b": np.asarray(b, dtype=np.float64)}
+        for W, b in net.params]})
+
+
+async def predict_inputs(request: Request, n_inputs: int, max_rows: int) -> np.ndarray:
+    """The rows to predict from a JSON body `{"inputs": [[...]]}` or an .npy body."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith(NPY):
+        X = arrays.from_npy(body, "inputs")
+    else:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(422, f"body: not valid JSON ({exc})", "body") from None
+        if not isinstance(payload, dict) or set(payload) != {"inputs"}:
+            raise ApiError(422, "body: must be a JSON object {\"inputs\": [[...], ...]}", "body")
+        X = arrays.matrix(payload["inputs"], "inputs")
+    if X.ndim != 2 or X.shape[1] != n_inputs:
+        raise ApiError(422, f"inputs: each row needs {n_inputs} values (the model's input "
+                            f"width); got shape {list(X.shape)}", "inputs")
+    if X.shape[0] > max_rows:
+        raise ApiError(413, f"inputs: {X.shape[0]} rows; at most {max_rows} per request "
+                            f"(BACKPROP_MAX_PREDICT_ROWS)", "inputs")
+    return X
+
+
+@router.post("/{model_id}/predict", response_model=PredictOut, openapi_extra=PREDICT_BODY,
+             responses={413: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+async def predict(model_id: str, request: Request, tenant: TenantDep, models: ModelCacheDep,
+                  settings: SettingsDep):
+    """Outputs for each input row, and labels for classifiers."""
+    loaded = loaded_model(models, tenant, model_id)
+    X = await predict_inputs(request, loaded.meta["n_inputs"], settings.max_predict_rows)
+    X = arrays.as_float(X, "inputs", loaded.meta["dtype"])
+    payload = predict_payload(loaded, X)
+    if NPY in request.headers.get("accept", ""):
+        return Response(array_to_bytes(payload["outputs"]), media_type=NPY)
+    return JSONBytes(payload)
+
+
+@router.delete("/{model_id}", status_code=204)
+def delete_model(model_id: str, store: StoreDep, tenant: TenantDep, models: ModelCacheDep):
+    if not store.delete_model(tenant, model_id):
+        raise not_found("model", model_id)
+    models.evict(model_id)
+    return Response(status_code=204)
+
+
+# PredictIn is referenced by PREDICT_BODY's $ref; keep it in the OpenAPI components.
+__all__ = ["router", "PredictIn"]

@@ -1,0 +1,68 @@
+"""Real components for every test session: a Valkey server on a free port, RQ worker processes
+and the API over HTTP. Nothing is faked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from service.embedded_redis import EmbeddedValkey, free_port
+from service.launcher import Stack
+from worker.settings import Settings
+
+# Short leases and frequent checkpoints make fault tests quick; production defaults are longer.
+TEST_ENV = {
+    "BACKPROP_LEASE_S": "4",
+    "BACKPROP_HEARTBEAT_S": "0.5",
+    "BACKPROP_CHECKPOINT_EVERY_S": "0.5",
+    "BACKPROP_MAX_RESTARTS": "3",
+}
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory) -> EmbeddedValkey:
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_client(valkey) -> redis.Redis:
+    return redis.Redis.from_url(valkey.url)
+
+
+@pytest.fixture(scope="session")
+def service_env(valkey) -> dict[str, str]:
+    env = {**TEST_ENV, "BACKPROP_REDIS_URL": valkey.url}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from worker.settings import get_settings
+    get_settings.cache_clear()
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def stack(service_env, tmp_path_factory) -> Stack:
+    """The API on a free port and two workers, as `backprop up` runs them."""
+    settings = Settings()
+    logs = Path(tmp_path_factory.mktemp("logs"))
+    running = Stack(settings, "127.0.0.1", free_port(), workers=2, log_dir=logs).start()
+    running.logs = logs
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def api(stack) -> httpx.Client:
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        yield client
