@@ -19,14 +19,16 @@ class Stack:
     """The processes of a local deployment, started in order and stopped in reverse."""
 
     def __init__(self, settings: Settings, host: str, port: int, workers: int,
-                 api_workers: int = 1, log_dir: Path | None = None):
+                 api_workers: int = 1, log_dir: Path | None = None,
+                 extra_env: dict[str, str] | None = None):
         self.settings, self.host, self.port = settings, host, port
         self.n_workers, self.api_workers = workers, api_workers
         self.log_dir = log_dir
         self.valkey: EmbeddedValkey | None = None
         self.api: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
-        self.env = dict(os.environ)
+        # Children read their settings from this environment (BACKPROP_*).
+        self.env = {**os.environ, **(extra_env or {})}
 
     @property
     def url(self) -> str:
