@@ -108,7 +108,11 @@ class ScheduleSpec(_Model):
 
     @model_validator(mode="after")
     def _only_its_params(self) -> ScheduleSpec:
-        extra = (self.model_fields_set - {"name"}) - SCHEDULE_PARAMS[self.name]
+        # A parameter the schedule ignores may appear with its default (model_dump writes
+        # them all), but a different value means the user expects an effect it cannot have.
+        fields = type(self).model_fields
+        extra = {f for f in fields if f != "name" and f not in SCHEDULE_PARAMS[self.name]
+                 and getattr(self, f) != fields[f].default}
         if extra:
             allowed = ", ".join(sorted(SCHEDULE_PARAMS[self.name])) or "none"
             raise ValueError(f"schedule {self.name!r} does not use {', '.join(sorted(extra))}; "

@@ -167,6 +167,7 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
             lr = learning_rate(training, epoch)
             opt = run.optimizer
             scale = opt.grad_scale(lr)
+            rng_at_start = run.rng.bit_generator.state
             order = run.rng.permutation(train_idx) if shuffle else train_idx
             order_d = be.asarray(order) if not contiguous else None
             loss_sum = score = 0.0
@@ -174,6 +175,9 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
 
             for k in range(n_batches):
                 if should_stop is not None and should_stop():
+                    # Rewind the shuffling RNG: a stop at an epoch boundary then resumes
+                    # exactly as if training had never stopped.
+                    run.rng.bit_generator.state = rng_at_start
                     net.stopped = True
                     return history
                 lo, hi = k * batch, min((k + 1) * batch, n_train)

@@ -1,0 +1,114 @@
+"""Network construction, parameters, prediction, dtype and the device switch."""
+import sys
+
+import numpy as np
+import pytest
+
+from engine import DeviceUnavailable, Network, NetworkSpec
+from engine.backend import get_backend
+from engine_helpers import make_classification, make_regression, spec
+
+
+def test_accepts_dict_or_model_and_builds_lazily():
+    net = Network(spec())
+    assert net.n_inputs is None and net.n_outputs == 3 and net.device == "cpu"
+    with pytest.raises(ValueError, match="no parameters yet"):
+        net.params
+    X, _ = make_classification(d=5)
+    assert net.predict(X).shape == (len(X), 3) and net.n_inputs == 5
+    same = Network(NetworkSpec.model_validate(spec()), n_inputs=5)
+    assert [W.shape for W, _ in same.params] == [(8, 5), (3, 8)]
+    assert all(np.array_equal(W0, W1) for (W0, _), (W1, _) in zip(net.params, same.params))
+
+
+def test_init_follows_the_lecture_scale():
+    s = spec(units=400, init={"sigma": 2.0})
+    (W1, b1), (W2, _) = Network(s, n_inputs=1000, seed=0, dtype="float64").params
+    assert W1.std() == pytest.approx(2.0 / np.sqrt(1000), rel=0.02)   # fan-in
+    assert not b1.any()
+    out = Network({**s, "init": {"sigma": 2.0, "fan": "out"}}, n_inputs=1000, dtype="float64")
+    assert out.params[0][0].std() == pytest.approx(2.0 / np.sqrt(400), rel=0.02)
+    uni = Network({**s, "init": {"distribution": "uniform"}}, n_inputs=1000, dtype="float64")
+    W = uni.params[0][0]
+    assert W.std() == pytest.approx(1 / np.sqrt(1000), rel=0.02)
+    assert np.abs(W).max() <= np.sqrt(3 / 1000)
+    he = Network({**s, "init": {"scheme": "he"}}, n_inputs=1000, dtype="float64")
+    assert he.params[0][0].std() == pytest.approx(np.sqrt(2 / 1000), rel=0.02)
+    xavier = Network({**s, "init": {"scheme": "xavier"}}, n_inputs=1000, dtype="float64")
+    assert xavier.params[0][0].std() == pytest.approx(np.sqrt(2 / 1400), rel=0.02)
+
+
+def test_params_setter_checks_shapes_and_values():
+    net = Network(spec(), n_inputs=5)
+    params = net.params
+    with pytest.raises(ValueError, match="expected 2"):
+        net.params = params[:1]
+    with pytest.raises(ValueError, match=r"layer 2: W must have shape \(3, 8\)"):
+        net.params = [params[0], (params[1][0].T, params[1][1])]
+    with pytest.raises(ValueError, match="NaN"):
+        net.params = [params[0], (params[1][0] * np.nan, params[1][1])]
+    new = [(W + 1.0, b - 1.0) for W, b in params]
+    net.params = new
+    assert all(np.array_equal(W, Wn) and W.dtype == np.float32
+               for (W, _), (Wn, _) in zip(net.params, new))
+    net.params[0][0][...] = 0                                      # a copy: no effect
+    assert net.params[0][0].any()
+    fresh = Network(spec())
+    fresh.params = new                                             # sets n_inputs
+    assert fresh.n_inputs == 5
+
+
+def test_width_mismatch_is_an_error():
+    net = Network(spec(), n_inputs=4)
+    X, y = make_classification(d=5)
+    with pytest.raises(ValueError, match="takes 4 inputs"):
+        net.fit(X, y)
+    with pytest.raises(ValueError, match="takes 4 inputs"):
+        net.predict(X)
+
+
+def test_predict_labels():
+    X, y = make_classification()
+    clf = Network(spec(), seed=0)
+    clf.fit(X, y, {"epochs": 30, "learning_rate": 0.1})
+    assert (clf.predict_labels(X) == y).mean() > 0.9
+    assert np.allclose(clf.predict(X).sum(axis=1), 1, atol=1e-5)
+    binary = Network(spec(out="sigmoid", loss="binary_cross_entropy", k=1), seed=0)
+    yb = (y == 0).astype(int)
+    binary.fit(X, yb, {"epochs": 30, "learning_rate": 0.1})
+    labels = binary.predict_labels(X)
+    assert labels.shape == (len(X),) and set(np.unique(labels)) <= {0, 1}
+    assert (labels == yb).mean() > 0.9
+    reg = Network(spec(out="identity", loss="squared_error", k=2), n_inputs=4)
+    with pytest.raises(ValueError, match="use predict"):
+        reg.predict_labels(make_regression()[0])
+
+
+def test_float64_on_request_and_bad_dtype():
+    X, Y = make_regression()
+    net = Network(spec(out="identity", loss="huber", k=2), dtype="float64")
+    assert net.predict(X).dtype == np.float64
+    assert Network(spec(), n_inputs=2).predict(np.ones((1, 2))).dtype == np.float32
+    with pytest.raises(ValueError, match="float32, float64"):
+        Network(spec(), dtype="float16")
+
+
+def test_device_switch_without_cupy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)                # import cupy -> ImportError
+    with pytest.raises(DeviceUnavailable, match="device 'gpu' needs CuPy") as err:
+        Network(spec(), device="gpu")
+    assert "device='cpu'" in str(err.value) and isinstance(err.value, ValueError)
+    net = Network(spec(), device="auto")
+    assert net.device == "cpu" and get_backend("auto").xp is np
+    with pytest.raises(ValueError, match="auto, cpu, gpu"):
+        Network(spec(), device="tpu")
+
+
+def test_loss_and_grads_leaves_weights_alone():
+    X, y = make_classification()
+    net = Network(spec(), n_inputs=5, dtype="float64")
+    before = net.params
+    loss, grads = net.loss_and_grads(X, y)
+    assert loss == pytest.approx(np.log(3), rel=0.3)
+    assert [g[0].shape for g in grads] == [W.shape for W, _ in before]
+    assert all(np.array_equal(W, W1) for (W, _), (W1, _) in zip(before, net.params))
