@@ -72,6 +72,15 @@ def as_float(array: np.ndarray, field: str, dtype: str) -> np.ndarray:
     return array.astype(target, copy=False)
 
 
+def targets(y: np.ndarray, dtype: str) -> np.ndarray:
+    """Whole-number targets (labels, one-hot rows) as int64; anything else as `dtype`."""
+    if y.dtype.kind in "iub":
+        return y.astype(np.int64, copy=False)
+    if np.all(y == np.round(y)) and np.abs(y).max(initial=0) < 2**53:
+        return y.astype(np.int64)
+    return as_float(y, "y", dtype)
+
+
 def rows_match(X: np.ndarray, y: np.ndarray, x_field: str = "X", y_field: str = "y") -> None:
     if X.ndim != 2:
         raise _invalid(x_field, f"must be 2-D (rows x features), got shape {list(X.shape)}")

@@ -96,8 +96,7 @@ async def upload_dataset(request: Request, response: Response, store: StoreDep,
     name, source, X, y, dtype = await parse_upload(request)
     arrays.rows_match(X, y)
     X = arrays.as_float(X, "X", dtype)
-    if y.dtype.kind == "f":
-        y = arrays.as_float(y, "y", dtype)
+    y = arrays.targets(y, dtype)
     check_limits(settings, X, y)
     meta = store.put_dataset(dataset_meta(tenant, name, source, X, y), X, y)
     response.headers["Location"] = f"/v1/datasets/{meta['id']}"

@@ -1,0 +1,51 @@
+"""Small helpers shared by the service tests (HTTP only: they see what a client sees)."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+import numpy as np
+
+FINISHED = {"succeeded", "failed", "canceled"}
+
+
+def wait_for_job(api: httpx.Client, job_id: str, timeout_s: float = 60.0,
+                 until: set[str] = FINISHED) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        if job.get("status") in until:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout_s} s")
+        time.sleep(0.05)
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def upload_npz(api: httpx.Client, X: np.ndarray, y: np.ndarray, name: str = "data") -> dict:
+    answer = api.post("/v1/datasets", files={"file": (f"{name}.npz", npz_bytes(X=X, y=y))},
+                      data={"name": name})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def classifier(hidden: int = 16, classes: int = 3, activation: str = "tanh") -> dict:
+    return {"layers": [{"units": hidden, "activation": activation},
+                       {"units": classes, "activation": "softmax"}],
+            "loss": "cross_entropy"}
+
+
+def blobs(n: int = 150, classes: int = 3, features: int = 4, seed: int = 0):
+    """Separable Gaussian blobs: (X float32 (n, features), y int64 (n,))."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    centers = rng.normal(scale=4.0, size=(classes, features))
+    X = centers[y] + rng.normal(size=(n, features))
+    return X.astype(np.float32), y.astype(np.int64)

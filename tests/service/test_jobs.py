@@ -1,0 +1,128 @@
+"""/v1/jobs and /v1/models over real HTTP with real workers."""
+
+import io
+
+import numpy as np
+
+from tests.service.helpers import blobs, classifier, upload_npz, wait_for_job
+from worker.keys import Keys
+
+
+def submit(api, **body):
+    return api.post("/v1/jobs", json=body)
+
+
+def trained_job(api, epochs=5):
+    X, y = blobs()
+    dataset = upload_npz(api, X, y)
+    answer = submit(api, dataset_id=dataset["id"], network=classifier(),
+                    training={"optimizer": "adam", "learning_rate": 0.05, "epochs": epochs})
+    assert answer.status_code == 202, answer.text
+    return wait_for_job(api, answer.json()["id"]), X, y
+
+
+def test_health_and_readiness(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["workers"] >= 1
+
+
+def test_spec_problems_are_422_at_submit_time_naming_the_field(api):
+    X, y = blobs()
+    dataset = upload_npz(api, X, y)["id"]
+    bad_activation = submit(api, dataset_id=dataset, network={
+        "layers": [{"units": 3, "activation": "sigmoidal"}], "loss": "cross_entropy"})
+    assert bad_activation.status_code == 422
+    error = bad_activation.json()["error"]
+    assert error["field"] == "network.layers[0].activation"
+    assert "sigmoidal" in error["message"] and "tanh" in error["message"]
+
+    nonsense_pair = submit(api, dataset_id=dataset, network={
+        "layers": [{"units": 3, "activation": "softmax"}], "loss": "squared_error"})
+    assert nonsense_pair.status_code == 422 and "softmax" in nonsense_pair.json()["error"]["message"]
+
+    too_few_outputs = submit(api, dataset_id=dataset, network=classifier(classes=2))
+    assert too_few_outputs.status_code == 422
+    assert too_few_outputs.json()["error"]["field"] == "dataset_id"
+
+    unknown_dataset = submit(api, dataset_id="ds_nope", network=classifier())
+    assert unknown_dataset.status_code == 422 and "ds_nope" in unknown_dataset.json()["error"]["message"]
+
+    both = submit(api, dataset_id=dataset, data={"X": [[1.0]], "y": [0]}, network=classifier())
+    assert both.status_code == 422
+
+    bad_optimizer = submit(api, dataset_id=dataset, network=classifier(),
+                           training={"optimizer": "adamw"})
+    assert bad_optimizer.status_code == 422 and "adam" in bad_optimizer.json()["error"]["message"]
+
+
+def test_inline_data_job_history_and_since_epoch(api):
+    X, y = blobs(n=60)
+    answer = submit(api, data={"X": X.tolist(), "y": y.tolist()}, network=classifier(),
+                    training={"optimizer": "sgd", "learning_rate": 0.1, "epochs": 6})
+    assert answer.status_code == 202, answer.text
+    job = wait_for_job(api, answer.json()["id"])
+    assert job["status"] == "succeeded" and job["model_id"].startswith("mdl_")
+    assert job["started_at"] <= job["finished_at"] and job["progress"]["eta_s"] == 0.0
+    full = api.get(f"/v1/jobs/{job['id']}/history").json()["epochs"]
+    assert [e["epoch"] for e in full] == [1, 2, 3, 4, 5, 6]
+    tail = api.get(f"/v1/jobs/{job['id']}/history", params={"since_epoch": 4}).json()["epochs"]
+    assert [e["epoch"] for e in tail] == [5, 6] and tail == full[4:]
+    for key in ("loss", "val_loss", "metric", "seconds", "grad_norms", "phi_prime_mean"):
+        assert key in full[0]
+
+
+def test_list_filter_and_gpu_queue_job_can_be_canceled_before_it_starts(api):
+    X, y = blobs()
+    dataset = upload_npz(api, X, y)["id"]
+    # No worker of the test stack listens on the GPU queue: the job waits there.
+    queued = submit(api, dataset_id=dataset, network=classifier(), device="gpu").json()
+    assert queued["status"] == "queued" and queued["device"] == "gpu"
+    listed = api.get("/v1/jobs", params={"status": "queued"}).json()["jobs"]
+    assert queued["id"] in [j["id"] for j in listed]
+    assert all(j["status"] == "queued" for j in listed)
+
+    canceled = api.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert canceled.status_code == 202 and canceled.json()["status"] == "canceled"
+    assert canceled.json()["started_at"] is None and canceled.json()["model_id"] is None
+    again = api.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert again.status_code == 409 and "canceled" in again.json()["error"]["message"]
+
+
+def test_model_info_weights_and_predict(api):
+    job, X, y = trained_job(api)
+    model_id = job["model_id"]
+    model = api.get(f"/v1/models/{model_id}").json()
+    assert (model["n_inputs"], model["n_outputs"], model["task"]) == (4, 3, "classification")
+    assert model["job_id"] == job["id"] and model["epochs_trained"] == 5
+
+    weights = api.get(f"/v1/models/{model_id}/weights").json()["layers"]
+    assert [np.array(layer["W"]).shape for layer in weights] == [(16, 4), (3, 16)]
+    npz = api.get(f"/v1/models/{model_id}/weights", headers={"accept": "application/x-npz"})
+    assert npz.headers["content-type"] == "application/x-npz"
+    with np.load(io.BytesIO(npz.content), allow_pickle=False) as arrays:
+        np.testing.assert_allclose(arrays["W1"], np.array(weights[1]["W"]), rtol=1e-6)
+
+    predicted = api.post(f"/v1/models/{model_id}/predict", json={"inputs": X[:10].tolist()}).json()
+    outputs = np.array(predicted["outputs"])
+    assert outputs.shape == (10, 3)
+    np.testing.assert_allclose(outputs.sum(axis=1), 1.0, atol=1e-5)
+    assert predicted["labels"] == outputs.argmax(axis=1).tolist()
+
+    wrong_width = api.post(f"/v1/models/{model_id}/predict", json={"inputs": [[1.0, 2.0]]})
+    assert wrong_width.status_code == 422 and "4 values" in wrong_width.json()["error"]["message"]
+
+
+def test_delete_finished_job_removes_its_keys(api, redis_client):
+    job, _, _ = trained_job(api, epochs=2)
+    X, y = blobs()
+    waiting = submit(api, data={"X": X.tolist(), "y": y.tolist()}, network=classifier(),
+                     device="gpu").json()
+    refused = api.delete(f"/v1/jobs/{waiting['id']}")
+    assert refused.status_code == 409 and "cancel it first" in refused.json()["error"]["message"]
+    api.post(f"/v1/jobs/{waiting['id']}/cancel")
+    assert api.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert api.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert api.get(f"/v1/models/{job['model_id']}").status_code == 404
+    assert redis_client.keys(f"{Keys().job(job['id'])}*") == []
+    assert redis_client.exists(Keys().model(job["model_id"])) == 0
