@@ -167,7 +167,8 @@ class Store:
         line = json.dumps(record)
         pipe = self.r.pipeline(transaction=True)
         pipe.rpush(k.job_history(job_id), line)
-        pipe.hset(k.job(job_id), mapping=encode_meta(fields))
+        if fields:
+            pipe.hset(k.job(job_id), mapping=encode_meta(fields))
         pipe.hincrby(k.counters(), "epochs_trained", 1)
         pipe.publish(k.job_events(job_id), f'{{"event": "epoch", "record": {line}}}')
         pipe.hget(k.job(job_id), "cancel_requested")
