@@ -1,4 +1,5 @@
-"""The `backprop` command: `up` (the whole local stack), `api`, `worker`."""
+"""The `backprop` command: `up` (the whole local stack), `api`, `worker`; the client commands
+(train, jobs, status, history, predict, cancel) live in service/cli_client.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import sys
 import threading
 
+from service.cli_client import add_client_commands
 from worker.settings import get_settings
 
 
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", help="comma-separated queues (default: BACKPROP_QUEUE)")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.set_defaults(func=cmd_worker)
+    add_client_commands(parser, sub)
     return parser
 
 
