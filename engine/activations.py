@@ -93,9 +93,7 @@ class Relu(Activation):
         return (f > 0).astype(f.dtype)
 
     def backprop_inplace(self, delta, f):
-        array_module(f).sign(f, out=f)          # f >= 0, so sign(f) is exactly phi'
-        delta *= f
-        return delta
+        return array_module(f).multiply(delta, f > 0, out=delta)
 
 
 class LeakyRelu(Activation):

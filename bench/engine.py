@@ -1,0 +1,374 @@
+#!/usr/bin/env python
+"""Throughput of the backprop engine next to PyTorch (CPU) and scikit-learn, side by side.
+
+    python bench/engine.py            # full run: 60000 x 784 float32, 3 interleaved rounds
+    python bench/engine.py --quick    # 15000 rows, 2 rounds: a smoke test of the table
+
+Each contender lives in its own worker process (so PyTorch's OpenMP threads and NumPy's
+OpenBLAS threads never spin against each other), all with the same thread count and the same
+synthetic data. The parent asks them in turn, round after round, to train one epoch of each
+configuration, and reports median samples/s and the median of the per-round ratios: on a
+noisy machine only ratios measured this way mean anything. The GEMM roofline is the big-matrix
+sgemm FLOP/s (NumPy's BLAS, measured in every round) divided by the network's GEMM FLOPs per
+training sample. Peak memory is ru_maxrss of a fresh process that builds the data and trains
+the batch-256 configuration once. Needs torch and scikit-learn (the `peers` extra) and
+threadpoolctl; a contender whose library is missing is reported as absent.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_FEATURES, N_CLASSES, HIDDEN = 784, 10, (512, 256)
+LEARNING_RATE = 0.01
+CONFIGS = {                     # name: (hidden activation, output, loss, batch size)
+    "relu-ce-b256": ("relu", "softmax", "cross_entropy", 256),
+    "sigmoid-se-b256": ("sigmoid", "sigmoid", "squared_error", 256),
+    "relu-ce-b32": ("relu", "softmax", "cross_entropy", 32),
+    "relu-ce-b1024": ("relu", "softmax", "cross_entropy", 1024),
+}
+CONTENDERS = ("engine", "torch", "sklearn")
+SCRUBBED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+"""Variables that pin OpenBLAS to a slower kernel; unset for every contender alike."""
+
+
+def gemm_flops_per_sample() -> int:
+    """Forward z = x W^T (2 n_in n_out per layer), dL/dW (the same) and dL/dx for every layer
+    above the first (the same again): FLOPs of one training sample's GEMMs."""
+    widths = [N_FEATURES, *HIDDEN, N_CLASSES]
+    pairs = [a * b for a, b in zip(widths[:-1], widths[1:])]
+    return 2 * (2 * sum(pairs) + sum(pairs[1:]))
+
+
+def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n x 784 float32 inputs and labels of 10 classes from a random linear teacher, built in
+    chunks so no float64 copy of the data ever exists."""
+    rng = np.random.default_rng(seed)
+    X = np.empty((n, N_FEATURES), np.float32)
+    teacher = rng.standard_normal((N_FEATURES, N_CLASSES), dtype=np.float32)
+    y = np.empty(n, np.int64)
+    for i in range(0, n, 8192):
+        chunk = X[i:i + 8192]
+        rng.standard_normal(out=chunk, dtype=np.float32)
+        y[i:i + 8192] = (chunk @ teacher).argmax(axis=1)
+    return X, y
+
+
+# -- the contenders (each runs inside its own worker process) -------------------------------------
+
+class EngineContender:
+    def __init__(self, threads: int):
+        from threadpoolctl import threadpool_limits
+        self._limits = threadpool_limits(threads)
+        sys.path.insert(0, ROOT)
+        from engine import Network
+        self.Network = Network
+
+    def train(self, X, y, Y1h, config: str) -> None:
+        hidden, out, loss, batch = CONFIGS[config]
+        spec = {"layers": [{"units": u, "activation": hidden} for u in HIDDEN]
+                + [{"units": N_CLASSES, "activation": out}], "loss": loss}
+        target = y if loss == "cross_entropy" else Y1h
+        self.Network(spec, seed=0).fit(X, target, {"optimizer": "sgd", "epochs": 1,
+                                                   "learning_rate": LEARNING_RATE,
+                                                   "batch_size": batch, "shuffle": True})
+
+    def info(self) -> str:
+        from threadpoolctl import threadpool_info
+        blas = [f"{i['internal_api']} {i.get('version')} kernel={i.get('architecture')} "
+                f"threads={i['num_threads']}" for i in threadpool_info()
+                if i["user_api"] == "blas"]
+        return f"numpy {np.__version__}: " + "; ".join(blas)
+
+
+class TorchContender:
+    def __init__(self, threads: int):
+        import torch
+        torch.set_num_threads(threads)
+        self.torch = torch
+
+    def train(self, X, y, Y1h, config: str) -> None:
+        torch, nn = self.torch, self.torch.nn
+        hidden, out, loss, batch = CONFIGS[config]
+        act = nn.ReLU if hidden == "relu" else nn.Sigmoid
+        widths = [N_FEATURES, *HIDDEN, N_CLASSES]
+        layers = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers += [nn.Linear(a, b), act()] if i < len(HIDDEN) else [nn.Linear(a, b)]
+        if out == "sigmoid":
+            layers.append(nn.Sigmoid())
+        model = nn.Sequential(*layers)
+        opt = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+        Xt = torch.from_numpy(X)
+        Tt = torch.from_numpy(y) if loss == "cross_entropy" else torch.from_numpy(Y1h)
+        ce = nn.CrossEntropyLoss()
+        perm = torch.randperm(len(X))
+        for i in range(0, len(X), batch):
+            idx = perm[i:i + batch]
+            f = model(Xt.index_select(0, idx))
+            t = Tt.index_select(0, idx)
+            value = ce(f, t) if loss == "cross_entropy" else 0.5 * ((f - t) ** 2).sum() / len(idx)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+
+    def info(self) -> str:
+        cfg = self.torch.__config__.show()
+        blas = "MKL" if "USE_MKL=ON" in cfg else "?"
+        return (f"torch {self.torch.__version__}: BLAS {blas}, "
+                f"{self.torch.backends.cpu.get_cpu_capability()}, "
+                f"threads={self.torch.get_num_threads()}")
+
+
+class SklearnContender:
+    def __init__(self, threads: int):
+        from threadpoolctl import threadpool_limits
+        self._limits = threadpool_limits(threads)
+        import sklearn
+        self.sklearn = sklearn
+
+    def train(self, X, y, Y1h, config: str) -> None:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+        hidden, out, loss, batch = CONFIGS[config]
+        common = dict(hidden_layer_sizes=HIDDEN, solver="sgd", batch_size=batch,
+                      learning_rate_init=LEARNING_RATE, momentum=0.0, nesterovs_momentum=False,
+                      alpha=0.0, max_iter=1, shuffle=True, tol=0.0, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            if loss == "cross_entropy":
+                MLPClassifier(activation="relu", **common).fit(X, y)
+            else:   # closest: logistic hidden layers, squared error, identity output
+                MLPRegressor(activation="logistic", **common).fit(X, Y1h)
+
+    def info(self) -> str:
+        return f"scikit-learn {self.sklearn.__version__} (NumPy's BLAS)"
+
+
+def worker(name: str, threads: int, rows: int) -> None:
+    """Serve commands from the parent on stdin: `run CONFIG`, `gemm`, `info`, `quit`."""
+    contender = {"engine": EngineContender, "torch": TorchContender,
+                 "sklearn": SklearnContender}[name](threads)
+    X, y = make_data(rows)
+    Y1h = np.eye(N_CLASSES, dtype=np.float32)[y]
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd, *args = line.split()
+        if cmd == "run":
+            n = int(args[1]) if len(args) > 1 else rows
+            started = time.perf_counter()
+            contender.train(X[:n], y[:n], Y1h[:n], args[0])
+            reply = {"seconds": time.perf_counter() - started, "samples": n}
+        elif cmd == "gemm":
+            reply = {"flops": sgemm_flops()}
+        elif cmd == "info":
+            reply = {"info": contender.info()}
+        else:
+            return
+        print(json.dumps(reply), flush=True)
+
+
+def sgemm_flops(n: int = 2048, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b, c = a.T.copy(), np.empty_like(a)
+    np.matmul(a, b, out=c)
+    best = min(_timed(lambda: np.matmul(a, b, out=c)) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def peak_rss() -> int:
+    """This process's peak resident set size in bytes. VmHWM, unlike ru_maxrss, starts afresh
+    at exec (ru_maxrss keeps the forking parent's peak)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_probe(rows: int, threads: int) -> None:
+    """Build the data and train relu-ce-b256 for one epoch; print peak RSS and data size."""
+    contender = EngineContender(threads)
+    base = peak_rss()
+    X, y = make_data(rows)
+    contender.train(X, y, None, "relu-ce-b256")
+    peak = peak_rss()
+    print(json.dumps({"peak": peak, "base": base, "data": X.nbytes + y.nbytes}), flush=True)
+
+
+# -- the parent ------------------------------------------------------------------------------------
+
+def child_env(threads: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+class Worker:
+    def __init__(self, name: str, threads: int, rows: int):
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads",
+             str(threads), "--rows", str(rows)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(threads))
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker died")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+def available(name: str) -> bool:
+    """Whether the contender's library is installed (found, not imported: importing torch
+    here would only inflate this process)."""
+    module = {"engine": "threadpoolctl", "torch": "torch", "sklearn": "sklearn"}[name]
+    return importlib.util.find_spec(module) is not None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="15000 rows, 2 rounds")
+    p.add_argument("--rows", type=int, default=None, help="rows of synthetic data (60000)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
+    p.add_argument("--contenders", default=",".join(CONTENDERS))
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    rows = args.rows or (15000 if args.quick else 60000)
+    if args.worker:
+        return worker(args.worker, args.threads, rows)
+    if args.memory_probe:
+        return memory_probe(rows, args.threads)
+    rounds = args.rounds or (2 if args.quick else 3)
+    configs = args.configs.split(",")
+    names = [c for c in args.contenders.split(",") if available(c)]
+    missing = [c for c in args.contenders.split(",") if c not in names]
+
+    print(f"# {rows} x {N_FEATURES} float32, {N_CLASSES} classes, {'-'.join(map(str, [N_FEATURES, *HIDDEN, N_CLASSES]))}, "
+          f"SGD lr {LEARNING_RATE}, {args.threads} threads, {rounds} interleaved rounds, "
+          f"one epoch per run; unset for all: {', '.join(SCRUBBED_ENV)} "
+          f"(were: {', '.join(f'{k}={os.environ[k]}' for k in SCRUBBED_ENV if k in os.environ) or 'unset'})")
+    if missing:
+        print(f"# absent (not installed): {', '.join(missing)}")
+    workers = {name: Worker(name, args.threads, rows) for name in names}
+    try:
+        for w in workers.values():
+            w.read()
+        for w in workers.values():
+            print(f"#   {w.name}: {w.ask('info')['info']}")
+        for name, w in workers.items():                       # warm-up, not counted
+            for config in configs:
+                w.ask(f"run {config} {min(rows, 4096)}")
+        rates = {(c, n): [] for c in configs for n in names}
+        gemm = []
+        for r in range(rounds):
+            gemm.append(workers["engine"].ask("gemm")["flops"] if "engine" in workers
+                        else sgemm_flops())
+            for config in configs:
+                order = names[r % len(names):] + names[:r % len(names)]
+                for name in order:
+                    reply = workers[name].ask(f"run {config}")
+                    rates[config, name].append(reply["samples"] / reply["seconds"])
+            print(f"# round {r + 1}/{rounds} done", flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+    memory = json.loads(subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--memory-probe", "--rows", str(rows),
+         "--threads", str(args.threads)], capture_output=True, text=True, check=True,
+        env=child_env(args.threads)).stdout)
+    report(rates, gemm, memory, configs, names, rounds)
+
+
+def report(rates, gemm, memory, configs, names, rounds) -> None:
+    peak_flops = statistics.median(gemm)
+    roofline = peak_flops / gemm_flops_per_sample()
+    print(f"\nsgemm 2048^3: {peak_flops / 1e9:.1f} GFLOP/s (median of {len(gemm)}); "
+          f"{gemm_flops_per_sample() / 1e6:.2f} MFLOP per sample -> roofline "
+          f"{roofline:,.0f} samples/s\n")
+
+    def ratio(config, a, b):
+        if a not in names or b not in names:
+            return None
+        return statistics.median(x / y for x, y in zip(rates[config, a], rates[config, b]))
+
+    head = (f"{'config':<17}" + "".join(f"{n + ' /s':>14}" for n in names)
+            + "".join(f"{n + ' %roof':>14}" for n in names)
+            + f"{'engine/torch':>14}{'engine/sklearn':>16}")
+    print(head)
+    print("-" * len(head))
+    summary = {}
+    for config in configs:
+        med = {n: statistics.median(rates[config, n]) for n in names}
+        et, es = ratio(config, "engine", "torch"), ratio(config, "engine", "sklearn")
+        summary[config] = (med, et, es)
+        print(f"{config:<17}" + "".join(f"{med[n]:>14,.0f}" for n in names)
+              + "".join(f"{100 * med[n] / roofline:>13.0f}%" for n in names)
+              + (f"{et:>14.2f}" if et else f"{'-':>14}") + (f"{es:>16.2f}" if es else f"{'-':>16}"))
+    print(f"\n(samples/s: median of {rounds} rounds; ratios: median of the per-round ratios)")
+    mb = 1024**2
+    limit = memory["data"] + 150 * mb
+    print(f"peak RSS, relu-ce-b256 in a fresh process: {memory['peak'] / mb:.0f} MB "
+          f"(dataset {memory['data'] / mb:.0f} MB + 150 MB = {limit / mb:.0f} MB; "
+          f"engine imported {memory['base'] / mb:.0f} MB)")
+
+    print("\ntargets:")
+
+    def check(label, value, target, fmt="{:.2f}"):
+        if value is None:
+            print(f"  {label}: not measured")
+            return
+        verdict = "met" if value >= target else "MISSED"
+        print(f"  {label}: {fmt.format(value)} (target >= {fmt.format(target)}) {verdict}")
+
+    if "relu-ce-b256" in summary:
+        med, et, es = summary["relu-ce-b256"]
+        check("engine/torch, batch 256", et, 1.1)
+        check("engine/sklearn, batch 256", es, 1.3)
+        if "engine" in med:
+            check("engine share of the GEMM roofline, batch 256", med["engine"] / roofline,
+                  0.85, "{:.0%}")
+    if "relu-ce-b32" in summary:
+        check("engine/torch, batch 32", summary["relu-ce-b32"][1], 1.5)
+    verdict = "met" if memory["peak"] <= limit else "MISSED"
+    print(f"  peak memory <= dataset + 150 MB: {memory['peak'] / mb:.0f} <= {limit / mb:.0f} MB "
+          f"{verdict}")
+
+
+if __name__ == "__main__":
+    main()
