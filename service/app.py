@@ -9,7 +9,9 @@ from service.body_limit import BodySizeLimit
 from service.deps import key_digest
 from service.errors import install_error_handlers
 from service.model_cache import ModelCache
+from service.metrics import install_metrics
 from service.routes import datasets, health, jobs, models
+from service.routes import onnx, v2
 from service.schemas import PredictIn
 from worker import queues
 from worker.logs import setup_logging
@@ -30,7 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, datasets, jobs, models):
         app.include_router(module.router)
+    app.include_router(onnx.router)
+    app.include_router(v2.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_metrics(app, store, settings)  # outermost: it also times the body limit's answers
     app.openapi = lambda: _openapi(app)
     return app
 

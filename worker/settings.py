@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     max_restarts: int = Field(3, description="resumes after lost workers before a job fails")
 
     model_cache_size: int = Field(32, description="models kept loaded in each API process")
+    access_log: bool = Field(True, description="one JSON log line per HTTP request")
 
     @property
     def tenant_keys(self) -> dict[str, str]:

@@ -277,6 +277,14 @@ class Store:
     def counters(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.r.hgetall(self.keys.counters()).items()}
 
+    def job_counts(self) -> tuple[dict[str, int], int]:
+        """(counters, number of running jobs) in one round trip: what /metrics reads."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.keys.counters())
+        pipe.scard(self.keys.running_jobs())
+        counters, running = pipe.execute()
+        return {k.decode(): int(v) for k, v in counters.items()}, int(running)
+
 
 def is_finished(meta: dict) -> bool:
     return JobStatus(meta["status"]) in FINISHED

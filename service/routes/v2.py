@@ -1,0 +1,189 @@
+"""/v2: prediction over the Open Inference Protocol (KServe v2 REST), so inference clients
+(KServe's, Triton's tritonclient.http, plain curl) work unchanged.
+
+Same API keys and tenants as /v1; errors answer the protocol's `{"error": "message"}`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+import redis
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import arrays
+from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
+from service.errors import ApiError, validation_details
+from service.model_cache import LoadedModel, predict_payload
+from service.onnx_export import INPUT, LABEL, OUTPUT
+from service.responses import JSONBytes
+from service.routes.health import readiness
+from service.routes.models import loaded_model
+from service.v2_schemas import (InferRequestIn, InferResponseOut, Live, ModelMetadata,
+                                ModelReady, ProtocolError, Ready, ServerMetadata, inline_schema)
+from service.v2_tensors import (DATATYPE_OF, InferRequest, bad_request,
+                                encode_response, parse_request, select_outputs)
+
+PLATFORM = "backprop_numpy"
+"""What model metadata names as the platform: the service's own NumPy engine."""
+
+BINARY_EXTENSION = "binary_tensor_data"
+
+ERRORS = {400: "the request does not fit the protocol or the model",
+          401: "no API key, or one this service does not know",
+          404: "no such model for this API key", 413: "more rows or bytes than allowed",
+          503: "the model store (Redis) is unreachable"}
+
+
+def errors(*statuses: int) -> dict[int, dict]:
+    return {s: {"model": ProtocolError, "description": ERRORS[s]} for s in statuses}
+
+
+BINARY = "application/octet-stream"
+INFER_DOCS = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": inline_schema(InferRequestIn)},
+    BINARY: {"schema": {"type": "string", "format": "binary", "description": (
+        "binary tensor extension: the JSON request (inputs with parameters.binary_data_size "
+        "instead of data), then each such tensor's little-endian bytes in order; the "
+        "Inference-Header-Content-Length header gives the JSON part's length")}}}}}
+
+
+def protocol_error(status: int, message: str, headers: dict | None = None) -> JSONBytes:
+    return JSONBytes({"error": message}, status, headers=headers)
+
+
+class ProtocolRoute(APIRoute):
+    """Answers every error of a /v2 route, its dependencies' included, as `{"error": ...}`."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def answer_errors_in_protocol_form(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiError as exc:                 # the protocol's "bad request" is 400
+                status = 400 if exc.status == 422 else exc.status
+                return protocol_error(status, exc.message, exc.headers)
+            except RequestValidationError as exc:
+                details = validation_details(list(exc.errors()))
+                return protocol_error(400, "; ".join(f"{d['field']}: {d['message']}"
+                                                     for d in details))
+            except StarletteHTTPException as exc:
+                return protocol_error(exc.status_code, str(exc.detail), exc.headers)
+            except redis.RedisError as exc:
+                return protocol_error(503, f"the model store (Redis) is unreachable: {exc}; "
+                                           f"retry shortly", {"Retry-After": "2"})
+
+        return answer_errors_in_protocol_form
+
+
+router = APIRouter(prefix="/v2", tags=["inference protocol (v2)"], route_class=ProtocolRoute)
+
+
+@router.get("/health/live", response_model=Live)
+def live():
+    return {"live": True}
+
+
+@router.get("/health/ready", response_model=Ready,
+            responses={503: {"model": Ready, "description": "not ready, with the reason"}})
+def ready(store: StoreDep):
+    ok, body = readiness(store)
+    return JSONBytes({"ready": True} if ok else {"ready": False, "error": body["reason"]},
+                     200 if ok else 503)
+
+
+@router.get("", response_model=ServerMetadata)
+def server_metadata(request: Request):
+    return {"name": request.app.title, "version": request.app.version,
+            "extensions": [BINARY_EXTENSION]}
+
+
+def output_metadata(meta: dict) -> list[dict]:
+    outputs = [{"name": OUTPUT, "datatype": DATATYPE_OF[meta["dtype"]],
+                "shape": [-1, meta["n_outputs"]]}]
+    if meta["task"] in ("classification", "multilabel"):
+        multilabel = meta["task"] == "multilabel" and meta["n_outputs"] > 1
+        outputs.append({"name": LABEL, "datatype": "INT64",
+                        "shape": [-1, meta["n_outputs"]] if multilabel else [-1]})
+    return outputs
+
+
+@router.get("/models/{model_id}", response_model=ModelMetadata, responses=errors(401, 404, 503))
+def model_metadata(model_id: str, tenant: TenantDep, models: ModelCacheDep):
+    meta = loaded_model(models, tenant, model_id).meta
+    return {"name": model_id, "platform": PLATFORM,
+            "inputs": [{"name": INPUT, "datatype": DATATYPE_OF[meta["dtype"]],
+                        "shape": [-1, meta["n_inputs"]]}],
+            "outputs": output_metadata(meta)}
+
+
+@router.get("/models/{model_id}/ready", response_model=ModelReady,
+            responses=errors(401, 404, 503))
+def model_ready(model_id: str, tenant: TenantDep, models: ModelCacheDep):
+    """A model is ready once trained: it is loaded here, so it answers right away."""
+    loaded_model(models, tenant, model_id)
+    return {"name": model_id, "ready": True}
+
+
+def model_input(request: InferRequest, meta: dict, max_rows: int) -> np.ndarray:
+    """The one input tensor, checked against the model: (rows, n_inputs) of finite numbers."""
+    unknown = sorted(set(request.inputs) - {INPUT})
+    if unknown or INPUT not in request.inputs:
+        raise bad_request(f"this model takes one input named {INPUT!r}; got "
+                          f"{sorted(request.inputs)}")
+    X = request.inputs[INPUT]
+    width = meta["n_inputs"]
+    if X.ndim != 2 or X.shape[1] != width or X.shape[0] == 0:
+        raise bad_request(f"input {INPUT!r}: shape must be [rows, {width}] with rows >= 1 "
+                          f"(the model takes {width} values per row); got {list(X.shape)}")
+    if X.shape[0] > max_rows:
+        raise ApiError(413, f"input {INPUT!r}: {X.shape[0]} rows; at most {max_rows} per "
+                            f"request (BACKPROP_MAX_PREDICT_ROWS)")
+    X = arrays.finite(X, INPUT)
+    return arrays.as_float(X, INPUT, meta["dtype"])
+
+
+def model_outputs(loaded: LoadedModel, X: np.ndarray) -> dict[str, np.ndarray]:
+    payload = predict_payload(loaded, X)
+    produced = {OUTPUT: payload["outputs"]}
+    if "labels" in payload:
+        produced[LABEL] = np.asarray(payload["labels"], dtype=np.int64)
+    return produced
+
+
+@router.post("/models/{model_id}/infer", response_class=Response, openapi_extra=INFER_DOCS,
+             responses={200: {"model": InferResponseOut, "content": {BINARY: {}}, "description":
+                              "JSON, or with binary outputs the JSON header then their bytes "
+                              "(Inference-Header-Content-Length gives the header's length)"},
+                        **errors(400, 401, 404, 413, 503)})
+async def infer(model_id: str, request: Request, tenant: TenantDep, models: ModelCacheDep,
+                settings: SettingsDep, inference_header_content_length: Annotated[
+                    str | None, Header(description="length of the JSON header when binary "
+                                                   "tensors follow it")] = None):
+    """Tensors in, tensors out: JSON `data`, or raw bytes with the binary tensor extension."""
+    loaded = loaded_model(models, tenant, model_id)
+    parsed = parse_request(await request.body(), inference_header_content_length)
+    X = model_input(parsed, loaded.meta, settings.max_predict_rows)
+    outputs = select_outputs(parsed, model_outputs(loaded, X))
+    body, headers = encode_response(model_id, parsed.id, outputs)
+    return Response(body, media_type=headers.pop("content-type"), headers=headers)
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+                  include_in_schema=False)
+def unknown_route(path: str, request: Request):
+    """Protocol-form 404 (or 405) for the /v2 paths that no route above serves."""
+    full = f"/v2/{path}"
+    for route in router.routes:
+        if route.path != "/v2/{path:path}" and route.path_regex.match(full):
+            allowed = ", ".join(sorted(route.methods))
+            return protocol_error(405, f"{request.method} is not allowed on {full}; use "
+                                       f"{allowed}", {"Allow": allowed})
+    return protocol_error(404, f"no route {request.method} {full}; the inference protocol "
+                               f"serves /v2, /v2/health/live|ready, /v2/models/{{id}}, "
+                               f"/v2/models/{{id}}/ready and POST /v2/models/{{id}}/infer")

@@ -1,0 +1,214 @@
+"""Tensors of the Open Inference Protocol (KServe v2 REST): requests in, responses out.
+
+JSON tensors carry `data` flat in row-major order (or nested); the binary tensor extension
+puts the JSON header first, its length in the `Inference-Header-Content-Length` header, then
+each binary tensor's raw little-endian bytes, in order, sized by `binary_data_size`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from service.errors import ApiError
+
+HEADER_LENGTH = "inference-header-content-length"
+"""Length in bytes of the JSON header when binary tensors follow it (request and response)."""
+
+DATATYPES: dict[str, np.dtype] = {
+    name: np.dtype(kind).newbyteorder("<") for name, kind in (
+        ("FP16", "f2"), ("FP32", "f4"), ("FP64", "f8"), ("INT8", "i1"), ("INT16", "i2"),
+        ("INT32", "i4"), ("INT64", "i8"), ("UINT8", "u1"), ("UINT16", "u2"),
+        ("UINT32", "u4"), ("UINT64", "u8"))}
+"""The protocol's numeric datatypes, as the little-endian NumPy types of their raw bytes."""
+
+DATATYPE_OF = {"float32": "FP32", "float64": "FP64", "int64": "INT64"}
+"""NumPy type name -> protocol datatype, for what the service answers."""
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, bool] | None = None
+    """Requested output name -> binary; None means every output."""
+    binary_output: bool = False
+    """`binary_data_output`: the default for outputs that do not say."""
+
+
+def _object(value, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise bad_request(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[dict, memoryview]:
+    """(JSON header, the binary bytes after it)."""
+    binary = memoryview(b"")
+    if header_length is not None:
+        if not header_length.strip().isdigit() or int(header_length) > len(body):
+            raise bad_request(f"Inference-Header-Content-Length {header_length!r} must be the "
+                              f"byte length of the JSON header, at most the body's {len(body)}")
+        binary = memoryview(body)[int(header_length):]
+        body = body[:int(header_length)]
+    try:
+        header = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the request is not valid JSON ({exc}); send "
+                          f'{{"inputs": [{{"name", "shape", "datatype", "data"}}]}}') from None
+    return _object(header, "the request"), binary
+
+
+def tensor_shape(tensor: dict, where: str) -> tuple[int, ...]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise bad_request(f"{where}: shape must be a list of non-negative integers, "
+                          f"got {shape!r}")
+    return tuple(shape)
+
+
+def tensor_datatype(tensor: dict, where: str) -> np.dtype:
+    name = tensor.get("datatype")
+    if name not in DATATYPES:
+        raise bad_request(f"{where}: datatype {name!r} is not supported; use one of "
+                          f"{', '.join(sorted(DATATYPES))} (FP32 or FP64 for this service's "
+                          f"models)")
+    return DATATYPES[name]
+
+
+def json_tensor(tensor: dict, shape: tuple[int, ...], dtype: np.dtype, where: str) -> np.ndarray:
+    """`data` (flat row-major, or nested) as an array of `shape`; integer types must hold
+    whole numbers."""
+    if "data" not in tensor:
+        raise bad_request(f"{where}: has no `data` (and no binary_data_size parameter)")
+    try:
+        values = np.asarray(tensor["data"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise bad_request(f"{where}: data must hold numbers only, as a flat list or nested "
+                          f"lists of equal length") from None
+    if values.size != math.prod(shape):
+        raise bad_request(f"{where}: data holds {values.size} values but shape {list(shape)} "
+                          f"needs {math.prod(shape)}")
+    if dtype.kind in "iu" and not np.array_equal(values, np.round(values)):
+        raise bad_request(f"{where}: datatype is an integer type but data holds fractions; "
+                          f"send FP32 or FP64")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if values.size and (values.min() < info.min or values.max() > info.max):
+            raise bad_request(f"{where}: data holds values outside {dtype.name}'s range")
+    return values.reshape(shape)
+
+
+def binary_tensor(raw: memoryview, offset: int, size, shape: tuple[int, ...], dtype: np.dtype,
+                  where: str) -> np.ndarray:
+    need = math.prod(shape) * dtype.itemsize
+    if not isinstance(size, int) or isinstance(size, bool) or size != need:
+        raise bad_request(f"{where}: binary_data_size is {size!r} but shape {list(shape)} of "
+                          f"{dtype.name} needs {need} bytes")
+    if offset + size > len(raw):
+        raise bad_request(f"{where}: the body ends {offset + size - len(raw)} bytes before "
+                          f"this tensor's binary data does")
+    return np.frombuffer(raw[offset:offset + size], dtype=dtype).reshape(shape)
+
+
+def parse_inputs(header: dict, raw: memoryview) -> dict[str, np.ndarray]:
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise bad_request('the request needs "inputs": a non-empty list of tensors '
+                          '{"name", "shape", "datatype", "data"}')
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for i, tensor in enumerate(inputs):
+        tensor = _object(tensor, f"inputs[{i}]")
+        name = tensor.get("name")
+        where = f"input {name!r}" if isinstance(name, str) else f"inputs[{i}]"
+        if not isinstance(name, str) or name in arrays:
+            raise bad_request(f"{where}: every input needs a distinct string `name`")
+        shape, dtype = tensor_shape(tensor, where), tensor_datatype(tensor, where)
+        parameters = _object(tensor.get("parameters", {}), f"{where}: parameters")
+        if "binary_data_size" in parameters:
+            size = parameters["binary_data_size"]
+            arrays[name] = binary_tensor(raw, offset, size, shape, dtype, where)
+            offset += size
+        else:
+            arrays[name] = json_tensor(tensor, shape, dtype, where)
+    if offset != len(raw):
+        raise bad_request(f"the body has {len(raw) - offset} bytes after the JSON header that "
+                          f"no input's binary_data_size accounts for")
+    return arrays
+
+
+def parse_outputs(header: dict) -> dict[str, bool] | None:
+    requested = header.get("outputs")
+    if requested is None:
+        return None
+    if not isinstance(requested, list):
+        raise bad_request('"outputs" must be a list of {"name": ...}')
+    outputs: dict[str, bool] = {}
+    for i, tensor in enumerate(requested):
+        tensor = _object(tensor, f"outputs[{i}]")
+        name = tensor.get("name")
+        if not isinstance(name, str):
+            raise bad_request(f"outputs[{i}] needs a string `name`")
+        parameters = _object(tensor.get("parameters", {}), f"output {name!r}: parameters")
+        if parameters.get("classification"):
+            raise bad_request(f"output {name!r}: the classification extension is not "
+                              f"supported; request the `label` output instead")
+        outputs[name] = bool(parameters.get("binary_data", False))
+    return outputs
+
+
+def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+    header, raw = split_body(body, header_length)
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise bad_request(f'"id" must be a string, got {request_id!r}')
+    parameters = _object(header.get("parameters", {}), "parameters")
+    return InferRequest(request_id, parse_inputs(header, raw), parse_outputs(header),
+                        bool(parameters.get("binary_data_output", False)))
+
+
+def select_outputs(request: InferRequest, produced: dict[str, np.ndarray]
+                   ) -> list[tuple[str, np.ndarray, bool]]:
+    """(name, array, binary) for each output to answer, in the order requested."""
+    if request.outputs is None:
+        return [(name, array, request.binary_output) for name, array in produced.items()]
+    unknown = sorted(set(request.outputs) - set(produced))
+    if unknown:
+        raise bad_request(f"unknown output(s) {unknown}; this model's outputs are "
+                          f"{sorted(produced)}")
+    return [(name, produced[name], binary or request.binary_output)
+            for name, binary in request.outputs.items()]
+
+
+def encode_response(model_name: str, request_id: str | None,
+                    outputs: list[tuple[str, np.ndarray, bool]]) -> tuple[bytes, dict[str, str]]:
+    """(body, extra headers): JSON alone, or the JSON header then the binary outputs."""
+    tensors, blobs = [], []
+    for name, array, binary in outputs:
+        tensor = {"name": name, "datatype": DATATYPE_OF[array.dtype.name],
+                  "shape": list(array.shape)}
+        if binary:
+            blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = np.ascontiguousarray(array).ravel()
+        tensors.append(tensor)
+    answer: dict = {"model_name": model_name}
+    if request_id is not None:
+        answer["id"] = request_id
+    answer["outputs"] = tensors
+    header = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, {"content-type": "application/json"}
+    return b"".join([header, *blobs]), {"content-type": "application/octet-stream",
+                                         HEADER_LENGTH: str(len(header))}
