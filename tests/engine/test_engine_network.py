@@ -112,3 +112,38 @@ def test_loss_and_grads_leaves_weights_alone():
     assert loss == pytest.approx(np.log(3), rel=0.3)
     assert [g[0].shape for g in grads] == [W.shape for W, _ in before]
     assert all(np.array_equal(W, W1) for (W, _), (W1, _) in zip(before, net.params))
+
+
+def _fake_cupy():
+    """A stand-in 'cupy' backed by NumPy, so the GPU code path (no per-batch host sync) runs."""
+    import types
+
+    fake = types.ModuleType("cupy")
+    fake.__getattr__ = lambda name: getattr(np, name)
+    fake.asnumpy = np.asarray
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    return fake
+
+
+def test_gpu_code_path_matches_cpu(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    X, y = make_classification()
+    training = {"optimizer": "adam", "epochs": 3, "validation_split": 0.25, "seed": 1}
+    gpu = Network(spec(), seed=0, device="gpu")
+    assert gpu.device == "gpu" and get_backend("auto").device == "gpu"
+    h_gpu = gpu.fit(X, y, training)
+    h_cpu = Network(spec(), seed=0).fit(X, y, training)
+    for a, b in zip(h_gpu, h_cpu):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+        assert a["val_loss"] == b["val_loss"] and a["metric"] == b["metric"]
+        assert isinstance(a["loss"], float) and isinstance(a["metric"], float)
+    restored = Network.from_state(gpu.state(), device="cpu")
+    np.testing.assert_array_equal(restored.predict(X), gpu.predict(X))
+
+
+def test_gpu_code_path_detects_divergence_by_epoch_end(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    X, Y = make_regression()
+    net = Network(spec(hidden=("relu",), out="identity", loss="squared_error", k=2), device="gpu")
+    with pytest.raises(ValueError, match="learning_rate 10 is probably too large"):
+        net.fit(1e3 * X, 1e3 * Y, {"learning_rate": 10.0, "epochs": 20, "batch_size": 8})
