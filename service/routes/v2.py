@@ -75,7 +75,7 @@ class ProtocolRoute(APIRoute):
             except StarletteHTTPException as exc:
                 return protocol_error(exc.status_code, str(exc.detail), exc.headers)
             except redis.RedisError as exc:
-                return protocol_error(503, f"the model store (Redis) is unreachable: {exc}; "
+                return protocol_error(503, f"the model store (Redis) is unreachable ({exc}); "
                                            f"retry shortly", {"Retry-After": "2"})
 
         return answer_errors_in_protocol_form
@@ -131,12 +131,12 @@ def model_ready(model_id: str, tenant: TenantDep, models: ModelCacheDep):
 
 
 def model_input(request: InferRequest, meta: dict, max_rows: int) -> np.ndarray:
-    """The one input tensor, checked against the model: (rows, n_inputs) of finite numbers."""
-    unknown = sorted(set(request.inputs) - {INPUT})
-    if unknown or INPUT not in request.inputs:
-        raise bad_request(f"this model takes one input named {INPUT!r}; got "
-                          f"{sorted(request.inputs)}")
-    X = request.inputs[INPUT]
+    """The one input tensor, checked against the model: (rows, n_inputs) of finite numbers.
+    Its name may differ from `input` (KServe's examples say `input-0`): there is only one."""
+    if len(request.inputs) != 1:
+        raise bad_request(f"this model takes one input tensor ({INPUT!r}); got "
+                          f"{len(request.inputs)}: {sorted(request.inputs)}")
+    [X] = request.inputs.values()
     width = meta["n_inputs"]
     if X.ndim != 2 or X.shape[1] != width or X.shape[0] == 0:
         raise bad_request(f"input {INPUT!r}: shape must be [rows, {width}] with rows >= 1 "

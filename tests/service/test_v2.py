@@ -120,12 +120,16 @@ def test_infer_json_matches_v1_predict(api, models):
                       json={"inputs": [{**tensor(X, "FP64"), "data": X.tolist()}]})
     np.testing.assert_allclose(outputs_of(nested)["output"], found["output"], atol=1e-6)
     assert "id" not in nested.json()
+    other_name = api.post(f"/v2/models/{models['classifier']}/infer",
+                          json={"inputs": [tensor(X, name="input-0")]})
+    np.testing.assert_array_equal(outputs_of(other_name)["output"], found["output"])
 
 
 def test_infer_float64_model_answers_fp64(api, models):
     X = rows().astype(np.float64)
     v1 = api.post(f"/v1/models/{models['regressor']}/predict", json={"inputs": X.tolist()})
-    answer = api.post(f"/v2/models/{models['regressor']}/infer", json={"inputs": [tensor(X, "FP64")]})
+    answer = api.post(f"/v2/models/{models['regressor']}/infer",
+                      json={"inputs": [tensor(X, "FP64")]})
     assert [t["name"] for t in answer.json()["outputs"]] == ["output"]
     assert answer.json()["outputs"][0]["datatype"] == "FP64"
     np.testing.assert_array_equal(outputs_of(answer)["output"], np.array(v1.json()["outputs"]))
@@ -176,8 +180,9 @@ def test_binary_size_mismatch_is_a_protocol_error(api, models):
     ({"inputs": [tensor(np.zeros((2, 4), np.float32), "BYTES")]}, "datatype 'BYTES'"),
     ({"inputs": [{**tensor(np.zeros((2, 4), np.float32)), "data": [1.0] * 7}]},
      "data holds 7 values but shape [2, 4] needs 8"),
-    ({"inputs": [tensor(np.zeros((1, 4), np.float32), name="x")]},
-     "one input named 'input'"),
+    ({"inputs": [tensor(np.zeros((1, 4), np.float32)),
+                 tensor(np.zeros((1, 4), np.float32), name="mask")]},
+     "one input tensor ('input'); got 2: ['input', 'mask']"),
     ({"inputs": [{**tensor(np.zeros((1, 4), np.float32)), "data": [1, "a", 2, 3]}]},
      "numbers only"),
     ({"inputs": []}, '"inputs"'),
@@ -209,10 +214,12 @@ def test_unknown_models_routes_and_methods(api, models):
 
 @pytest.fixture(scope="module")
 def keyed_api(stack):
-    """A second API process on the same Redis, with API keys: `public` owns the session's
-    (keyless) records, `other` owns none. The session's workers keep it ready."""
+    """A second API process on the same Redis, with API keys (`public` owns the session's
+    keyless records, `other` owns none) and at most 5 rows per predict. The session's workers
+    keep it ready."""
     keyed = Stack(Settings(), "127.0.0.1", free_port(), workers=0, extra_env={
-        "BACKPROP_API_KEYS": "public:key-of-public,other:key-of-other"}).start()
+        "BACKPROP_API_KEYS": "public:key-of-public,other:key-of-other",
+        "BACKPROP_MAX_PREDICT_ROWS": "5"}).start()
     yield keyed
     keyed.stop()
 
@@ -231,6 +238,15 @@ def test_v2_applies_the_api_keys_and_tenants_of_v1(keyed_api, models):
                    httpx.get(url, headers=other), httpx.get(f"{url}/ready", headers=other)):
         assert answer.status_code == 404 and set(answer.json()) == {"error"}
     assert httpx.get(f"{keyed_api.url}/v2/health/live").status_code == 200
+
+
+def test_too_many_rows_is_413_in_protocol_form(keyed_api, models):
+    answer = httpx.post(f"{keyed_api.url}/v2/models/{models['classifier']}/infer",
+                        json={"inputs": [tensor(rows(n=6))]},
+                        headers={"Authorization": "Bearer key-of-public"})
+    assert answer.status_code == 413
+    assert answer.json() == {"error": "input 'input': 6 rows; at most 5 per request "
+                                      "(BACKPROP_MAX_PREDICT_ROWS)"}
 
 
 def test_tritonclient_works_unchanged(stack, models):
