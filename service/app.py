@@ -12,7 +12,7 @@ from service.model_cache import ModelCache
 from service.metrics import install_metrics
 from service.routes import datasets, health, jobs, models
 from service.routes import onnx, v2
-from service.schemas import PredictIn
+from service.schemas import PredictIn, document_errors
 from worker import queues
 from worker.logs import setup_logging
 from worker.settings import Settings, get_settings
@@ -48,5 +48,5 @@ def _openapi(app: FastAPI) -> dict:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["PredictIn"] = PredictIn.model_json_schema(
             ref_template="#/components/schemas/{model}")
-        app.openapi_schema = schema
+        app.openapi_schema = document_errors(schema)
     return app.openapi_schema

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import zipfile
 
 import numpy as np
+import orjson
 
 from service.errors import ApiError
 
@@ -15,6 +17,18 @@ FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 def _invalid(field: str, message: str, status: int = 422) -> ApiError:
     return ApiError(status, f"{field}: {message}", field)
+
+
+def parse_json(body: bytes):
+    """A JSON body. NaN, Infinity and numbers beyond float64 (1e400) are not JSON, but clients
+    send them: they are read (as non-finite values), so the array checks can name the field."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise _invalid("body", f"not valid JSON ({exc})") from None
 
 
 def matrix(value, field: str, dtype=np.float64) -> np.ndarray:
@@ -56,8 +70,9 @@ def _numeric(value, field: str, dtype) -> np.ndarray:
 def finite(array: np.ndarray, field: str) -> np.ndarray:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0].tolist()
-        raise _invalid(field, f"holds NaN or infinite values (first at index {bad}); "
-                              f"remove or impute them")
+        raise _invalid(field, f"holds NaN or infinite values (first at index {bad}; numbers "
+                              f"beyond ±1.8e308 such as 1e400 read as infinite); remove or "
+                              f"impute them")
     if array.dtype.kind not in "fiub":
         raise _invalid(field, f"must be numeric, not {array.dtype}")
     return array
@@ -88,6 +103,10 @@ def rows_match(X: np.ndarray, y: np.ndarray, x_field: str = "X", y_field: str = 
         raise _invalid(y_field, f"must be 1-D or 2-D, got shape {list(y.shape)}")
     if X.shape[0] == 0:
         raise _invalid(x_field, "the dataset is empty; send at least one row")
+    if X.shape[1] == 0:
+        raise _invalid(x_field, "has no feature columns; send at least one value per row")
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise _invalid(y_field, "has no target columns; send one label or value per row")
     if X.shape[0] != y.shape[0]:
         raise _invalid(y_field, f"has {y.shape[0]} rows but X has {X.shape[0]}; "
                                 f"give one target per row")

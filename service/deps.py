@@ -7,6 +7,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import ApiError
 from service.model_cache import ModelCache
@@ -14,6 +15,11 @@ from worker.settings import Settings
 from worker.store import Store
 
 KEYLESS_TENANT = "public"
+# Declares the scheme in the OpenAPI document; the checks below are ours (401, not 403).
+BEARER = HTTPBearer(auto_error=False, scheme_name="ApiKey", description=(
+    "An API key from BACKPROP_API_KEYS, as `Authorization: Bearer <key>`. Each key is a tenant "
+    "that sees only its own datasets, jobs and models. Keyless when no keys are configured."))
+JSON_TYPES = ("application/json",)
 
 
 def key_digest(key: str) -> bytes:
@@ -21,37 +27,47 @@ def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.models
 
 
-def get_tenant(request: Request) -> str:
+async def get_tenant(request: Request, credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> str:
     """The tenant of the request's API key (`Authorization: Bearer KEY`), or `public` when the
-    service runs without keys. Every configured key is compared, in constant time."""
+    service runs without keys. Every configured key is compared, in constant time, as digests;
+    the key itself is never logged or stored."""
     keys: dict[bytes, str] = request.app.state.key_digests
     if not keys:
         return KEYLESS_TENANT
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented:
+    if credentials is None or not credentials.credentials.strip():
         raise ApiError(401, "this service needs an API key: send `Authorization: Bearer <key>`",
                        headers={"WWW-Authenticate": "Bearer"})
-    digest = key_digest(presented.strip())
+    digest = key_digest(credentials.credentials.strip())
     tenant = None
     for known, owner in keys.items():
         if hmac.compare_digest(known, digest):
             tenant = owner
     if tenant is None:
-        raise ApiError(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(401, "the API key is not valid; check BACKPROP_API_KEYS on the server",
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     request.state.tenant = tenant
     return tenant
+
+
+async def require_json(request: Request) -> None:
+    """415 for a body of another type, before FastAPI reports it as a missing object."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media not in JSON_TYPES and not media.endswith("+json"):
+        raise ApiError(415, f"body: Content-Type {media!r} is not read here; send JSON with "
+                            f"`Content-Type: application/json`", "body")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -37,17 +37,28 @@ def error_body(status: int, message: str, field: str | None = None,
 
 
 def field_path(loc: tuple) -> str:
-    """('body', 'network', 'layers', 0, 'units') -> 'network.layers[0].units'."""
+    """('body', 'network', 'layers', 0, 'units') -> 'network.layers[0].units'; the tags that
+    pydantic puts in for the members of a union ('list[float]') are left out."""
     path = ""
     for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        if isinstance(part, str) and "[" in part:
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or (str(loc[0]) if loc else "body")
 
 
 def validation_details(errors: list[dict]) -> list[dict]:
-    return [{"field": field_path(tuple(e.get("loc", ()))),
+    return [_json_invalid(e) if e.get("type") == "json_invalid" else
+            {"field": field_path(tuple(e.get("loc", ()))),
              "message": e.get("msg", "invalid").removeprefix("Value error, ")}
             for e in errors]
+
+
+def _json_invalid(error: dict) -> dict:
+    """FastAPI puts the character offset where a field goes: ('body', 12)."""
+    loc, reason = tuple(error.get("loc", ())), (error.get("ctx") or {}).get("error", "")
+    where = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+    return {"field": "body", "message": f"not valid JSON ({reason}{where})"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -68,6 +79,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 400:  # Starlette/FastAPI could not parse the body at all
+            return JSONBytes(error_body(422, f"body: could not be read ({message}); send UTF-8 "
+                                             f"JSON, or a well-formed multipart/form-data upload",
+                                        "body"), 422)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}; see /docs"
         elif exc.status_code == 405:

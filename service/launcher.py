@@ -40,11 +40,21 @@ class Stack:
             self.env["BACKPROP_REDIS_URL"] = self.valkey.url
         for _ in range(self.n_workers):
             self.add_worker()
+        return self.start_api(ready_timeout_s)
+
+    def start_api(self, ready_timeout_s: float = 60.0) -> "Stack":
+        """Start the API process (again, after stop_api) and wait until it is ready."""
         self.api = self._spawn("api", [sys.executable, "-m", "service.cli", "api", "--host",
                                        self.host, "--port", str(self.port), "--workers",
                                        str(self.api_workers)])
         self.wait_ready(ready_timeout_s)
         return self
+
+    def stop_api(self, timeout_s: float = 30.0) -> None:
+        """Stop the API alone; workers keep training and Redis keeps every record."""
+        if self.api is not None:
+            self._terminate([self.api], timeout_s)
+            self.api = None
 
     def add_worker(self) -> subprocess.Popen:
         proc = self._spawn(f"worker{len(self.workers) + 1}", [sys.executable, "-m", "worker"])
@@ -78,18 +88,23 @@ class Stack:
         self.stop()
         raise RuntimeError(f"the service was not ready within {timeout_s:.0f} s: {reason}")
 
+    @staticmethod
+    def _terminate(group: list[subprocess.Popen], timeout_s: float) -> None:
+        """SIGTERM all, wait, then SIGKILL what is left (with its process group)."""
+        for proc in group:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in group:
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Workers first (they checkpoint and requeue running jobs), then the API, then Valkey."""
         for group in (self.workers, [self.api] if self.api else []):
-            for proc in group:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in group:
-                try:
-                    proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            self._terminate(group, timeout_s)
         self.workers, self.api = [], None
         if self.valkey is not None:
             self.valkey.stop()

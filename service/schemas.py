@@ -142,3 +142,48 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+ERROR_MEANINGS = {
+    401: "no API key, or one this service does not know (see WWW-Authenticate)",
+    404: "no such record for this API key (another tenant's records read as missing)",
+    409: "the record is in a state that does not allow this (e.g. the job still runs)",
+    413: "the body, the data set or the request is over a configured limit",
+    415: "the body's Content-Type is not one this operation reads",
+    422: "a field is missing, has the wrong type or value, or the data do not fit; "
+         "`error.field` names it",
+    503: "the job store (Redis) is unreachable; retry after Retry-After seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, dict]:
+    """OpenAPI `responses` for error statuses, each with the ErrorOut body and its meaning."""
+    return {status: {"model": ErrorOut, "description": ERROR_MEANINGS[status]}
+            for status in statuses}
+
+
+def document_errors(openapi: dict) -> dict:
+    """Make the OpenAPI document list every error a /v1 operation can answer, as the JSON that
+    the error handlers send (whatever the route's own media type): 401 when it takes a key, 404
+    when a path names a record, 413 when it takes a body (BACKPROP_MAX_BODY_BYTES), and 422 and
+    503 everywhere."""
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for model in (ErrorOut, ErrorBody):
+        components.setdefault(model.__name__, model.model_json_schema(
+            ref_template="#/components/schemas/{model}"))
+    for path, operations in openapi.get("paths", {}).items():
+        if not path.startswith("/v1/"):
+            continue
+        for operation in operations.values():
+            statuses = {422, 503}
+            statuses |= {401} if operation.get("security") else set()
+            statuses |= {404} if "{" in path else set()
+            statuses |= {413} if "requestBody" in operation else set()
+            responses = operation.setdefault("responses", {})
+            for status in statuses:
+                responses.setdefault(str(status), {"description": ERROR_MEANINGS[status]})
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    return openapi

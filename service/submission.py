@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -22,8 +23,26 @@ def parameter_count(spec: engine.NetworkSpec, n_inputs: int) -> int:
     return sum(w_in * w_out + w_out for w_in, w_out in zip(widths, widths[1:]))
 
 
+def non_finite_field(value, path: str) -> str | None:
+    """The path of the first NaN or infinite number in a spec (JSON `Infinity`, `1e400`)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    items = (value.items() if isinstance(value, dict) else
+             enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = non_finite_field(item, f"{path}[{key}]" if isinstance(key, int) else
+                                 f"{path}.{key}")
+        if found:
+            return found
+    return None
+
+
 def check_spec_limits(settings: Settings, job: JobIn) -> None:
     spec, training = job.network, job.training
+    for name in ("network", "training"):
+        field = non_finite_field(getattr(job, name).model_dump(), name)
+        if field:
+            raise ApiError(422, f"{field}: must be a finite number, not NaN or infinite", field)
     if len(spec.layers) > settings.max_layers:
         raise ApiError(422, f"network.layers: {len(spec.layers)} layers; at most "
                             f"{settings.max_layers} (BACKPROP_MAX_LAYERS)", "network.layers")
@@ -66,7 +85,9 @@ def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
                                 f"{settings.max_inline_rows} (BACKPROP_MAX_INLINE_ROWS): upload "
                                 f"larger data sets to /v1/datasets", "data.X")
         X = arrays.as_float(X, "data.X", job.dtype)
-        check_data_fit(job.network, X, y, "data", job.dtype)
+        if y.dtype.kind == "f":
+            y = arrays.as_float(y, "data.y", job.dtype)
+        check_data_fit(job.network, X, y, "data.y", job.dtype)
         return X.shape[0], X.shape[1], (X, y)
     meta = store.dataset(tenant, job.dataset_id)
     if meta is None:

@@ -16,6 +16,7 @@ from rq.timeouts import JobTimeoutException
 
 import engine
 from worker import queues
+from worker.attempts import Attempt, AttemptLost, hand_on, patiently
 from worker.codec import arrays_to_npz
 from worker.data import task_of, training_arrays
 from worker.logs import ContextLogger
@@ -28,6 +29,7 @@ log = logging.getLogger("backprop.worker")
 # Set by the work horse's SIGRTMIN handler when its worker is asked to shut down (SIGTERM):
 # the job then checkpoints and goes back to the queue instead of dying with the worker.
 PREEMPTED = threading.Event()
+SUPERSEDED = "superseded"
 
 
 class DataMissing(Exception):
@@ -35,47 +37,73 @@ class DataMissing(Exception):
 
 
 def train(job_id: str) -> str:
-    """Run (or resume) job `job_id`; returns the status it ended in (or `requeued`)."""
+    """Run (or resume) job `job_id`; returns the status it ended in, `requeued` after a
+    shutdown, or `superseded` when this attempt is no longer the job's (nothing written)."""
     settings = get_settings()
     rq_job = get_current_job()
     connection = rq_job.connection if rq_job is not None else queues.connect(settings)
     store = Store(connection, settings.key_prefix)
-    meta = store.job(None, job_id)
+    meta = patiently(lambda: store.job(None, job_id), "loading the job")
     if meta is None:
         log.warning("job %s is gone; nothing to train", job_id, extra={"job_id": job_id})
         return "missing"
     if is_finished(meta):
         return meta["status"]
+    if rq_job is not None and meta.get("rq_id") not in (None, rq_job.id):
+        log.warning("RQ job %s is stale: job %s is at %s", rq_job.id, job_id, meta.get("rq_id"),
+                    extra={"job_id": job_id})
+        return SUPERSEDED
     run = TrainingRun(store, settings, meta, rq_job.worker_name if rq_job else "inline")
-    if store.cancel_requested(job_id):
+    if meta.get("cancel_requested"):
         if store.checkpoint(job_id) is None:
             store.finish_job(job_id, JobStatus.CANCELED, settings.result_ttl_s)
             return JobStatus.CANCELED.value
-        run.canceled.set()  # resume only to keep the checkpointed weights as the model
+        run.cancel.set()  # resume only to keep the checkpointed weights as the model
     return run.run()
 
 
 class TrainingRun:
-    """One attempt at a job: load data and network, fit, and record how it ended."""
+    """One attempt at a job: load data and network, fit, and record how it ended.
+
+    Every write goes through the attempt's checks (worker.attempts): once the job has been
+    handed on (this worker was presumed dead), the run stops and writes nothing more. While
+    Redis is unreachable (a restart), the run waits for it instead of failing.
+    """
 
     def __init__(self, store: Store, settings: Settings, meta: dict, worker_name: str | None):
         self.store, self.settings, self.meta = store, settings, meta
         self.job_id: str = meta["id"]
         self.worker = worker_name or "worker"
-        self.canceled = threading.Event()
+        self.attempt = Attempt(store, self.job_id, int(meta.get("attempt") or 1), self.worker,
+                               settings.lease_s)
+        self.cancel = threading.Event()    # the user asked to cancel
+        self.lost = threading.Event()      # the job was handed to another attempt
+        self.stopping = threading.Event()  # the run is over: the heartbeat stops
         self.last_checkpoint = time.monotonic()
         self.metrics: dict = meta.get("metrics") or {}
+        self.model_id = new_id("model")
         self.log = ContextLogger(log, {"job_id": self.job_id, "tenant": meta["tenant"]})
 
     # -- the attempt -------------------------------------------------------------------------
     def run(self) -> str:
-        heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
+        now = time.time()
+        started = {} if self.meta.get("started_at") else {"started_at": now}
         try:
-            net, X, Y, training = self._prepare()
-            self._mark_running(net)
-            heartbeat.start()
+            patiently(lambda: self.attempt.start(worker=self.worker, attempt_started_at=now,
+                                                 **started), "starting the job")
+        except AttemptLost as exc:
+            self.log.warning("not starting: %s", exc)
+            return SUPERSEDED
+        self.log.info("training started on %s (attempt %d)", self.worker, self.attempt.number)
+        heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
+        heartbeat.start()
+        try:
+            net, X, Y, training = patiently(self._prepare, "loading the data")
             net.fit(X, Y, training, on_epoch=lambda rec: self._on_epoch(net, rec),
                     should_stop=self._should_stop)
+        except AttemptLost as exc:
+            self.lost.set()
+            self.log.warning("stopping without writing: %s", exc)
         except engine.TrainingDiverged as exc:
             return self._fail(str(exc), getattr(exc, "epoch", None))
         except JobTimeoutException:
@@ -90,7 +118,9 @@ class TrainingRun:
             return self._fail(f"internal error while training: {type(exc).__name__}: {exc}",
                               None)
         finally:
-            self.canceled.set()  # also stops the heartbeat thread
+            self.stopping.set()
+        if self.lost.is_set():
+            return SUPERSEDED
         if PREEMPTED.is_set() and not net.stopped_early and net.epochs_done < training.epochs:
             return self._requeue(net)
         return self._finish(net, JobStatus.CANCELED if net.stopped else JobStatus.SUCCEEDED)
@@ -114,83 +144,88 @@ class TrainingRun:
                                  device=self.meta.get("device", "cpu"))
         # Epochs recorded after the checkpoint will be trained again: drop them, so the
         # history has neither gaps nor duplicates.
-        self.store.trim_history(self.job_id, net.epochs_done)
+        self.attempt.rewind(net.epochs_done)
         return net, X, Y, training
-
-    def _mark_running(self, net: engine.Network) -> None:
-        now = time.time()
-        fields = {"status": JobStatus.RUNNING.value, "worker": self.worker,
-                  "attempt_started_at": now, "epoch": net.epochs_done}
-        if not self.meta.get("started_at"):
-            fields["started_at"] = now
-        pipe = self.store.r.pipeline(transaction=True)
-        pipe.set(self.store.keys.job_lease(self.job_id), self.worker,
-                 px=int(self.settings.lease_s * 1000))
-        self.store.update_job(self.job_id, pipe, **fields)
-        pipe.execute()
-        self.log.info("training started on %s", self.worker)
 
     # -- callbacks from the engine -----------------------------------------------------------
     def _on_epoch(self, net: engine.Network, record: dict) -> None:
         metrics = {k: record.get(k) for k in ("loss", "val_loss", "metric", "metric_name",
                                                "val_metric")}
         self.metrics = metrics
-        if self.store.append_epoch(self.job_id, record, epoch=record["epoch"], metrics=metrics):
-            self.canceled.set()
+        if patiently(lambda: self.attempt.append_epoch(record, epoch=record["epoch"],
+                                                       metrics=metrics), "recording an epoch"):
+            self.cancel.set()
         if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_every_s:
             self._checkpoint(net)
         self.log.info("epoch %d loss %.6g", record["epoch"], record["loss"],
                       extra={"epoch": record["epoch"]})
 
     def _should_stop(self) -> bool:
-        return self.canceled.is_set() or PREEMPTED.is_set()
+        return self.cancel.is_set() or self.lost.is_set() or PREEMPTED.is_set()
 
     def _heartbeat(self) -> None:
         """Renew the lease and learn of cancel requests, whatever an epoch's length."""
-        while not self.canceled.wait(self.settings.heartbeat_s):
+        while not self.stopping.wait(self.settings.heartbeat_s):
             try:
-                if self.store.renew_lease(self.job_id, self.worker, self.settings.lease_s):
-                    self.canceled.set()
+                if self.attempt.renew():
+                    self.cancel.set()
+            except AttemptLost as exc:
+                if not self.stopping.is_set():  # else the run itself just closed the job
+                    self.log.warning("%s; stopping", exc)
+                    self.lost.set()
+                return
             except Exception:  # Redis away for a moment: the lease has slack, try again
                 self.log.warning("lease renewal failed", exc_info=True)
 
     def _checkpoint(self, net: engine.Network) -> None:
-        self.store.put_checkpoint(self.job_id, net.save_bytes(), net.epochs_done)
+        data = net.save_bytes()
+        patiently(lambda: self.store.put_checkpoint(self.job_id, data, net.epochs_done),
+                  "writing a checkpoint")
         self.last_checkpoint = time.monotonic()
 
-    # -- endings -----------------------------------------------------------------------------
+    # -- endings (none is written once the job was handed on) ------------------------------
     def _epochs_recorded(self) -> int:
-        return int(self.store.r.llen(self.store.keys.job_history(self.job_id)))
+        return int(patiently(lambda: self.store.r.llen(self.store.keys.job_history(self.job_id)),
+                             "counting epochs"))
 
     def _fail(self, message: str, epoch: int | None) -> str:
+        if self.lost.is_set():
+            return SUPERSEDED
         self.log.warning("job failed: %s", message)
-        self.store.finish_job(self.job_id, JobStatus.FAILED, self.settings.result_ttl_s,
-                              error={"message": message, "epoch": epoch})
+        patiently(lambda: self.store.finish_job(
+            self.job_id, JobStatus.FAILED, self.settings.result_ttl_s,
+            error={"message": message, "epoch": epoch}), "recording the failure")
         return JobStatus.FAILED.value
 
     def _requeue(self, net: engine.Network) -> str:
         """Graceful worker shutdown: checkpoint, and put the job back at the queue's front."""
         self._checkpoint(net)
-        attempt = int(self.meta.get("attempt", 1)) + 1
-        self.store.update_job(self.job_id, status=JobStatus.QUEUED.value, attempt=attempt,
-                              rq_id=queues.rq_job_id(self.job_id, attempt))
-        queues.enqueue_training(self.store.r, self.settings, self.job_id,
-                                self.meta.get("device", "cpu"), attempt,
-                                queues.remaining_timeout(self.meta), at_front=True)
+
+        def still_mine(meta: dict, lease_alive: bool) -> dict | None:
+            mine = (meta.get("status") == JobStatus.RUNNING.value
+                    and int(meta.get("attempt") or 1) == self.attempt.number)
+            return {} if mine else None
+
+        if patiently(lambda: hand_on(self.store, self.settings, self.job_id, still_mine),
+                     "requeueing the job") is None:
+            return SUPERSEDED
         self.log.info("worker shutting down: checkpointed at epoch %d and requeued",
                       net.epochs_done)
         return "requeued"
 
     def _finish(self, net: engine.Network, status: JobStatus) -> str:
         """Store the model (a canceled job keeps the weights it had) and close the job."""
-        model_id = None
-        if net.epochs_done > 0:
-            model_id = new_id("model")
-            self.store.put_model(model_meta(model_id, self.meta, net, self.metrics),
-                                 model_weights(net))
-        self.store.finish_job(self.job_id, status, self.settings.result_ttl_s,
-                              model_id=model_id, metrics=self.metrics, epoch=net.epochs_done,
-                              stopped_early=bool(getattr(net, "stopped_early", False)))
+        model_id = self.model_id if net.epochs_done > 0 else None
+        weights = model_weights(net) if model_id else None
+
+        def write() -> None:
+            if model_id:
+                self.store.put_model(model_meta(model_id, self.meta, net, self.metrics), weights)
+            self.store.finish_job(self.job_id, status, self.settings.result_ttl_s,
+                                  model_id=model_id, metrics=self.metrics, epoch=net.epochs_done,
+                                  stopped_early=bool(getattr(net, "stopped_early", False)))
+
+        patiently(write, "storing the model")
         self.log.info("job %s", status.value)
         return status.value
 

@@ -1,24 +1,37 @@
-"""The worker process: an RQ worker whose jobs checkpoint and requeue on SIGTERM, plus the reaper."""
+"""The worker process: an RQ worker whose jobs checkpoint and requeue on SIGTERM, plus the reaper.
+
+It outlives Redis restarts: while Redis is away it keeps watching a running work horse (which
+waits for Redis itself), and when RQ's work loop gives up on the connection, the process waits
+for Redis and starts a fresh RQ worker instead of exiting.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import signal
+import threading
 
+import redis
 from rq import Worker
 
 from worker import jobs, queues
+from worker.attempts import UNREACHABLE
 from worker.logs import setup_logging
 from worker.reaper import Reaper
 from worker.settings import get_settings
 from worker.store import Store
 
 PREEMPT_SIGNAL = signal.SIGRTMIN
+log = logging.getLogger("backprop.worker")
 
 
 class TrainingWorker(Worker):
     """On a warm shutdown (SIGTERM/SIGINT) the horse is told to checkpoint and requeue its job
     (SIGRTMIN), instead of the worker waiting for a training run that may take hours."""
+
+    shutdown_requested = False
 
     def setup_work_horse_signals(self) -> None:
         signal.signal(PREEMPT_SIGNAL, lambda signum, frame: jobs.PREEMPTED.set())
@@ -26,9 +39,37 @@ class TrainingWorker(Worker):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def handle_warm_shutdown_request(self) -> None:
+        self.shutdown_requested = True
         if self.horse_pid:
             self.log.info("warm shutdown: asking horse %s to checkpoint", self.horse_pid)
             self.kill_horse(sig=PREEMPT_SIGNAL)
+
+    def maintain_heartbeats(self, job, execution) -> None:
+        """RQ's heartbeats while a horse runs; without Redis, keep watching the horse."""
+        try:
+            super().maintain_heartbeats(job, execution)
+        except UNREACHABLE as exc:
+            self.log.warning("Redis unreachable (%s); horse %s trains on", exc, self.horse_pid)
+
+    def retire(self) -> None:
+        """Best-effort cleanup of a worker whose work loop lost Redis."""
+        with contextlib.suppress(Exception):
+            self.register_death()
+        if getattr(self, "pubsub_thread", None) is not None:
+            with contextlib.suppress(Exception):
+                self.pubsub_thread.stop()
+                self.pubsub_thread.join(timeout=1)
+                self.pubsub.close()
+
+
+def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
+    delay = 0.1
+    while not stop.is_set():
+        with contextlib.suppress(*UNREACHABLE):
+            if connection.ping():
+                return
+        stop.wait(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,14 +83,31 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     connection = queues.connect(settings)
     names = (args.queues.split(",") if args.queues else [settings.queue])
-    worker = TrainingWorker([queues.Queue(n, connection=connection, serializer=queues.SERIALIZER)
-                             for n in names], connection=connection, name=args.name,
-                            serializer=queues.SERIALIZER)
     # Its own connection: the horse is forked from this process and must not share sockets.
     reaper = Reaper(Store(queues.connect(settings), settings.key_prefix), settings)
     reaper.start()
+    stop = threading.Event()
     try:
-        worker.work(burst=args.burst, logging_level="INFO")
+        while True:
+            worker = TrainingWorker(
+                [queues.Queue(n, connection=connection, serializer=queues.SERIALIZER)
+                 for n in names], connection=connection, name=args.name,
+                serializer=queues.SERIALIZER)
+            try:
+                worker.work(burst=args.burst, logging_level="INFO")
+            except UNREACHABLE as exc:
+                log.warning("lost Redis (%s)", exc)
+            if worker.shutdown_requested or args.burst:
+                return 0
+            # RQ's loop gave up (Redis away): until a fresh one runs, a signal just stops us.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda signum, frame: stop.set())
+            log.warning("the RQ work loop ended without a shutdown request; waiting for Redis "
+                        "to start a fresh one")
+            stop.wait(1.0)
+            wait_for_redis(connection, stop)
+            worker.retire()
+            if stop.is_set():
+                return 0
     finally:
         reaper.stop()
-    return 0

@@ -51,11 +51,13 @@ def remaining_timeout(meta: dict) -> int:
 
 
 def enqueue_training(connection: redis.Redis, settings: Settings, job_id: str, device: str,
-                     attempt: int, timeout_s: int, at_front: bool = False) -> Job:
+                     attempt: int, timeout_s: int, at_front: bool = False,
+                     pipeline: redis.client.Pipeline | None = None) -> Job:
+    """Queue attempt `attempt` of job `job_id`; with `pipeline`, as part of its transaction."""
     return queue_for(connection, settings, device).enqueue_call(
         TRAIN_FUNCTION, args=(job_id,), job_id=rq_job_id(job_id, attempt),
         timeout=max(int(timeout_s), 1), result_ttl=RQ_RESULT_TTL_S,
-        failure_ttl=RQ_FAILURE_TTL_S, at_front=at_front,
+        failure_ttl=RQ_FAILURE_TTL_S, at_front=at_front, pipeline=pipeline,
         description=f"train {job_id} (attempt {attempt})")
 
 

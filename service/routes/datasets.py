@@ -5,19 +5,18 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from service import arrays
 from service.deps import SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, not_found, validation_details
-from service.schemas import DatasetIn, DatasetList, DatasetOut, ErrorOut
+from service.schemas import DatasetIn, DatasetList, DatasetOut, error_responses
 from worker.settings import Settings
 from worker.status import new_id
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
-                   responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+                   responses=error_responses(401, 422, 503))
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": DatasetIn.model_json_schema(ref_template="#/components/schemas/{model}")},
@@ -54,11 +53,9 @@ async def parse_upload(request: Request) -> tuple[str, str, np.ndarray, np.ndarr
     if not content_type.startswith("application/json"):
         raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"}) or a multipart file upload "
                             "(CSV or NPZ in field `file`)")
+    body = arrays.parse_json(await request.body())
     try:
-        body = orjson.loads(await request.body())
         payload = DatasetIn.model_validate(body) if isinstance(body, dict) else None
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(422, f"body: not valid JSON ({exc})", "body") from None
     except ValidationError as exc:
         details = validation_details(exc.errors())
         raise ApiError(422, f"{details[0]['field']}: {details[0]['message']}",
@@ -89,7 +86,7 @@ def check_limits(settings: Settings, X: np.ndarray, y: np.ndarray) -> None:
 
 
 @router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY,
-             responses={413: {"model": ErrorOut}, 415: {"model": ErrorOut}})
+             responses=error_responses(413, 415))
 async def upload_dataset(request: Request, response: Response, store: StoreDep,
                          settings: SettingsDep, tenant: TenantDep):
     """Upload a dataset as JSON `{name, X, y}`, or as a CSV/NPZ file (multipart field `file`)."""
@@ -108,7 +105,7 @@ def list_datasets(store: StoreDep, tenant: TenantDep):
     return {"datasets": store.datasets(tenant)}
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, responses={404: {"model": ErrorOut}})
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))
 def get_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep):
     meta = store.dataset(tenant, dataset_id)
     if meta is None:
@@ -116,7 +113,7 @@ def get_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep):
     return meta
 
 
-@router.delete("/{dataset_id}", status_code=204, responses={404: {"model": ErrorOut}})
+@router.delete("/{dataset_id}", status_code=204, responses=error_responses(404))
 def delete_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep):
     if not store.delete_dataset(tenant, dataset_id):
         raise not_found("dataset", dataset_id)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
+from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, require_json
 from service.errors import ApiError, not_found
-from service.schemas import ErrorOut, HistoryOut, JobIn, JobList, JobOut
+from service.schemas import HistoryOut, JobIn, JobList, JobOut, error_responses
 from service.submission import submit
 from worker import queues
 from worker.status import JobStatus
 from worker.store import Store, is_finished
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
-                   responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
 
 
 def job_view(meta: dict) -> dict:
@@ -42,8 +41,8 @@ def owned_job(store: Store, tenant: str, job_id: str) -> dict:
     return meta
 
 
-@router.post("", status_code=202, response_model=JobOut,
-             responses={413: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+@router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
+             responses=error_responses(413, 415))
 def submit_job(job: JobIn, response: Response, store: StoreDep, settings: SettingsDep,
                tenant: TenantDep):
     """Check a network, training settings and data, then queue the training job."""
@@ -60,12 +59,12 @@ def list_jobs(store: StoreDep, tenant: TenantDep,
     return {"jobs": [job_view(m) for m in store.jobs(tenant, status, limit)]}
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
 def get_job(job_id: str, store: StoreDep, tenant: TenantDep):
     return job_view(owned_job(store, tenant, job_id))
 
 
-@router.get("/{job_id}/history", response_model=HistoryOut)
+@router.get("/{job_id}/history", response_model=HistoryOut, responses=error_responses(404))
 def get_history(job_id: str, store: StoreDep, tenant: TenantDep,
                 since_epoch: int = Query(0, ge=0, le=10**9,
                                          description="only epochs after this one")):
@@ -75,7 +74,7 @@ def get_history(job_id: str, store: StoreDep, tenant: TenantDep,
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
-             responses={409: {"model": ErrorOut}})
+             responses=error_responses(404, 409))
 def cancel_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep):
     """A queued job never starts; a running one stops within an epoch and keeps its weights."""
     meta = owned_job(store, tenant, job_id)
@@ -90,7 +89,7 @@ def cancel_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: Tena
     return job_view(owned_job(store, tenant, job_id))
 
 
-@router.delete("/{job_id}", status_code=204, responses={409: {"model": ErrorOut}})
+@router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409))
 def delete_job(job_id: str, store: StoreDep, tenant: TenantDep, models: ModelCacheDep,
                keep_model: bool = Query(False, description="keep the trained model")):
     """Remove a finished job, its history and (unless keep_model) its model."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request, Response
 from service.responses import JSONBytes
 
@@ -11,11 +10,11 @@ from service import arrays
 from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, not_found
 from service.model_cache import LoadedModel, predict_payload
-from service.schemas import ErrorOut, ModelOut, PredictIn, PredictOut, WeightsOut
+from service.schemas import ModelOut, PredictIn, PredictOut, WeightsOut, error_responses
 from worker.codec import array_to_bytes, arrays_to_npz
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
-                   responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+                   responses=error_responses(401, 404, 422, 503))
 
 NPZ, NPY = "application/x-npz", "application/x-npy"
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
@@ -54,16 +53,23 @@ def get_weights(model_id: str, request: Request, tenant: TenantDep, models: Mode
 
 async def predict_inputs(request: Request, n_inputs: int, max_rows: int) -> np.ndarray:
     """The rows to predict from a JSON body `{"inputs": [[...]]}` or an .npy body."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in ("", "application/json", NPY):
+        raise ApiError(415, f"body: Content-Type {media!r} is not read here; send JSON "
+                            f"{{\"inputs\": [[...]]}} or a .npy array as {NPY}", "body")
     body = await request.body()
-    if request.headers.get("content-type", "").startswith(NPY):
+    if media == NPY:
         X = arrays.from_npy(body, "inputs")
     else:
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(422, f"body: not valid JSON ({exc})", "body") from None
-        if not isinstance(payload, dict) or set(payload) != {"inputs"}:
+        payload = arrays.parse_json(body)
+        if not isinstance(payload, dict):
             raise ApiError(422, "body: must be a JSON object {\"inputs\": [[...], ...]}", "body")
+        unknown = sorted(set(payload) - {"inputs"})
+        if unknown:
+            raise ApiError(422, f"{unknown[0]}: not a field of this body; send only "
+                                f"{{\"inputs\": [[...], ...]}}", unknown[0])
+        if "inputs" not in payload:
+            raise ApiError(422, "inputs: required (rows x n_inputs numbers)", "inputs")
         X = arrays.matrix(payload["inputs"], "inputs")
     if X.ndim != 2 or X.shape[1] != n_inputs:
         raise ApiError(422, f"inputs: each row needs {n_inputs} values (the model's input "
@@ -75,7 +81,7 @@ async def predict_inputs(request: Request, n_inputs: int, max_rows: int) -> np.n
 
 
 @router.post("/{model_id}/predict", response_model=PredictOut, openapi_extra=PREDICT_BODY,
-             responses={413: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+             responses=error_responses(413, 415))
 async def predict(model_id: str, request: Request, tenant: TenantDep, models: ModelCacheDep,
                   settings: SettingsDep):
     """Outputs for each input row, and labels for classifiers."""

@@ -1,0 +1,164 @@
+"""Plumbing for the fault tests: a private Valkey and Stack per test (they kill things), process
+lookup for work horses, and polling with deadlines. Everything is real: processes, signals, HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import httpx
+import numpy as np
+
+from service.embedded_redis import EmbeddedValkey, free_port
+from service.launcher import Stack
+from worker.settings import Settings
+
+T = TypeVar("T")
+FINISHED = {"succeeded", "failed", "canceled"}
+
+# Short lease and frequent checkpoints, so a lost worker is noticed in about two seconds.
+FAST_ENV = {
+    "BACKPROP_LEASE_S": "2",
+    "BACKPROP_HEARTBEAT_S": "0.25",
+    "BACKPROP_CHECKPOINT_EVERY_S": "0.2",
+    "BACKPROP_MAX_RESTARTS": "3",
+    "BACKPROP_API_KEYS": "",
+}
+
+
+@dataclass
+class FaultStack:
+    """A private deployment: its Valkey (restartable), its Stack, a client and the log folder."""
+
+    valkey: EmbeddedValkey
+    stack: Stack
+    api: httpx.Client
+    logs: Path
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                         for p in sorted(self.logs.glob("*.log")))
+
+
+@contextlib.contextmanager
+def fault_stack(tmp_path: Path, workers: int = 2, **env: str) -> Iterator[FaultStack]:
+    """Valkey in tmp_path, the API on a free port and `workers` worker processes."""
+    valkey = EmbeddedValkey(tmp_path / "valkey").start()
+    logs = tmp_path / "logs"
+    stack = Stack(Settings(redis_url=valkey.url), "127.0.0.1", free_port(), workers,
+                  log_dir=logs, extra_env={**FAST_ENV, "BACKPROP_REDIS_URL": valkey.url, **env})
+    try:
+        stack.start(ready_timeout_s=30)
+        with httpx.Client(base_url=stack.url, timeout=30) as api:
+            yield FaultStack(valkey, stack, api, logs)
+    finally:
+        stack.stop(timeout_s=10)
+        valkey.stop()
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, what: str,
+               context: Callable[[], str] = lambda: "") -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}\n{context()}")
+        time.sleep(0.05)
+
+
+# -- processes ---------------------------------------------------------------------------------
+def child_pids(pid: int) -> list[int]:
+    """Live child processes of `pid` (an RQ worker's child is its work horse)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                children.append(int(stat.parent.name))
+    return children
+
+
+def busy_worker(fs: FaultStack) -> tuple[int, int]:
+    """(worker pid, horse pid) of the one worker that is running a job now."""
+    def find():
+        busy = [(p.pid, kids[0]) for p in fs.stack.workers
+                if p.poll() is None and (kids := child_pids(p.pid))]
+        return busy[0] if len(busy) == 1 else None
+    return wait_until(find, 10, "exactly one worker with a work horse", fs.log_text)
+
+
+def kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+# -- jobs over HTTP ----------------------------------------------------------------------------
+def blobs(n: int, classes: int = 3, features: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    X = rng.normal(scale=3.0, size=(classes, features))[y] + rng.normal(size=(n, features))
+    return X.astype(np.float32), y.astype(np.int64)
+
+
+def upload(api: httpx.Client, X: np.ndarray, y: np.ndarray, name: str = "data") -> dict:
+    buf = io.BytesIO()
+    np.savez(buf, X=X, y=y)
+    answer = api.post("/v1/datasets", files={"file": (f"{name}.npz", buf.getvalue())},
+                      data={"name": name})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def submit(api: httpx.Client, dataset_id: str, epochs: int, batch_size: int = 8,
+           **fields) -> dict:
+    """A small tanh classifier; with batch_size 8 on 1200 rows an epoch takes some 30 ms."""
+    body = {"dataset_id": dataset_id,
+            "network": {"layers": [{"units": 32, "activation": "tanh"},
+                                   {"units": 3, "activation": "softmax"}],
+                        "loss": "cross_entropy"},
+            "training": {"optimizer": "sgd", "learning_rate": 0.01, "epochs": epochs,
+                         "batch_size": batch_size, "seed": 3},
+            **fields}
+    answer = api.post("/v1/jobs", json=body)
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+def job(api: httpx.Client, job_id: str) -> dict:
+    answer = api.get(f"/v1/jobs/{job_id}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def wait_job(fs: FaultStack, job_id: str, timeout_s: float = 60,
+             until: Callable[[dict], bool] = lambda j: j["status"] in FINISHED) -> dict:
+    def check():
+        current = job(fs.api, job_id)
+        return current if until(current) else None
+    return wait_until(check, timeout_s, f"job {job_id} to reach the expected state",
+                      lambda: f"job: {job(fs.api, job_id)}\n{fs.log_text()}")
+
+
+def epochs(api: httpx.Client, job_id: str) -> list[dict]:
+    answer = api.get(f"/v1/jobs/{job_id}/history")
+    assert answer.status_code == 200, answer.text
+    return answer.json()["epochs"]
+
+
+def assert_contiguous(history: list[dict], n: int) -> None:
+    numbers = [e["epoch"] for e in history]
+    assert numbers == list(range(1, n + 1)), f"history epochs are not 1..{n}: {numbers}"
+
+
+def log_lines(fs: FaultStack, text: str) -> list[str]:
+    return [line for p in sorted(fs.logs.glob("worker*.log"))
+            for line in p.read_text(errors="replace").splitlines() if text in line]

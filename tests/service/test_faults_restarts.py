@@ -1,0 +1,92 @@
+"""Redis and the API restarted under a running service: nothing is lost, everything reconnects.
+
+Each test runs its own Valkey and Stack (fault_helpers.fault_stack), never the session stack.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import redis
+
+from tests.service.fault_helpers import (assert_contiguous, blobs, epochs, fault_stack, job,
+                                         submit, upload, wait_job, wait_until)
+from worker.store import Store
+
+
+def test_redis_restart_keeps_everything_and_the_api_recovers_by_itself(tmp_path):
+    with fault_stack(tmp_path, workers=1) as fs:
+        X, y = blobs(1200)
+        dataset = upload(fs.api, X, y)
+        finished = submit(fs.api, dataset["id"], epochs=15, batch_size=32)["id"]
+        model_id = wait_job(fs, finished)["model_id"]
+        long_id = submit(fs.api, dataset["id"], epochs=150)["id"]
+        wait_job(fs, long_id, 30, until=lambda j: j["status"] == "running"
+                 and j["progress"]["epoch"] >= 10)
+        queued_id = submit(fs.api, dataset["id"], epochs=15, batch_size=32)["id"]
+        assert job(fs.api, queued_id)["status"] == "queued"  # one worker, busy
+        api_pid, worker_pids = fs.stack.api.pid, [p.pid for p in fs.stack.workers]
+
+        fs.valkey.stop()
+        stopped_at = time.time()
+        for path in ("/v1/datasets", f"/v1/jobs/{long_id}", "/readyz"):
+            started = time.monotonic()
+            answer = fs.api.get(path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert time.monotonic() - started < 5, f"{path} took long to say Redis is down"
+            body = answer.json()
+            reason = body["reason"] if path == "/readyz" else body["error"]["message"]
+            assert "Redis" in reason and "unreachable" in reason, body
+        time.sleep(1.0)  # a Redis restart takes a moment; the lease (2 s) may run out meanwhile
+        fs.valkey.start()
+
+        wait_until(lambda: fs.api.get("/readyz").status_code == 200, 20,
+                   "the API and a worker to reconnect to Redis", fs.log_text)
+        assert fs.stack.api.pid == api_pid and fs.stack.api.poll() is None  # not restarted
+        listed = fs.api.get("/v1/datasets").json()["datasets"]
+        assert [d["id"] for d in listed] == [dataset["id"]]
+        assert len(epochs(fs.api, finished)) == 15
+        stored = Store(redis.Redis.from_url(fs.valkey.url)).model_with_weights(None, model_id)
+        assert stored is not None and stored[0]["epochs_trained"] == 15
+        predicted = fs.api.post(f"/v1/models/{model_id}/predict", json={"inputs": X[:5].tolist()})
+        assert predicted.status_code == 200 and len(predicted.json()["labels"]) == 5
+        assert job(fs.api, queued_id)["status"] in {"queued", "running", "succeeded"}
+
+        # The workers reconnected rather than died: both jobs still end well.
+        for job_id, n in ((long_id, 150), (queued_id, 15)):
+            done = wait_job(fs, job_id, 60)
+            assert done["status"] == "succeeded", done
+            assert_contiguous(epochs(fs.api, job_id), n)
+        assert job(fs.api, long_id)["finished_at"] > stopped_at  # it trained through the outage
+        assert [p.pid for p in fs.stack.workers if p.poll() is None] == worker_pids
+
+
+def test_api_restart_while_a_job_runs_loses_nothing_and_clients_keep_polling(tmp_path):
+    with fault_stack(tmp_path, workers=1) as fs:
+        dataset = upload(fs.api, *blobs(1200))
+        job_id = submit(fs.api, dataset["id"], epochs=200)["id"]
+        wait_job(fs, job_id, 30, until=lambda j: j["status"] == "running")
+        old_pid = fs.stack.api.pid
+        fs.stack.stop_api()
+        stopped_at = time.time()
+        refused = 0
+        try:
+            fs.api.get(f"/v1/jobs/{job_id}")
+        except httpx.TransportError:
+            refused += 1
+        assert refused == 1  # really down
+        fs.stack.start_api()
+        assert fs.stack.api.pid != old_pid
+
+        def polled():  # a client that retries through connection errors
+            try:
+                current = fs.api.get(f"/v1/jobs/{job_id}").json()
+            except httpx.TransportError:
+                return None
+            return current if current["status"] in {"succeeded", "failed", "canceled"} else None
+        done = wait_until(polled, 60, "the job to finish", fs.log_text)
+        assert done["status"] == "succeeded" and done["restarts"] == 0, done
+        assert done["finished_at"] > stopped_at  # it trained on while the API was away
+        assert_contiguous(epochs(fs.api, job_id), 200)
+        assert [j["id"] for j in fs.api.get("/v1/jobs").json()["jobs"]] == [job_id]
