@@ -10,7 +10,7 @@ from service.deps import key_digest
 from service.errors import install_error_handlers
 from service.model_cache import ModelCache
 from service.metrics import install_metrics
-from service.routes import datasets, health, jobs, models
+from service.routes import dashboard, datasets, events, health, jobs, models
 from service.routes import onnx, v2
 from service.schemas import PredictIn, document_errors
 from worker import queues
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = ModelCache(store, settings.model_cache_size)
     app.state.key_digests = {key_digest(k): t for k, t in settings.tenant_keys.items()}
     install_error_handlers(app)
-    for module in (health, datasets, jobs, models):
+    for module in (health, datasets, jobs, events, models, dashboard):
         app.include_router(module.router)
     app.include_router(onnx.router)
     app.include_router(v2.router)

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     max_restarts: int = Field(3, description="resumes after lost workers before a job fails")
 
     model_cache_size: int = Field(32, description="models kept loaded in each API process")
+    events_recheck_s: float = Field(
+        5.0, description="seconds after which an idle job events stream re-reads the job")
     access_log: bool = Field(True, description="one JSON log line per HTTP request")
 
     @property

@@ -1,0 +1,152 @@
+"""The dashboard at / in a real headless Chromium (Debian's, driven by Playwright from PyPI).
+
+The browser tests skip when /usr/bin/chromium or the playwright package is missing; CI installs
+both (apt: chromium; pip: playwright). `playwright install` is never needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.service.helpers import blobs, classifier, wait_for_job
+from tests.service.test_events import KEYS, api_process, put_queued_job, record
+from worker.status import JobStatus
+from worker.store import Store
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LOSS_BLUE, VAL_LOSS_ORANGE = "#1f6fd1", "#e8710a"  # LOSS_COLOR, VAL_LOSS_COLOR of dashboard.js
+
+# Pixels of the canvas within 40 of the colour in each of R, G and B: is that curve drawn?
+COUNT_COLOUR_JS = """([id, hex]) => {
+  const canvas = document.getElementById(id);
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  const want = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  let count = 0;
+  for (let i = 0; i < pixels.length; i += 4) {
+    if (pixels[i + 3] > 200 && want.every((v, c) => Math.abs(pixels[i + c] - v) < 40)) count++;
+  }
+  return count;
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed: `pip install playwright`")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(30_000)
+    problems = []
+    opened.on("pageerror", lambda error: problems.append(str(error)))
+    opened.problems = problems
+    yield opened
+    context.close()
+
+
+def points(page, canvas_id: str = "loss-chart") -> int:
+    return int(page.get_attribute(f"#{canvas_id}", "data-points"))
+
+
+def wait_for_points(page, at_least: int, canvas_id: str = "loss-chart") -> int:
+    page.wait_for_function("([id, n]) => Number(document.getElementById(id).dataset.points) >= n",
+                           arg=[canvas_id, at_least])
+    return points(page, canvas_id)
+
+
+def test_dashboard_draws_a_job_as_it_trains(stack, api, page, tmp_path):
+    X, y = blobs(n=4000, seed=5)
+    answer = api.post("/v1/jobs", json={
+        "network": classifier(hidden=24), "data": {"X": X.tolist(), "y": y.tolist()},
+        "training": {"epochs": 20_000, "validation_split": 0.2, "learning_rate": 0.002}})
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["id"]
+    try:
+        page.goto(stack.url + "/")
+        page.locator(f'tr[data-id="{job_id}"]').click()  # appears at the next poll of the list
+        assert page.url.endswith(f"#job={job_id}")
+        first = wait_for_points(page, 3)
+        grown = wait_for_points(page, first + 10)
+        assert grown > first  # the curve grows while the job trains
+        assert page.text_content("#detail-status") == "running"
+        assert page.text_content("#stream-state") == "live"
+        assert page.evaluate(COUNT_COLOUR_JS, ["loss-chart", LOSS_BLUE]) > 100
+        assert page.evaluate(COUNT_COLOUR_JS, ["loss-chart", VAL_LOSS_ORANGE]) > 50
+        assert points(page, "grad-chart") >= grown
+        assert page.locator("#grad-legend > span").count() == 2  # one entry per layer
+        assert page.evaluate(COUNT_COLOUR_JS, ["grad-chart", LOSS_BLUE]) > 50  # layer 1
+        page.screenshot(path=str(tmp_path / "dashboard-live.png"))
+    finally:
+        api.post(f"/v1/jobs/{job_id}/cancel")
+    job = wait_for_job(api, job_id)
+    assert job["status"] == "canceled"
+    page.wait_for_function("() => document.getElementById('stream-state').textContent "
+                           "=== 'finished'")
+    assert page.text_content("#detail-status") == "canceled"
+    # Every epoch the job trained reached the chart, none twice.
+    assert points(page) == job["progress"]["epoch"] == len(api.get(
+        f"/v1/jobs/{job_id}/history").json()["epochs"])
+    page.screenshot(path=str(tmp_path / "dashboard-ended.png"))
+    assert page.problems == []
+
+
+def test_dashboard_asks_for_the_key_and_replays_a_finished_job(valkey, redis_client, page):
+    prefix = f"dash{os.getpid()}"
+    store = Store(redis_client, prefix)
+    job_id = "job_finished_for_alice"
+    put_queued_job(store, "alice", job_id, epochs=30)
+    for epoch in range(1, 31):
+        store.append_epoch(job_id, record(epoch), epoch=epoch)
+    store.finish_job(job_id, JobStatus.SUCCEEDED, 60, model_id="mdl_x")
+    urls = []
+    page.on("request", lambda request: urls.append(request.url))
+    with api_process(valkey.url, prefix, KEYS) as client:
+        page.goto(str(client.base_url) + "/")
+        page.wait_for_selector("#notice:not([hidden])")
+        assert "needs an API key" in page.text_content("#notice")
+        page.fill("#key-input", KEYS["alice"])
+        page.click("#key-form button[type=submit]")
+        page.locator(f'tr[data-id="{job_id}"]').click()
+        assert wait_for_points(page, 30) == 30
+        page.wait_for_function("() => document.getElementById('stream-state').textContent "
+                               "=== 'finished'")
+        assert page.text_content("#detail-status") == "succeeded"
+        assert page.is_hidden("#notice")
+        assert "layer 1 (8 tanh)" in page.text_content("#grad-legend")
+        page.check("#loss-log")  # loss 1/epoch on a log axis: still drawn, no errors
+        page.wait_for_selector("#loss-chart[data-scale=log]")
+        assert page.evaluate(COUNT_COLOUR_JS, ["loss-chart", LOSS_BLUE]) > 50
+        # The key stays in this browser and travels in headers only.
+        page.reload()
+        page.wait_for_selector(f'tr[data-id="{job_id}"]')
+        assert wait_for_points(page, 30) == 30  # #job= in the URL reselects it
+    assert urls and not any(KEYS["alice"] in url for url in urls)
+    assert page.problems == []
+
+
+def test_page_and_assets_are_served_with_a_strict_policy(api):
+    page = api.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert '<script type="module" src="/static/dashboard.js">' in page.text
+    for name, kind in [("dashboard.js", "text/javascript"), ("chart.js", "text/javascript"),
+                       ("api.js", "text/javascript"), ("dashboard.css", "text/css")]:
+        asset = api.get(f"/static/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+    missing = api.get("/static/app.py")
+    assert missing.status_code == 404 and "dashboard is at /" in missing.json()["error"]["message"]
+    assert "/" not in api.get("/openapi.json").json()["paths"]
