@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,13 +53,15 @@ class Settings(BaseSettings):
 
     @property
     def tenant_keys(self) -> dict[str, str]:
-        """API key -> tenant name. A bare key is its own tenant, named by its position."""
+        """API key -> tenant name. A bare key is its own tenant, named after a digest of the key
+        (not its position, so editing the list never hands one tenant's data to another)."""
         keys: dict[str, str] = {}
-        for i, item in enumerate(p.strip() for p in self.api_keys.split(",")):
+        for item in (p.strip() for p in self.api_keys.split(",")):
             if not item:
                 continue
             tenant, sep, key = item.partition(":")
-            keys[key if sep else tenant] = tenant if sep else f"tenant{i + 1}"
+            keys[key if sep else tenant] = (
+                tenant if sep else "key-" + hashlib.sha256(item.encode()).hexdigest()[:12])
         return keys
 
 
