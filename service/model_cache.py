@@ -62,5 +62,14 @@ def predict_payload(loaded: LoadedModel, X: np.ndarray) -> dict:
     outputs = loaded.net.predict(X)
     payload: dict = {"model_id": loaded.meta["id"], "outputs": outputs}
     if loaded.meta.get("task") in ("classification", "multilabel"):
-        payload["labels"] = loaded.net.predict_labels(X)
+        payload["labels"] = labels_from_outputs(loaded.net.spec, outputs)
     return payload
+
+
+def labels_from_outputs(spec, outputs: np.ndarray) -> np.ndarray:
+    """What net.predict_labels gives, from outputs already computed (one forward pass, not two):
+    argmax for softmax, f > 0.5 for sigmoid ((n,) for one unit)."""
+    if spec.layers[-1].activation == "softmax":
+        return outputs.argmax(axis=1)
+    labels = (outputs > 0.5).astype(np.int64)
+    return labels[:, 0] if labels.shape[1] == 1 else labels
