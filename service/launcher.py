@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,10 @@ import httpx
 
 from service.embedded_redis import EmbeddedValkey
 from worker.settings import Settings
+
+
+# A worker that died is started again, but not more often than this (a crash loop).
+REVIVE_EVERY_S = 5.0
 
 
 class Stack:
@@ -29,6 +34,9 @@ class Stack:
         self.workers: list[subprocess.Popen] = []
         # Children read their settings from this environment (BACKPROP_*).
         self.env = {**os.environ, **(extra_env or {})}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._spawned: dict[int, float] = {}  # pid -> when it started
 
     @property
     def url(self) -> str:
@@ -40,7 +48,9 @@ class Stack:
             self.env["BACKPROP_REDIS_URL"] = self.valkey.url
         for _ in range(self.n_workers):
             self.add_worker()
-        return self.start_api(ready_timeout_s)
+        self.start_api(ready_timeout_s)
+        threading.Thread(target=self._supervise, name="backprop-supervisor", daemon=True).start()
+        return self
 
     def start_api(self, ready_timeout_s: float = 60.0) -> "Stack":
         """Start the API process (again, after stop_api) and wait until it is ready."""
@@ -57,9 +67,31 @@ class Stack:
             self.api = None
 
     def add_worker(self) -> subprocess.Popen:
-        proc = self._spawn(f"worker{len(self.workers) + 1}", [sys.executable, "-m", "worker"])
-        self.workers.append(proc)
-        return proc
+        with self._lock:
+            proc = self._spawn(f"worker{len(self.workers) + 1}", [sys.executable, "-m", "worker"])
+            self.workers.append(proc)
+            return proc
+
+    def revive_workers(self) -> list[subprocess.Popen]:
+        """Replace workers that died (killed, out of memory, crashed), as a container restart
+        policy would; one that exited 0 was stopped on purpose and stays stopped. The job a
+        dead worker held is resumed from its checkpoint once its lease runs out. A worker that
+        keeps dying is started again at most every REVIVE_EVERY_S seconds."""
+        revived = []
+        with self._lock:
+            for i, proc in enumerate(self.workers):
+                if self._stopping.is_set():
+                    break
+                recent = time.monotonic() - self._spawned.get(proc.pid, 0.0) < REVIVE_EVERY_S
+                if proc.poll() not in (None, 0) and not recent:
+                    self.workers[i] = self._spawn(f"worker{i + 1}",
+                                                  [sys.executable, "-m", "worker"])
+                    revived.append(self.workers[i])
+        return revived
+
+    def _supervise(self, interval_s: float = 1.0) -> None:
+        while not self._stopping.wait(interval_s):
+            self.revive_workers()
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         out = None
@@ -67,9 +99,11 @@ class Stack:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}.log", "ab")
         # Own process group: Ctrl-C reaches only us, and we stop children in order.
-        return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if out else None,
                                 start_new_session=True)
+        self._spawned[proc.pid] = time.monotonic()
+        return proc
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -103,6 +137,9 @@ class Stack:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Workers first (they checkpoint and requeue running jobs), then the API, then Valkey."""
+        self._stopping.set()
+        with self._lock:  # no worker is revived from here on
+            pass
         for group in (self.workers, [self.api] if self.api else []):
             self._terminate(group, timeout_s)
         self.workers, self.api = [], None

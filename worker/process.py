@@ -87,27 +87,40 @@ def main(argv: list[str] | None = None) -> int:
     reaper = Reaper(Store(queues.connect(settings), settings.key_prefix), settings)
     reaper.start()
     stop = threading.Event()
+
+    def stop_waiting(signum, frame) -> None:  # until RQ's work loop installs its own handlers
+        stop.set()
+
+    def wait_quietly() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop_waiting)
+
     try:
-        while True:
-            worker = TrainingWorker(
-                [queues.Queue(n, connection=connection, serializer=queues.SERIALIZER)
-                 for n in names], connection=connection, name=args.name,
-                serializer=queues.SERIALIZER)
-            try:
-                worker.work(burst=args.burst, logging_level="INFO")
-            except UNREACHABLE as exc:
-                log.warning("lost Redis (%s)", exc)
-            if worker.shutdown_requested or args.burst:
-                return 0
-            # RQ's loop gave up (Redis away): until a fresh one runs, a signal just stops us.
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda signum, frame: stop.set())
-            log.warning("the RQ work loop ended without a shutdown request; waiting for Redis "
-                        "to start a fresh one")
-            stop.wait(1.0)
+        while not stop.is_set():
+            wait_quietly()
             wait_for_redis(connection, stop)
-            worker.retire()
             if stop.is_set():
-                return 0
+                break
+            worker = None
+            try:
+                worker = TrainingWorker(
+                    [queues.Queue(n, connection=connection, serializer=queues.SERIALIZER)
+                     for n in names], connection=connection, name=args.name,
+                    serializer=queues.SERIALIZER)
+                worker.work(burst=args.burst, logging_level="INFO")
+                if worker.shutdown_requested or args.burst:
+                    break
+                log.warning("the RQ work loop ended without a shutdown request; starting a "
+                            "fresh one once Redis answers")
+            except UNREACHABLE as exc:
+                log.warning("lost Redis (%s); starting a fresh RQ worker once it answers", exc)
+            wait_quietly()
+            if worker is not None and worker.shutdown_requested:
+                break
+            stop.wait(1.0)
+            if worker is not None:
+                wait_for_redis(connection, stop)
+                worker.retire()
     finally:
         reaper.stop()
+    return 0

@@ -61,7 +61,9 @@ def test_killed_worker_and_horse_job_resumes_elsewhere_from_checkpoint(tmp_path)
         assert 0 < start <= len(before), (start, len(before))
         # The epochs before the checkpoint are the ones recorded before the kill, untouched.
         assert [e["loss"] for e in history[:start]] == [e["loss"] for e in before[:start]]
-        assert [p.pid for p in fs.stack.workers if p.poll() is not None] == [worker_pid]
+        # The Stack (`backprop up`) replaced the killed worker, as a restart policy would.
+        alive = [p.pid for p in fs.stack.workers if p.poll() is None]
+        assert len(alive) == 2 and worker_pid not in alive
 
 
 def test_job_fails_after_max_restarts_with_a_message_saying_so(tmp_path):
