@@ -165,7 +165,9 @@ class TrainingRun:
 
     def _heartbeat(self) -> None:
         """Renew the lease and learn of cancel requests, whatever an epoch's length."""
-        while not self.stopping.wait(self.settings.heartbeat_s):
+        # At least three renewals per lease, whatever BACKPROP_HEARTBEAT_S says.
+        interval = min(self.settings.heartbeat_s, self.settings.lease_s / 3)
+        while not self.stopping.wait(interval):
             try:
                 if self.attempt.renew():
                     self.cancel.set()
