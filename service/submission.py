@@ -43,6 +43,9 @@ def check_spec_limits(settings: Settings, job: JobIn) -> None:
         field = non_finite_field(getattr(job, name).model_dump(), name)
         if field:
             raise ApiError(422, f"{field}: must be a finite number, not NaN or infinite", field)
+    if training.seed is not None and training.seed < 0:  # NumPy's generators refuse it
+        raise ApiError(422, f"training.seed: {training.seed}; give a seed >= 0, or leave it "
+                            f"out to shuffle with the job's seed", "training.seed")
     if len(spec.layers) > settings.max_layers:
         raise ApiError(422, f"network.layers: {len(spec.layers)} layers; at most "
                             f"{settings.max_layers} (BACKPROP_MAX_LAYERS)", "network.layers")

@@ -239,6 +239,7 @@ JOB_CASES = [
     (job(dtype="float16"), "dtype"),
     (job(seed=-1), "seed"),
     (job(seed=10**30), "seed"),
+    (job(training={"epochs": 1, "seed": -1}), "training.seed"),
     (job(colour="red"), "colour"),                                            # unknown field
     (job(data={"X": [], "y": []}), "data.X"),                                 # empty
     (job(data={"X": [[1, 2], [3]], "y": [0, 1]}), "data.X"),                  # ragged
