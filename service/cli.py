@@ -35,14 +35,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_api(args: argparse.Namespace) -> int:
+def serve(app_factory: str, host: str, port: int, workers: int) -> None:
+    """uvicorn with the API's server options (bench/bare_app.py runs through this too, so the
+    framework's ceiling is measured on the same settings)."""
     import uvicorn
 
     # timeout_graceful_shutdown: open event streams (/v1/jobs/{id}/events) never end by
     # themselves, so on SIGTERM uvicorn cancels them after 5 s instead of waiting forever.
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
+    uvicorn.run(app_factory, factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    serve("service.app:create_app", args.host, args.port, args.workers)
     return 0
 
 

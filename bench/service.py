@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Speed of the service against the limit of its own stack, measured side by side in one run.
+
+    .venv/bin/python bench/service.py                  # full run (a few minutes)
+    .venv/bin/python bench/service.py --quick          # smoke run of every row (about a minute)
+    .venv/bin/python bench/service.py --api-workers 2  # uvicorn processes for API and bare app
+
+It starts the stack as `backprop up` does (service.launcher.Stack: embedded Valkey, the API,
+2 RQ workers) and, beside it, bench/bare_app.py: a FastAPI endpoint with the same uvicorn
+options and process count that reads the body and answers a canned payload of the predict
+response's exact size (the framework's ceiling). Load comes from wrk (Debian package `wrk`),
+whose own CPU use is printed next to every figure. Rows, all from the same run:
+
+- predict (784-512-256-10, trained through the API): requests/s, p50/p99, 1 and 256 JSON rows,
+  against the bare endpoint, rounds interleaved; the ratio is the median of per-round ratios;
+- 10000-row predict: .npy body and answer vs JSON, in MB/s of float32 input;
+- submit-to-running latency (started_at - created_at) with idle workers;
+- a ~10 s training through the service / the same fit in the bare engine, in this process;
+- many one-epoch jobs on 2 workers: jobs/s, all succeeded;
+- a 60000 x 784 float32 upload as NPZ and CSV: MB/s and the API process's peak RSS (VmHWM,
+  reset before each upload through /proc/PID/clear_refs).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import service_cases as cases  # noqa: E402  (bench/, after the path is set)
+import wrk_load  # noqa: E402
+
+from service.embedded_redis import free_port  # noqa: E402
+from service.launcher import Stack  # noqa: E402
+from worker.settings import Settings  # noqa: E402
+
+FULL = {"rounds": 3, "wrk_s": 4.0, "large_reps": 3, "latency_jobs": 30, "fit_s": 10.0,
+        "fit_rounds": 2, "tiny_jobs": 200, "upload_rows": 60000}
+QUICK = {"rounds": 2, "wrk_s": 2, "large_reps": 1, "latency_jobs": 10, "fit_s": 3.0,
+         "fit_rounds": 1, "tiny_jobs": 40, "upload_rows": 15000}
+BODY_LIMIT = 2 * 1024 ** 3  # the CSV of 60000 x 784 floats is ~0.5 GB
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    cells = [header] + [[c if isinstance(c, str) else fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for n, r in enumerate(cells):
+        print("  " + "  ".join(c.rjust(w) if i else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))))
+        if n == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: cases.BareApp,
+                    model_id: str) -> list[list]:
+    bodies = {n: cases.predict_json(n) for n in (1, 256)}
+    for n, body in bodies.items():  # the bare endpoint answers the real response's bytes
+        answer = api.post(f"/v1/models/{model_id}/predict", content=body,
+                          headers={"content-type": "application/json"})
+        answer.raise_for_status()
+        (bare.folder / f"rows{n}.json").write_bytes(answer.content)
+    bare.start()
+    servers = {"bare": (f"{bare.url}/bare/rows{{n}}", cases.server_pids(bare.proc, bare.workers)),
+               "predict": (f"{stack.url}/v1/models/{model_id}/predict", cases.api_pids(stack))}
+    results: dict[tuple[int, str], list[dict]] = {}
+    for _ in range(cfg["rounds"]):
+        for n, body in bodies.items():
+            for who, (url, pids) in servers.items():
+                cpu = cases.cpu_seconds(pids)
+                run = wrk_load.run(url.format(n=n), body, "application/json", cfg["wrk_s"],
+                                   connections=8)
+                run["server_us"] = (cases.cpu_seconds(pids) - cpu) / run["requests"] * 1e6
+                results.setdefault((n, who), []).append(run)
+    rows = []
+    for n in bodies:
+        bare, pred = results[(n, "bare")], results[(n, "predict")]
+        ratio = statistics.median(p["rps"] / b["rps"] for p, b in zip(pred, bare))
+        for who, runs in (("bare FastAPI", bare), ("predict", pred)):
+            med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+            rows.append([f"{n} row(s), {who}", med("rps"), med("p50_ms"), med("p99_ms"),
+                         med("server_us"), med("cpu"), f"{ratio:.2f}" if who == "predict" else ""])
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short run of every row")
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="uvicorn processes, for the API and the bare app alike")
+    parser.add_argument("--only", default="predict,large,latency,fit,tiny,upload",
+                        help="comma-separated sections to run")
+    args = parser.parse_args()
+    cfg, only = (QUICK if args.quick else FULL), set(args.only.split(","))
+    if not wrk_load.available():
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    settings = Settings(redis_url=None, data_dir=tmp / "data", key_prefix="bench")
+    env = {"BACKPROP_MAX_BODY_BYTES": str(BODY_LIMIT), "BACKPROP_KEY_PREFIX": "bench",
+           "BACKPROP_DATA_DIR": str(tmp / "data")}
+    os.environ.pop("BACKPROP_REDIS_URL", None)
+    stack = Stack(settings, "127.0.0.1", free_port(), workers=2, api_workers=args.api_workers,
+                  log_dir=tmp / "logs", extra_env=env)
+    bare = cases.BareApp(tmp / "payloads", free_port(), args.api_workers)
+    print(f"backprop-service bench: {'quick' if args.quick else 'full'} run, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+          f"API workers {args.api_workers}, 2 RQ workers, logs in {tmp / 'logs'}", flush=True)
+    t_start = time.perf_counter()
+    try:
+        stack.start()
+        with httpx.Client(base_url=stack.url, timeout=120) as api:
+            model_id = cases.train_predict_model(api)
+            if "predict" in only:
+                rows = predict_section(cfg, api, stack, bare, model_id)
+                print_table("Predict, 784-512-256-10, JSON, wrk -t1 -c8 (medians of "
+                            f"{cfg['rounds']} interleaved rounds of {cfg['wrk_s']:g} s)",
+                            ["case", "req/s", "p50 ms", "p99 ms", "server CPU us/req",
+                             "wrk CPU", "predict/bare"],
+                            rows)
+            if "large" in only:
+                print_table("Predict 10000 rows (31.4 MB of float32 input), one request at a "
+                            "time", ["path", "body MB", "s/request", "input MB/s", "vs JSON"],
+                            cases.large_predict(api, model_id, cfg["large_reps"]))
+            if "latency" in only:
+                print_table("Submit-to-running (started_at - created_at), idle workers",
+                            ["jobs", "p50 ms", "p99 ms", "max ms"],
+                            [cases.submit_latency(api, cfg["latency_jobs"])])
+            if "fit" in only:
+                print_table(f"Training of ~{cfg['fit_s']:g} s: service vs bare engine.fit "
+                            f"(wall s, {cfg['fit_rounds']} round(s), bare/service/service/bare)",
+                            ["epochs", "rows", "bare engine s", "service s", "service/bare"],
+                            [cases.fit_overhead(api, cfg["fit_s"], cfg["fit_rounds"])])
+            if "tiny" in only:
+                print_table("One-epoch jobs on 2 workers",
+                            ["jobs", "succeeded", "seconds", "jobs/s", "worker CPU ms/job"],
+                            [cases.tiny_jobs(api, stack, cfg["tiny_jobs"])])
+            if "upload" in only:
+                print_table(f"Upload {cfg['upload_rows']} x 784 float32 (multipart), API "
+                            f"peak RSS (VmHWM)", ["format", "file MB", "s", "MB/s",
+                                                  "idle RSS MB", "peak RSS MB", "peak/file"],
+                            cases.uploads(api, stack, cfg["upload_rows"], tmp))
+    finally:
+        bare.stop()
+        stack.stop()
+    print(f"\ntotal {time.perf_counter() - t_start:.0f} s; load average now "
+          f"{os.getloadavg()[0]:.2f}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    raise SystemExit(main())

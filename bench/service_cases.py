@@ -1,0 +1,280 @@
+"""The measurements of bench/service.py, one function per table row (or rows)."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+
+N_FEATURES = 784
+PREDICT_NET = {"layers": [{"units": 512, "activation": "relu"},
+                          {"units": 256, "activation": "relu"},
+                          {"units": 10, "activation": "softmax"}], "loss": "cross_entropy"}
+TINY_NET = {"layers": [{"units": 8, "activation": "relu"}, {"units": 2, "activation": "softmax"}],
+            "loss": "cross_entropy"}
+FINISHED = {"succeeded", "failed", "canceled"}
+
+
+class BareApp:
+    """bench/bare_app.py in its own process group, serving the payloads written to `folder`."""
+
+    def __init__(self, folder: Path, port: int, workers: int):
+        self.folder, self.port, self.workers = folder, port, workers
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {**os.environ, "BENCH_BARE_PAYLOADS": str(self.folder)}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bare_app.py")), "--port",
+             str(self.port), "--workers", str(self.workers)], env=env, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("the bare app did not start within 60 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+# -- data --------------------------------------------------------------------------------------
+
+def features(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, N_FEATURES), dtype=np.float32)
+
+
+def labelled(n: int, n_features: int = N_FEATURES, classes: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_features), dtype=np.float32)
+    y = (X @ rng.standard_normal((n_features, classes), dtype=np.float32)).argmax(axis=1)
+    return X, y.astype(np.int64)
+
+
+def predict_json(n_rows: int, seed: int = 1) -> bytes:
+    """{"inputs": rows} with 4 decimals per value, as a client rounding its floats would send."""
+    rows = np.round(features(n_rows, seed).astype(np.float64), 4).tolist()
+    return orjson.dumps({"inputs": rows})
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def upload_npz(api: httpx.Client, X: np.ndarray, y: np.ndarray, name: str) -> str:
+    answer = api.post("/v1/datasets", files={"file": (f"{name}.npz", npz_bytes(X=X, y=y))},
+                      data={"name": name})
+    answer.raise_for_status()
+    return answer.json()["id"]
+
+
+# -- jobs --------------------------------------------------------------------------------------
+
+def submit(api: httpx.Client, dataset_id: str, network: dict, training: dict) -> dict:
+    answer = api.post("/v1/jobs", json={"network": network, "training": training,
+                                        "dataset_id": dataset_id})
+    answer.raise_for_status()
+    return answer.json()
+
+
+def wait_job(api: httpx.Client, job_id: str, timeout_s: float = 600, poll_s: float = 0.02):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in FINISHED:
+            return job
+        time.sleep(poll_s)
+    raise TimeoutError(f"job {job_id} did not finish within {timeout_s} s")
+
+
+def train_predict_model(api: httpx.Client) -> str:
+    """The 784-512-256-10 model, trained through the API for 1 epoch on 512 random rows."""
+    dataset_id = upload_npz(api, *labelled(512), name="predict-model")
+    job = wait_job(api, submit(api, dataset_id, PREDICT_NET, {"epochs": 1})["id"], poll_s=0.1)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"training the predict model failed: {job}")
+    return job["model_id"]
+
+
+# -- rows of the table -------------------------------------------------------------------------
+
+def large_predict(api: httpx.Client, model_id: str, reps: int) -> list[list]:
+    X = features(10000, seed=2)
+    bodies = {"JSON in, JSON out": (predict_json(10000, seed=2), "application/json", ""),
+              ".npy in, .npy out": (npz_free_npy(X), "application/x-npy", "application/x-npy")}
+    times: dict[str, list[float]] = {name: [] for name in bodies}
+    for _ in range(reps):
+        for name, (body, ctype, accept) in bodies.items():
+            headers = {"content-type": ctype, **({"accept": accept} if accept else {})}
+            start = time.perf_counter()
+            answer = api.post(f"/v1/models/{model_id}/predict", content=body, headers=headers)
+            times[name].append(time.perf_counter() - start)
+            answer.raise_for_status()
+            outputs = (np.load(io.BytesIO(answer.content)) if accept
+                       else np.asarray(answer.json()["outputs"]))
+            assert outputs.shape == (10000, 10), outputs.shape
+    mbps = {n: X.nbytes / 1e6 / statistics.median(t) for n, t in times.items()}
+    base = mbps["JSON in, JSON out"]
+    return [[n, len(bodies[n][0]) / 1e6, statistics.median(t), mbps[n], f"{mbps[n] / base:.1f}x"]
+            for n, t in times.items()]
+
+
+def npz_free_npy(X: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, X)
+    return buf.getvalue()
+
+
+def submit_latency(api: httpx.Client, n_jobs: int) -> list:
+    dataset_id = upload_npz(api, *labelled(64, 16, 2), name="tiny")
+    waits = []
+    for _ in range(n_jobs):
+        time.sleep(0.1)  # both workers back in their blocking pop
+        job = wait_job(api, submit(api, dataset_id, TINY_NET, {"epochs": 1})["id"])
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"a tiny job failed: {job}")
+        waits.append((job["started_at"] - job["created_at"]) * 1000)
+    waits.sort()
+    return [n_jobs, statistics.median(waits), waits[min(int(0.99 * len(waits)), len(waits) - 1)],
+            waits[-1]]
+
+
+def fit_overhead(api: httpx.Client, target_s: float, rounds: int) -> list:
+    """Epochs chosen so the bare engine takes ~target_s; rounds ordered bare, service, service,
+    bare... so a drift in machine load hits both sides alike."""
+    import engine
+
+    X, y = labelled(8192, seed=3)
+    dataset_id = upload_npz(api, X, y, name="fit")
+    training = {"epochs": 1, "batch_size": 64, "learning_rate": 0.01, "optimizer": "sgd"}
+
+    def bare(epochs: int) -> float:
+        start = time.perf_counter()
+        net = engine.Network(PREDICT_NET, n_inputs=N_FEATURES, seed=0, dtype="float32")
+        net.fit(X, y, engine.TrainingSpec(**{**training, "epochs": epochs}))
+        return time.perf_counter() - start
+
+    epochs = max(1, round(target_s / bare(1)))
+    training["epochs"] = epochs
+
+    def through_service() -> float:
+        start = time.time()
+        job = wait_job(api, submit(api, dataset_id, PREDICT_NET, training)["id"], poll_s=0.1)
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"the timed job failed: {job}")
+        return job["finished_at"] - start
+
+    bare_s, service_s = [], []
+    for r in range(rounds):
+        order = (bare_s, service_s) if r % 2 == 0 else (service_s, bare_s)
+        for side in order:
+            side.append(bare(epochs) if side is bare_s else through_service())
+    return [epochs, len(X), sum(bare_s) / rounds, sum(service_s) / rounds,
+            f"{sum(service_s) / sum(bare_s):.3f}"]
+
+
+def tiny_jobs(api: httpx.Client, stack, n_jobs: int) -> list:
+    dataset_id = upload_npz(api, *labelled(64, 16, 2, seed=4), name="tiny-many")
+    workers = [w.pid for w in stack.workers]
+    cpu_before = cpu_seconds(workers)
+    first = time.time()
+    ids = [submit(api, dataset_id, TINY_NET, {"epochs": 1})["id"] for _ in range(n_jobs)]
+    deadline = time.monotonic() + 600
+    while True:
+        jobs = {j["id"]: j for j in api.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]}
+        mine = [jobs[i] for i in ids if i in jobs]
+        if len(mine) == n_jobs and all(j["status"] in FINISHED for j in mine):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("the tiny jobs did not finish within 600 s")
+        time.sleep(0.1)
+    seconds = max(j["finished_at"] for j in mine) - first
+    cpu_ms = (cpu_seconds(workers) - cpu_before) * 1000 / n_jobs
+    ok = sum(j["status"] == "succeeded" for j in mine)
+    return [n_jobs, f"{ok}/{n_jobs}", seconds, n_jobs / seconds, cpu_ms]
+
+
+# -- uploads and the API's memory --------------------------------------------------------------
+
+def server_pids(proc: subprocess.Popen, workers: int) -> list[int]:
+    """The processes serving HTTP: uvicorn's own when it runs 1 worker, else its children."""
+    if workers == 1:
+        return [proc.pid]
+    kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    return [int(k) for k in kids
+            if b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+
+def api_pids(stack) -> list[int]:
+    return server_pids(stack.api, stack.api_workers)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes and of their reaped children (RQ's work horses)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def dataset_files(n_rows: int) -> tuple[bytes, bytes]:
+    """The same float32 data (pixel-like values k/255) as NPZ and as a CSV with a label column;
+    CSV values are the shortest text that reads back as the same float32."""
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (n_rows, N_FEATURES), dtype=np.uint8)
+    values = (np.arange(256, dtype=np.float32) / np.float32(255))
+    X, y = values[codes], rng.integers(0, 10, n_rows)
+    text = np.array([str(v) for v in values])
+    lines = [",".join([*(f"f{i}" for i in range(N_FEATURES)), "label"])]
+    lines += [",".join(text[row]) + f",{label}" for row, label in zip(codes, y)]
+    return npz_bytes(X=X, y=y), ("\n".join(lines) + "\n").encode()
+
+
+def uploads(api: httpx.Client, stack, n_rows: int, tmp: Path) -> list[list]:
+    npz, csv = dataset_files(n_rows)
+    rows = []
+    for name, content, extra in (("NPZ", npz, {}), ("CSV", csv, {"target": "label"})):
+        pids = api_pids(stack)
+        idle = max(proc_status_mb(p, "VmRSS") for p in pids)
+        for pid in pids:  # "5" resets the peak RSS (VmHWM) to the current RSS
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        start = time.perf_counter()
+        answer = api.post("/v1/datasets", files={"file": (f"upload.{name.lower()}", content)},
+                          data={"name": f"upload-{name}", **extra}, timeout=600)
+        seconds = time.perf_counter() - start
+        answer.raise_for_status()
+        peak = max(proc_status_mb(p, "VmHWM") for p in pids)
+        api.delete(f"/v1/datasets/{answer.json()['id']}").raise_for_status()
+        mb = len(content) / 1e6
+        rows.append([name, mb, seconds, mb / seconds, idle, peak, f"{peak / mb:.2f}"])
+    return rows
