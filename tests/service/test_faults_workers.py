@@ -10,6 +10,7 @@ import time
 
 import redis
 
+from service.launcher import REVIVE_EVERY_S
 from tests.service.fault_helpers import (FINISHED, assert_contiguous, blobs, busy_worker, epochs,
                                          fault_stack, job, kill, log_lines, submit, upload,
                                          wait_job, wait_until)
@@ -61,9 +62,11 @@ def test_killed_worker_and_horse_job_resumes_elsewhere_from_checkpoint(tmp_path)
         assert 0 < start <= len(before), (start, len(before))
         # The epochs before the checkpoint are the ones recorded before the kill, untouched.
         assert [e["loss"] for e in history[:start]] == [e["loss"] for e in before[:start]]
-        # The Stack (`backprop up`) replaced the killed worker, as a restart policy would.
-        alive = [p.pid for p in fs.stack.workers if p.poll() is None]
-        assert len(alive) == 2 and worker_pid not in alive
+        # The Stack (`backprop up`) replaces the killed worker, as a restart policy would.
+        def replaced():
+            alive = [p.pid for p in fs.stack.workers if p.poll() is None]
+            return len(alive) == 2 and worker_pid not in alive
+        wait_until(replaced, REVIVE_EVERY_S + 5, "the killed worker to be replaced")
 
 
 def test_job_fails_after_max_restarts_with_a_message_saying_so(tmp_path):
