@@ -65,6 +65,17 @@ class CrossEntropy(Loss):
         lse = xp.log(xp.exp(z - zmax[:, None]).sum(axis=1)) + zmax
         return lse.sum() - z[xp.arange(z.shape[0]), t].sum()
 
+    def forward_value_sum(self, z, f, t):
+        """f <- softmax(z) and return value_sum, sharing the row maxima and sums."""
+        xp = array_module(z)
+        zmax = z.max(axis=1, keepdims=True)
+        xp.subtract(z, zmax, out=f)
+        shifted_zy = f[xp.arange(len(t)), t]          # z_y - max z
+        xp.exp(f, out=f)
+        sums = f.sum(axis=1, keepdims=True)
+        f /= sums
+        return xp.log(sums).sum() - shifted_zy.sum()  # sum of log sum e^(z - max) - (z_y - max)
+
 
 class BinaryCrossEntropy(Loss):
     """-sum_k [y_k log f_k + (1 - y_k) log(1 - f_k)], f = sigmoid(z); one or several labels."""

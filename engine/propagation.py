@@ -35,12 +35,15 @@ class Workspace:
 def gather_rows(xp, a, idx, out):
     """out <- a[idx] without a temporary (np.take buffers its output unless mode != 'raise')."""
     if xp is np:
-        return np.take(a, idx, axis=0, out=out, mode="clip")
+        return a.take(idx, axis=0, out=out, mode="clip")
     return xp.take(a, idx, axis=0, out=out)
 
 
-def forward(xp, params, acts, x, ws: Workspace):
-    """Fill ws.acts[l][:m] with x^(l) and ws.z_out[:m] with z^(L); return x^(L) (m, n_L)."""
+def forward(xp, params, acts, x, ws: Workspace, loss=None, t=None):
+    """Fill ws.acts[l][:m] with x^(l) and ws.z_out[:m] with z^(L); return x^(L) (m, n_L).
+
+    With a loss and targets t, return (x^(L), the batch's summed loss) instead, letting a
+    fused loss compute both at once (softmax + cross_entropy share the row sums)."""
     m = len(x)
     prev = x
     last = len(params) - 1
@@ -49,10 +52,15 @@ def forward(xp, params, acts, x, ws: Workspace):
         z = ws.z_out[:m] if l == last else out
         xp.matmul(prev, W.T, out=z)
         z += b
-        if l == last:
+        if l < last:
+            prev = act.forward(out)
+        elif loss is not None and loss.fused_activation == act.name and hasattr(
+                loss, "forward_value_sum"):
+            return out, loss.forward_value_sum(z, out, t)
+        else:
             out[...] = z
-        prev = act.forward(out)
-    return prev
+            prev = act.forward(out)
+    return prev if loss is None else (prev, loss.value_sum(ws.z_out[:m], prev, t))
 
 
 def output_delta(xp, loss, act_out, z, f, t, scale: float, out):

@@ -188,13 +188,12 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
                     rows = order_d[lo:hi]
                     x = gather_rows(xp, X, rows, ws.x[:m])
                     t = gather_rows(xp, T, rows, ws.t[:m])
-                f = forward(xp, net._params, net._acts, x, ws)
+                f, batch_loss = forward(xp, net._params, net._acts, x, ws, net._loss, t)
                 z = ws.z_out[:m]
                 probe = k in probes
                 if probe:
                     for l, act in enumerate(net._acts):
                         phis[l] += float(xp.abs(act.derivative(ws.acts[l][:m])).mean())
-                batch_loss = net._loss.value_sum(z, f, t)
                 batch_score = metric.batch_score(f, t)
                 if sync:
                     batch_loss = float(batch_loss)
