@@ -6,6 +6,7 @@ The contract is tiny, so the training loop never knows any optimizer's maths:
                                        passes (plain SGD takes lr there, saving a pass)
     begin_step()                       once per batch, before the layers' updates
     update(i, W, b, dW, db, lr)        layer i; dW, db are dL/dW, dL/db times grad_scale(lr)
+                                       (scratch: an optimizer may overwrite them)
 
 Weight decay is L2 on weights only (biases are not decayed): g <- g + weight_decay * W, as
 torch.optim applies it. Shapes: W (units_out, units_in), b (units_out,).
@@ -41,13 +42,18 @@ class Optimizer:
     def update(self, i: int, W, b, dW, db, lr: float) -> None:
         raise NotImplementedError
 
-    def _decayed(self, W, dW):
-        """dW + weight_decay * W (a new array only when weight decay is on)."""
-        return dW + self.weight_decay * W if self.weight_decay else dW
+    def _decayed(self, j: int, W, dW):
+        """dW + weight_decay * W, written into dW (the caller's buffer) when decay is on."""
+        if self.weight_decay:
+            scratch = self._slot("scratch")[j]
+            array_module(W).multiply(W, self.weight_decay, out=scratch)
+            dW += scratch
+        return dW
 
     # -- state -------------------------------------------------------------------------------
     def arrays(self) -> dict:
-        return {f"{name}.{j}": a for name, slot in self._slots.items() for j, a in enumerate(slot)}
+        return {f"{name}.{j}": a for name, slot in self._slots.items() if name != "scratch"
+                for j, a in enumerate(slot)}
 
     def scalars(self) -> dict:
         return {}
@@ -91,15 +97,18 @@ class Momentum(Optimizer):
         self.momentum = training.momentum
 
     def update(self, i, W, b, dW, db, lr):
-        velocity = self._slot("velocity")
-        for j, p, g in ((2 * i, W, self._decayed(W, dW)), (2 * i + 1, b, db)):
-            v = velocity[j]
+        velocity, scratch = self._slot("velocity"), self._slot("scratch")
+        for j, p, g in ((2 * i, W, self._decayed(2 * i, W, dW)), (2 * i + 1, b, db)):
+            xp, v, step = array_module(p), velocity[j], scratch[j]
             v *= self.momentum
             v += g
             if self.nesterov:                   # step along g + momentum v instead of v
-                p -= lr * (g + self.momentum * v)
+                xp.multiply(v, self.momentum, out=step)
+                step += g
+                step *= lr
             else:
-                p -= lr * v
+                xp.multiply(v, lr, out=step)
+            p -= step
 
 
 class Nesterov(Momentum):
@@ -124,20 +133,24 @@ class Adam(Optimizer):
         self.t += 1
 
     def update(self, i, W, b, dW, db, lr):
-        m1, m2 = self._slot("m"), self._slot("v")
+        m1, m2, scratch = self._slot("m"), self._slot("v"), self._slot("scratch")
         c1 = 1.0 - self.beta1**self.t
         c2 = 1.0 - self.beta2**self.t
-        for j, p, g in ((2 * i, W, self._decayed(W, dW)), (2 * i + 1, b, db)):
-            xp = array_module(p)
-            m, v = m1[j], m2[j]
+        for j, p, g in ((2 * i, W, self._decayed(2 * i, W, dW)), (2 * i + 1, b, db)):
+            xp, m, v, tmp = array_module(p), m1[j], m2[j], scratch[j]
             m *= self.beta1
-            m += (1.0 - self.beta1) * g
+            xp.multiply(g, 1.0 - self.beta1, out=tmp)
+            m += tmp
             v *= self.beta2
-            v += (1.0 - self.beta2) * (g * g)
-            denom = xp.sqrt(v)
-            denom /= c2**0.5
-            denom += self.eps
-            p -= (lr / c1) * m / denom
+            xp.multiply(g, g, out=tmp)
+            tmp *= 1.0 - self.beta2
+            v += tmp
+            xp.sqrt(v, out=tmp)                 # tmp <- sqrt(v / c2) + eps
+            tmp *= 1.0 / c2**0.5
+            tmp += self.eps
+            xp.divide(m, tmp, out=tmp)
+            tmp *= lr / c1
+            p -= tmp
 
     def scalars(self):
         return {"t": self.t}
