@@ -112,3 +112,29 @@ def test_predict_matches_torch_softmax():
     ref = torch.softmax(torch.relu(torch.tensor(X) @ W1.T + b1) @ W2.T + b2, dim=1).numpy()
     np.testing.assert_allclose(net.predict(X), ref, rtol=1e-12)
     assert np.array_equal(net.predict_labels(X), ref.argmax(axis=1))
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
+@hypothesis.given(
+    hidden=st.lists(st.sampled_from(HIDDEN), min_size=0, max_size=3),
+    head=st.sampled_from([("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"),
+                          ("identity", "squared_error"), ("tanh", "huber")]),
+    n=st.integers(1, 9), d=st.integers(1, 4), k=st.integers(2, 3), seed=st.integers(0, 99))
+def test_gradcheck_on_random_networks(hidden, head, n, d, k, seed):
+    out, loss = head
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    if loss == "cross_entropy":
+        Y = rng.integers(0, k, n)
+    elif loss == "binary_cross_entropy":
+        Y = rng.integers(0, 2, (n, k))
+    else:
+        Y = 2 * rng.normal(size=(n, k))
+    net = _net({"layers": [{"units": 3, "activation": a} for a in hidden]
+                + [{"units": k, "activation": out}], "loss": loss}, d, seed=seed)
+    for r in gradcheck(net, X, Y):
+        assert r["rel_error"] < 1e-6, (r, hidden, head)
