@@ -94,5 +94,5 @@ def install_error_handlers(app: FastAPI) -> None:
     async def redis_down(request: Request, exc: redis.RedisError):
         log.warning("redis unavailable: %s", exc)
         return JSONBytes(error_body(
-            503, f"the job store (Redis) is unreachable: {exc}; retry shortly, the service "
-                 f"reconnects by itself"), 503, headers={"Retry-After": "2"})
+            503, f"the job store (Redis) is unreachable ({str(exc).rstrip('.')}); retry "
+                 f"shortly, the service reconnects by itself"), 503, headers={"Retry-After": "2"})

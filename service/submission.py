@@ -128,6 +128,11 @@ def submit(store: Store, settings: Settings, tenant: str, job: JobIn) -> dict:
         raise ApiError(422, f"network: {n_params} parameters for {n_inputs} inputs; at most "
                             f"{settings.max_parameters} (BACKPROP_MAX_PARAMETERS)", "network")
     meta = new_job_meta(settings, tenant, job, n_samples, n_inputs)
-    store.put_job(meta, inline)
-    queues.enqueue_training(store.r, settings, meta["id"], job.device, 1, meta["timeout_s"])
+    # One transaction: a job is never stored without its queue entry, nor queued unstored.
+    with store.r.pipeline(transaction=True) as pipe:
+        pipe.multi()  # RQ's enqueue expects the transaction already open
+        store.put_job(meta, inline, pipe)
+        queues.enqueue_training(store.r, settings, meta["id"], job.device, 1, meta["timeout_s"],
+                                pipeline=pipe)
+        pipe.execute()
     return meta

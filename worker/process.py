@@ -27,6 +27,11 @@ PREEMPT_SIGNAL = signal.SIGRTMIN
 log = logging.getLogger("backprop.worker")
 
 
+# A killed worker's registration expires after this, so /readyz stops counting it within
+# about half a minute (RQ's default keeps a dead worker listed for 7 minutes).
+WORKER_TTL_S = 30
+
+
 class TrainingWorker(Worker):
     """On a warm shutdown (SIGTERM/SIGINT) the horse is told to checkpoint and requeue its job
     (SIGRTMIN), instead of the worker waiting for a training run that may take hours."""
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                 worker = TrainingWorker(
                     [queues.Queue(n, connection=connection, serializer=queues.SERIALIZER)
                      for n in names], connection=connection, name=args.name,
-                    serializer=queues.SERIALIZER)
+                    serializer=queues.SERIALIZER, worker_ttl=WORKER_TTL_S,
+                    job_monitoring_interval=WORKER_TTL_S // 3)
                 worker.work(burst=args.burst, logging_level="INFO")
                 if worker.shutdown_requested or args.burst:
                     break

@@ -111,15 +111,21 @@ class Store:
 
     # -- jobs --------------------------------------------------------------------------------
     def put_job(self, meta: dict[str, Any],
-                inline: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                inline: tuple[np.ndarray, np.ndarray] | None = None, pipe: Any = None) -> None:
+        """Write a new job; with `pipe`, inside the caller's transaction (e.g. with its enqueue)."""
+        target = pipe if pipe is not None else self.r.pipeline(transaction=True)
+        self._put_job(target, meta, inline)
+        if pipe is None:
+            target.execute()
+
+    def _put_job(self, pipe: Any, meta: dict[str, Any],
+                 inline: tuple[np.ndarray, np.ndarray] | None) -> None:
         k = self.keys
-        pipe = self.r.pipeline(transaction=True)
         if inline is not None:
             pipe.hset(k.job_data(meta["id"]), mapping={"x": array_to_bytes(inline[0]),
                                                       "y": array_to_bytes(inline[1])})
         pipe.hset(k.job(meta["id"]), mapping=encode_meta(meta))
         pipe.zadd(k.jobs_of(meta["tenant"]), {meta["id"]: meta["created_at"]})
-        pipe.execute()
 
     def job(self, tenant: str | None, job_id: str) -> dict | None:
         return self._owned(self.keys.job(job_id), tenant)
