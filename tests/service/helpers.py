@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
+
+from service.embedded_redis import free_port
+from service.launcher import Stack
+from worker.settings import Settings
 
 FINISHED = {"succeeded", "failed", "canceled"}
 
@@ -49,3 +54,18 @@ def blobs(n: int = 150, classes: int = 3, features: int = 4, seed: int = 0):
     centers = rng.normal(scale=4.0, size=(classes, features))
     X = centers[y] + rng.normal(size=(n, features))
     return X.astype(np.float32), y.astype(np.int64)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def own_stack(root: Path, workers: int = 1, extra_env: dict[str, str] | None = None) -> Stack:
+    """A stack of its own (embedded Valkey under root/data, logs in root/logs) for tests that
+    change settings or break things, so the shared session stack is never affected."""
+    stack = Stack(Settings(redis_url=None, data_dir=root / "data"), "127.0.0.1", free_port(),
+                  workers=workers, log_dir=root / "logs", extra_env=extra_env).start()
+    stack.logs = root / "logs"
+    return stack

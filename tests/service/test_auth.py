@@ -16,8 +16,9 @@ import redis
 
 from service import deps
 from service.cli import build_parser
-from service.embedded_redis import EmbeddedValkey, free_port
+from service.embedded_redis import EmbeddedValkey
 from service.launcher import Stack
+from tests.service.helpers import own_stack
 from worker.settings import Settings
 
 ALICE_KEY, BOB_KEY = "alice-secret-7f3a9c51", "bob-secret-2b8e41d0"
@@ -32,10 +33,7 @@ FINISHED = {"succeeded", "failed", "canceled"}
 @pytest.fixture(scope="module")
 def keyed_stack(tmp_path_factory):
     root = Path(tmp_path_factory.mktemp("auth"))
-    stack = Stack(Settings(redis_url=None, data_dir=root / "data"), "127.0.0.1", free_port(),
-                  workers=1, log_dir=root / "logs",
-                  extra_env={"BACKPROP_API_KEYS": f"alice:{ALICE_KEY}, bob:{BOB_KEY}"}).start()
-    stack.logs = root / "logs"
+    stack = own_stack(root, extra_env={"BACKPROP_API_KEYS": f"alice:{ALICE_KEY}, bob:{BOB_KEY}"})
     yield stack
     stack.stop()
 

@@ -5,10 +5,8 @@ nothing a client sends is unpickled."""
 from __future__ import annotations
 
 import ast
-import io
 import json
 import re
-import time
 import zlib
 from pathlib import Path
 
@@ -16,31 +14,12 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.service.helpers import npy_bytes, npz_bytes, wait_for_job
+
 ROOT = Path(__file__).resolve().parents[2]
-FINISHED = {"succeeded", "failed", "canceled"}
 NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 3, "activation": "softmax"}],
            "loss": "cross_entropy"}
 INLINE = {"X": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], "y": [0, 1, 2]}
-
-
-def npz_bytes(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
-def wait_for_job(api: httpx.Client, job_id: str, timeout_s: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while (job := api.get(f"/v1/jobs/{job_id}").json())["status"] not in FINISHED:
-        assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
-        time.sleep(0.05)
-    return job
 
 
 def assert_refused(answer: httpx.Response, status: int, field: str | None) -> dict:

@@ -11,10 +11,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from tests.service.helpers import own_stack
 
-from service.embedded_redis import free_port
-from service.launcher import Stack
-from worker.settings import Settings
 
 LIMITS = {
     "BACKPROP_MAX_BODY_BYTES": "20000", "BACKPROP_MAX_DATASET_ROWS": "50",
@@ -30,8 +28,7 @@ NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 2, "activati
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     root = Path(tmp_path_factory.mktemp("limits"))
-    stack = Stack(Settings(redis_url=None, data_dir=root / "data"), "127.0.0.1", free_port(),
-                  workers=1, log_dir=root / "logs", extra_env=LIMITS).start()
+    stack = own_stack(root, workers=1, extra_env=LIMITS)
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         yield client
     stack.stop()

@@ -12,8 +12,6 @@ each operation's strategy is driven here with plain Hypothesis.
 
 from __future__ import annotations
 
-import io
-import time
 from pathlib import Path
 
 import httpx
@@ -29,9 +27,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, ignored
                                                response_schema_conformance,
                                                status_code_conformance)
 
-from service.embedded_redis import free_port
-from service.launcher import Stack
-from worker.settings import Settings
+from tests.service.helpers import npz_bytes, own_stack, wait_for_job
 
 KEY = "fuzz-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -46,7 +42,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 EXAMPLES_PER_OPERATION = 30
 ID_PARAMS = ("dataset_id", "job_id", "model_id")
-FINISHED = {"succeeded", "failed", "canceled"}
 NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 2, "activation": "softmax"}],
            "loss": "cross_entropy"}
 
@@ -55,9 +50,7 @@ NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 2, "activati
 def fuzz_stack(tmp_path_factory):
     """Its own Valkey, API and one worker: what the fuzzer creates never reaches other tests."""
     root = Path(tmp_path_factory.mktemp("fuzz"))
-    stack = Stack(Settings(redis_url=None, data_dir=root / "data"), "127.0.0.1", free_port(),
-                  workers=1, log_dir=root / "logs", extra_env=SMALL_LIMITS).start()
-    stack.logs = root / "logs"
+    stack = own_stack(root, workers=1, extra_env=SMALL_LIMITS)
     yield stack
     stack.stop()
 
@@ -128,17 +121,3 @@ def test_the_fuzzed_stack_logged_no_crash(fuzz_stack, operations, real_ids):
     """A handled 4xx is fine; an exception that reached the logs is a bug even if answered."""
     text = "".join(p.read_text(errors="replace") for p in fuzz_stack.logs.glob("*.log"))
     assert "Traceback" not in text, text[-4000:]
-
-
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def wait_for_job(api: httpx.Client, job_id: str, timeout_s: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while (job := api.get(f"/v1/jobs/{job_id}").json())["status"] not in FINISHED:
-        assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
-        time.sleep(0.05)
-    return job
