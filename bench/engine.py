@@ -1,18 +1,19 @@
 #!/usr/bin/env python
 """Throughput of the backprop engine next to PyTorch (CPU) and scikit-learn, side by side.
 
-    python bench/engine.py            # full run: 60000 x 784 float32, 3 interleaved rounds
-    python bench/engine.py --quick    # 15000 rows, 2 rounds: a smoke test of the table
+    python bench/engine.py            # 60000 x 784 float32; 5 interleaved rounds
+    python bench/engine.py --quick    # 2 rounds of shorter runs: a smoke test of the table
 
 Each contender lives in its own worker process (so PyTorch's OpenMP threads and NumPy's
 OpenBLAS threads never spin against each other), all with the same thread count and the same
-synthetic data. The parent asks them in turn, round after round, to train one epoch of each
-configuration, and reports median samples/s and the median of the per-round ratios: on a
-noisy machine only ratios measured this way mean anything. The GEMM roofline is the big-matrix
-sgemm FLOP/s (NumPy's BLAS, measured in every round) divided by the network's GEMM FLOPs per
-training sample. Peak memory is ru_maxrss of a fresh process that builds the data and trains
-the batch-256 configuration once. Needs torch and scikit-learn (the `peers` extra) and
-threadpoolctl; a contender whose library is missing is reported as absent.
+synthetic data. The parent asks them in turn (the order rotating), round after round, to train
+one epoch over the first --run-rows rows for each configuration (short runs keep one round's
+contenders close in time), and reports median samples/s and the median of the per-round
+ratios: on a noisy machine only ratios measured this way mean anything. The GEMM roofline is
+the big-matrix sgemm FLOP/s (NumPy's BLAS, measured in every round) divided by the network's
+GEMM FLOPs per training sample. Peak memory is the peak RSS of a fresh process that builds the
+full data set and trains the batch-256 configuration on it for one epoch. Needs torch and
+scikit-learn (the `peers` extra) and threadpoolctl; a missing contender is reported absent.
 """
 from __future__ import annotations
 
@@ -260,28 +261,31 @@ def available(name: str) -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="15000 rows, 2 rounds")
-    p.add_argument("--rows", type=int, default=None, help="rows of synthetic data (60000)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3)")
+    p.add_argument("--quick", action="store_true", help="2 rounds of 8192-row runs")
+    p.add_argument("--rows", type=int, default=60000, help="rows of synthetic data (60000)")
+    p.add_argument("--run-rows", type=int, default=None,
+                   help="rows trained per timed run (20000; 8192 with --quick)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (5)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     p.add_argument("--contenders", default=",".join(CONTENDERS))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    rows = args.rows or (15000 if args.quick else 60000)
+    rows = args.rows
     if args.worker:
         return worker(args.worker, args.threads, rows)
     if args.memory_probe:
         return memory_probe(rows, args.threads)
-    rounds = args.rounds or (2 if args.quick else 3)
+    rounds = args.rounds or (2 if args.quick else 5)
+    run_rows = min(rows, args.run_rows or (8192 if args.quick else 20000))
     configs = args.configs.split(",")
     names = [c for c in args.contenders.split(",") if available(c)]
     missing = [c for c in args.contenders.split(",") if c not in names]
 
     print(f"# {rows} x {N_FEATURES} float32, {N_CLASSES} classes, {'-'.join(map(str, [N_FEATURES, *HIDDEN, N_CLASSES]))}, "
           f"SGD lr {LEARNING_RATE}, {args.threads} threads, {rounds} interleaved rounds, "
-          f"one epoch per run; unset for all: {', '.join(SCRUBBED_ENV)} "
+          f"{run_rows} rows per run; unset for all: {', '.join(SCRUBBED_ENV)} "
           f"(were: {', '.join(f'{k}={os.environ[k]}' for k in SCRUBBED_ENV if k in os.environ) or 'unset'})")
     if missing:
         print(f"# absent (not installed): {', '.join(missing)}")
@@ -293,7 +297,7 @@ def main() -> None:
             print(f"#   {w.name}: {w.ask('info')['info']}")
         for name, w in workers.items():                       # warm-up, not counted
             for config in configs:
-                w.ask(f"run {config} {min(rows, 4096)}")
+                w.ask(f"run {config} {min(rows, 2048)}")
         rates = {(c, n): [] for c in configs for n in names}
         gemm = []
         for r in range(rounds):
@@ -302,7 +306,7 @@ def main() -> None:
             for config in configs:
                 order = names[r % len(names):] + names[:r % len(names)]
                 for name in order:
-                    reply = workers[name].ask(f"run {config}")
+                    reply = workers[name].ask(f"run {config} {run_rows}")
                     rates[config, name].append(reply["samples"] / reply["seconds"])
             print(f"# round {r + 1}/{rounds} done", flush=True)
     finally:
