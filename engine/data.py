@@ -11,16 +11,23 @@ import numpy as np
 
 from .spec import NetworkSpec, as_network_spec
 
-FINITE_CHECK_ROWS = 8192
-"""Rows per chunk when scanning X for NaN/inf, so the check never copies the whole array."""
+FINITE_CHECK_ELEMENTS = 1 << 18
+"""Elements per chunk when scanning for NaN/inf: one small reused mask, never a full copy."""
 
 
 def _all_finite(a: np.ndarray) -> bool:
-    if not np.issubdtype(a.dtype, np.floating):
+    if not np.issubdtype(a.dtype, np.floating) or a.size == 0:
         return True
     flat = a.reshape(len(a), -1) if a.ndim else a.reshape(1, 1)
-    return all(np.isfinite(flat[i:i + FINITE_CHECK_ROWS]).all()
-               for i in range(0, len(flat), FINITE_CHECK_ROWS))
+    rows = max(1, FINITE_CHECK_ELEMENTS // max(1, flat.shape[1]))
+    mask = np.empty((min(rows, len(flat)), flat.shape[1]), dtype=bool)
+    for i in range(0, len(flat), rows):
+        chunk = flat[i:i + rows]
+        part = mask[:len(chunk)]
+        np.isfinite(chunk, out=part)
+        if not part.all():
+            return False
+    return True
 
 
 def _host(a, name: str) -> np.ndarray:
