@@ -19,6 +19,14 @@ SERIALIZER = JSONSerializer
 # RQ's own job hash goes as soon as the job ends: our store keeps what users read.
 RQ_RESULT_TTL_S = 0
 RQ_FAILURE_TTL_S = 3600
+# No CLIENT SETINFO: it costs two round trips on every new connection, and a work horse
+# (forked per job) opens fresh ones for every job; left at its default, redis-py would also
+# read its package metadata for each connection of a from_url pool.
+try:
+    from redis.driver_info import DriverInfo  # noqa: F401  (redis-py >= 7.1)
+    NO_CLIENT_SETINFO: dict = {"driver_info": None}
+except ImportError:
+    NO_CLIENT_SETINFO = {"lib_name": None, "lib_version": None}
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -28,7 +36,7 @@ def connect(settings: Settings) -> redis.Redis:
             "BACKPROP_REDIS_URL is not set: run `backprop up` (it starts an embedded Valkey) "
             "or point BACKPROP_REDIS_URL at a Redis server")
     return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                                health_check_interval=10)
+                                health_check_interval=10, **NO_CLIENT_SETINFO)
 
 
 def queue_name(settings: Settings, device: str) -> str:
