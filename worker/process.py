@@ -22,6 +22,7 @@ from worker.logs import setup_logging
 from worker.reaper import Reaper
 from worker.settings import get_settings
 from worker.store import Store
+from worker.warmup import warm_up
 
 PREEMPT_SIGNAL = signal.SIGRTMIN
 log = logging.getLogger("backprop.worker")
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging("worker")
     settings = get_settings()
+    warm_up()  # before any work horse is forked: each one inherits what this imports and builds
     connection = queues.connect(settings)
     names = (args.queues.split(",") if args.queues else [settings.queue])
     # Its own connection: the horse is forked from this process and must not share sockets.
