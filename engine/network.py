@@ -44,7 +44,7 @@ class Network:
         if n_inputs is not None:
             self._ensure_params(int(n_inputs))
 
-    # -- parameters ------------------------------------------------------------------------------
+    # -- parameters --------------------------------------------------------------------------
     @property
     def n_outputs(self) -> int:
         return self.spec.layers[-1].units
@@ -96,7 +96,7 @@ class Network:
         self._params = [(self._backend.xp.array(to(W, self.dtype)),
                          self._backend.xp.array(to(b, self.dtype))) for W, b in params]
 
-    # -- inference --------------------------------------------------------------------------------
+    # -- inference ---------------------------------------------------------------------------
     def _forward_chunks(self, X):
         """Yield (start, z^(L), x^(L)) per chunk of PREDICT_ROWS rows of device array X."""
         xp = self._backend.xp
@@ -157,7 +157,7 @@ class Network:
             backward(xp, self._params, self._acts, X, ws, keep)
         return loss, grads
 
-    # -- training and state -------------------------------------------------------------------------
+    # -- training and state ------------------------------------------------------------------
     def fit(self, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]:
         """Train from epoch epochs_done + 1 to training.epochs; return this call's epoch records.
 

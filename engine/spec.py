@@ -30,7 +30,7 @@ class LayerSpec(_Model):
     """One layer: `units` outputs, each phi(w^T x + b)."""
 
     units: int = Field(ge=1)
-    activation: str
+    activation: str = Field(json_schema_extra={"enum": sorted(ACTIVATIONS)})
 
     @field_validator("activation")
     @classmethod
@@ -41,10 +41,11 @@ class LayerSpec(_Model):
 class InitSpec(_Model):
     """W_ij ~ distribution with variance sigma^2/m (m = fan-in or fan-out), or a scheme's."""
 
-    distribution: str = "normal"
+    distribution: str = Field(default="normal", json_schema_extra={"enum": sorted(INITS)})
     sigma: float = Field(default=1.0, gt=0)
     fan: Literal["in", "out"] = "in"
-    scheme: str | None = None
+    scheme: str | None = Field(default=None,
+                               json_schema_extra={"enum": [*sorted(INIT_SCHEMES), None]})
 
     @field_validator("distribution")
     @classmethod
@@ -61,7 +62,7 @@ class NetworkSpec(_Model):
     """Layers from the first hidden one to the output; the input width comes from the data."""
 
     layers: list[LayerSpec] = Field(min_length=1)
-    loss: str
+    loss: str = Field(json_schema_extra={"enum": sorted(LOSSES)})
     init: InitSpec = Field(default_factory=InitSpec)
 
     @field_validator("loss")
@@ -95,7 +96,7 @@ class NetworkSpec(_Model):
 class ScheduleSpec(_Model):
     """A learning-rate schedule; see schedules.py for the formulas."""
 
-    name: str = "constant"
+    name: str = Field(default="constant", json_schema_extra={"enum": sorted(SCHEDULES)})
     step_size: int = Field(default=10, ge=1)
     gamma: float = Field(default=0.5, gt=0, le=1)
     t_max: int | None = Field(default=None, ge=1)
@@ -132,7 +133,7 @@ class EarlyStoppingSpec(_Model):
 class TrainingSpec(_Model):
     """How to train. optimizer 'gd' is full-batch gradient descent and ignores batch_size."""
 
-    optimizer: str = "sgd"
+    optimizer: str = Field(default="sgd", json_schema_extra={"enum": sorted(OPTIMIZERS)})
     learning_rate: float = Field(default=0.01, gt=0)
     epochs: int = Field(default=10, ge=1)
     batch_size: int | None = Field(default=32, ge=1)
