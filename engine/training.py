@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from .spec import TrainingSpec, as_training_spec
 
 PROBE_BATCHES = 8
 """Batches per epoch whose gradient norms and |phi'| are measured for the epoch record."""
+
+EVAL_ROWS = 4096
+"""Validation rows gathered and evaluated at a time, bounding the copy."""
 
 SPLIT_SEED_SALT = 0x5B1D
 """Mixed into the seed for the validation split, so it never consumes the shuffling RNG."""
@@ -48,7 +51,6 @@ class RunState:
     best_epoch: int = 0
     best_params: list | None = None
     wait: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _training_seed(net, training: TrainingSpec) -> int:
@@ -94,10 +96,9 @@ def _grad_norm(xp, dW, scale: float) -> float:
 
 def _evaluate(net, X, T, idx, metric, ss_tot):
     """(mean loss, metric) on the rows idx of (X, T), in chunks."""
-    xp = net._backend.xp
     loss_sum = score = 0.0
-    for start in range(0, len(idx), 4096):
-        rows = idx[start:start + 4096]
+    for start in range(0, len(idx), EVAL_ROWS):
+        rows = idx[start:start + EVAL_ROWS]
         for _, z, f in net._forward_chunks(X[rows]):
             t = T[rows]
             loss_sum += float(net._loss.value_sum(z, f, t))
@@ -117,10 +118,11 @@ def _diverged(net, epoch: int, batch: int, loss: float, lr: float, ws, x) -> Tra
     backward(xp, net._params, net._acts, x, ws, measure)
     layer = int(np.argmax(norms)) + 1
     rate = net._run.training.learning_rate
+    scheduled = f" (the schedule's rate in this epoch: {lr:g})" if lr != rate else ""
     return TrainingDiverged(
         f"the training loss became {loss} at epoch {epoch} (batch {batch}); the largest gradient "
         f"norm was in layer {layer} (||dL/dW|| = {norms[layer - 1]:.3g}). learning_rate "
-        f"{rate:g} is probably too large: try {rate / 10:g} or smaller.",
+        f"{rate:g}{scheduled} is probably too large: try {rate / 10:g} or smaller.",
         epoch=epoch, layer=layer)
 
 
