@@ -6,6 +6,7 @@ every operation works in place on preallocated buffers:
     forward(z)               z <- phi(z), returns z
     derivative(f)            a new array phi'(z), from f
     backprop_inplace(d, f)   d <- d * phi'(z); may overwrite f (no longer needed afterwards)
+    mean_abs_derivative(f)   mean |phi'(z)| as a float, for the epoch record (no big temporaries)
 
 softmax is an output-only activation: its Jacobian is not diagonal, so it is only allowed with
 cross_entropy, whose fused delta f - y never needs it (see losses.py).
@@ -32,6 +33,19 @@ class Activation:
         delta *= self.derivative(f)
         return delta
 
+    def mean_abs_derivative(self, f) -> float:
+        return float(array_module(f).abs(self.derivative(f)).mean())
+
+
+def _mean_square(f) -> float:
+    flat = f.reshape(-1)
+    return float(array_module(f).vdot(flat, flat)) / max(flat.size, 1)
+
+
+def _mean_f_one_minus_f(f) -> float:
+    """mean f (1 - f) = mean f - mean f^2, without an (m, n) temporary."""
+    return float(f.mean()) - _mean_square(f)
+
 
 class Identity(Activation):
     name = "identity"
@@ -44,6 +58,9 @@ class Identity(Activation):
 
     def backprop_inplace(self, delta, f):
         return delta
+
+    def mean_abs_derivative(self, f) -> float:
+        return 1.0
 
 
 class Sigmoid(Activation):
@@ -65,6 +82,9 @@ class Sigmoid(Activation):
         delta *= f
         return delta
 
+    def mean_abs_derivative(self, f) -> float:
+        return _mean_f_one_minus_f(f)
+
 
 class Tanh(Activation):
     name = "tanh"
@@ -82,6 +102,9 @@ class Tanh(Activation):
         delta *= f
         return delta
 
+    def mean_abs_derivative(self, f) -> float:
+        return 1.0 - _mean_square(f)
+
 
 class Relu(Activation):
     name = "relu"
@@ -94,6 +117,9 @@ class Relu(Activation):
 
     def backprop_inplace(self, delta, f):
         return array_module(f).multiply(delta, f > 0, out=delta)
+
+    def mean_abs_derivative(self, f) -> float:     # the share of active units (f >= 0)
+        return int(array_module(f).count_nonzero(f)) / max(f.size, 1)
 
 
 class LeakyRelu(Activation):
@@ -141,6 +167,9 @@ class Softmax(Activation):
     def derivative(self, f):
         """The Jacobian's diagonal f (1 - f); reported per epoch, never used for backprop."""
         return f * (1 - f)
+
+    def mean_abs_derivative(self, f) -> float:
+        return _mean_f_one_minus_f(f)
 
     def backprop_inplace(self, delta, f):
         raise ValueError("softmax is only supported as the output of cross_entropy")

@@ -195,7 +195,7 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
                 probe = k in probes
                 if probe:
                     for l, act in enumerate(net._acts):
-                        phis[l] += float(xp.abs(act.derivative(ws.acts[l][:m])).mean())
+                        phis[l] += act.mean_abs_derivative(ws.acts[l][:m])
                 batch_score = metric.batch_score(f, t)
                 if sync:
                     batch_loss = float(batch_loss)

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from engine import DeviceUnavailable, Network, NetworkSpec
+from engine import ACTIVATIONS, DeviceUnavailable, Network, NetworkSpec
 from engine.backend import get_backend
 from engine_helpers import make_classification, make_regression, spec
 
@@ -147,3 +147,12 @@ def test_gpu_code_path_detects_divergence_by_epoch_end(monkeypatch):
     net = Network(spec(hidden=("relu",), out="identity", loss="squared_error", k=2), device="gpu")
     with pytest.raises(ValueError, match="learning_rate 10 is probably too large"):
         net.fit(1e3 * X, 1e3 * Y, {"learning_rate": 10.0, "epochs": 20, "batch_size": 8})
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_mean_abs_derivative_matches_the_derivative(name):
+    act = ACTIVATIONS[name]
+    z = np.random.default_rng(0).normal(scale=3, size=(7, 5))
+    f = act.forward(z.copy())
+    assert act.mean_abs_derivative(f) == pytest.approx(np.abs(act.derivative(f)).mean(),
+                                                        rel=1e-12, abs=1e-15)
