@@ -217,7 +217,7 @@ def memory_probe(rows: int, threads: int) -> None:
     print(json.dumps({"peak": peak, "base": base, "data": X.nbytes + y.nbytes}), flush=True)
 
 
-# -- the parent ------------------------------------------------------------------------------------
+# -- the parent --------------------------------------------------------------------------------
 
 def child_env(threads: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
@@ -283,10 +283,12 @@ def main() -> None:
     names = [c for c in args.contenders.split(",") if available(c)]
     missing = [c for c in args.contenders.split(",") if c not in names]
 
-    print(f"# {rows} x {N_FEATURES} float32, {N_CLASSES} classes, {'-'.join(map(str, [N_FEATURES, *HIDDEN, N_CLASSES]))}, "
+    shape = "-".join(map(str, [N_FEATURES, *HIDDEN, N_CLASSES]))
+    scrubbed = ", ".join(f"{k}={os.environ[k]}" for k in SCRUBBED_ENV if k in os.environ)
+    print(f"# {rows} x {N_FEATURES} float32, {N_CLASSES} classes, {shape}, "
           f"SGD lr {LEARNING_RATE}, {args.threads} threads, {rounds} interleaved rounds, "
           f"{run_rows} rows per run; unset for all: {', '.join(SCRUBBED_ENV)} "
-          f"(were: {', '.join(f'{k}={os.environ[k]}' for k in SCRUBBED_ENV if k in os.environ) or 'unset'})")
+          f"(were: {scrubbed or 'unset'})")
     if missing:
         print(f"# absent (not installed): {', '.join(missing)}")
     workers = {name: Worker(name, args.threads, rows) for name in names}
@@ -343,7 +345,8 @@ def report(rates, gemm, memory, configs, names, rounds) -> None:
         summary[config] = (med, et, es)
         print(f"{config:<17}" + "".join(f"{med[n]:>14,.0f}" for n in names)
               + "".join(f"{100 * med[n] / roofline:>13.0f}%" for n in names)
-              + (f"{et:>14.2f}" if et else f"{'-':>14}") + (f"{es:>16.2f}" if es else f"{'-':>16}"))
+              + (f"{et:>14.2f}" if et else f"{'-':>14}")
+              + (f"{es:>16.2f}" if es else f"{'-':>16}"))
     print(f"\n(samples/s: median of {rounds} rounds; ratios: median of the per-round ratios)")
     mb = 1024**2
     limit = memory["data"] + 150 * mb

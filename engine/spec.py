@@ -173,4 +173,6 @@ def as_network_spec(spec) -> NetworkSpec:
 def as_training_spec(training) -> TrainingSpec:
     if training is None:
         return TrainingSpec()
-    return training if isinstance(training, TrainingSpec) else TrainingSpec.model_validate(training)
+    if isinstance(training, TrainingSpec):
+        return training
+    return TrainingSpec.model_validate(training)

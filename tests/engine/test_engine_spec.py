@@ -46,7 +46,8 @@ def test_extra_fields_are_errors():
 
 
 @pytest.mark.parametrize("s, message", [
-    (spec(out="softmax", loss="squared_error"), "softmax output only pairs with loss 'cross_entropy'"),
+    (spec(out="softmax", loss="squared_error"),
+     "softmax output only pairs with loss 'cross_entropy'"),
     (spec(out="sigmoid", loss="cross_entropy"), "needs a 'softmax' output layer"),
     (spec(out="identity", loss="binary_cross_entropy", k=1), "needs a 'sigmoid' output layer"),
     (spec(hidden=("softmax",)), "layer 1 uses 'softmax'"),

@@ -188,7 +188,8 @@ def test_divergence_names_epoch_layer_and_smaller_rate():
     ({"name": "constant"}, [0.1] * 6),
     ({"name": "step", "step_size": 2, "gamma": 0.5}, [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]),
     ({"name": "exponential", "gamma": 0.5}, [0.1 * 0.5**e for e in range(6)]),
-    ({"name": "cosine", "min_lr": 0.0}, [0.05 * (1 + math.cos(math.pi * e / 6)) for e in range(6)]),
+    ({"name": "cosine", "min_lr": 0.0},
+     [0.05 * (1 + math.cos(math.pi * e / 6)) for e in range(6)]),
     ({"name": "cosine", "t_max": 2, "min_lr": 0.01}, [0.1, 0.055, 0.01, 0.01, 0.01, 0.01]),
 ])
 def test_schedules(schedule, expected):
