@@ -14,6 +14,7 @@ from service.routes import dashboard, datasets, events, health, jobs, models
 from service.routes import onnx, v2
 from service.schemas import PredictIn, document_errors
 from worker import queues
+from worker.blas import limit_blas_threads
 from worker.logs import setup_logging
 from worker.settings import Settings, get_settings
 from worker.store import Store
@@ -22,6 +23,7 @@ from worker.store import Store
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging("api")
+    limit_blas_threads(settings.api_blas_threads)  # requests, not BLAS threads, fill the cores
     app = FastAPI(title="backprop-service", version="0.1.0",
                   description="Train neural networks by backpropagation over HTTP.")
     store = Store(queues.connect(settings), settings.key_prefix)

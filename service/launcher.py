@@ -34,6 +34,10 @@ class Stack:
         self.workers: list[subprocess.Popen] = []
         # Children read their settings from this environment (BACKPROP_*).
         self.env = {**os.environ, **(extra_env or {})}
+        # The workers share this host's cores: unless told otherwise, each gets its share of
+        # BLAS threads (more would spin against each other whenever two jobs run at once).
+        self.env.setdefault("BACKPROP_WORKER_BLAS_THREADS",
+                            str(max(1, (os.cpu_count() or 1) // max(workers, 1))))
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._spawned: dict[int, float] = {}  # pid -> when it started

@@ -18,6 +18,7 @@ from rq import Worker
 
 from worker import jobs, queues
 from worker.attempts import UNREACHABLE
+from worker.blas import limit_blas_threads
 from worker.logs import setup_logging
 from worker.reaper import Reaper
 from worker.settings import get_settings
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging("worker")
     settings = get_settings()
+    limit_blas_threads(settings.worker_blas_threads)
     warm_up()  # before any work horse is forked: each one inherits what this imports and builds
     connection = queues.connect(settings)
     names = (args.queues.split(",") if args.queues else [settings.queue])

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     events_recheck_s: float = Field(
         5.0, description="seconds after which an idle job events stream re-reads the job")
     access_log: bool = Field(True, description="one JSON log line per HTTP request")
+    api_blas_threads: int = Field(
+        1, ge=0, description="BLAS threads per API process for predict (0 = every core); "
+                             "scale predict with API processes (--api-workers) instead")
+    worker_blas_threads: int = Field(
+        0, ge=0, description="BLAS threads per training worker (0 = every core); with N "
+                             "workers on one host, about cores / N")
 
     @property
     def tenant_keys(self) -> dict[str, str]:
