@@ -42,6 +42,7 @@ import wrk_load  # noqa: E402
 
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
+from worker.blas import limit_blas_threads  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 FULL = {"rounds": 3, "wrk_s": 4.0, "large_reps": 3, "latency_jobs": 30, "fit_s": 10.0,
@@ -103,6 +104,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="short run of every row")
     parser.add_argument("--api-workers", type=int, default=1,
                         help="uvicorn processes, for the API and the bare app alike")
+    parser.add_argument("--blas-threads", type=int,
+                        help="BLAS threads of each training worker and of the bare engine.fit "
+                             "it is compared with (BACKPROP_WORKER_BLAS_THREADS; 0 = every "
+                             "core; default: the Stack's, cores / workers)")
     parser.add_argument("--only", default="predict,large,latency,fit,tiny,upload",
                         help="comma-separated sections to run")
     args = parser.parse_args()
@@ -113,13 +118,18 @@ def main() -> int:
     settings = Settings(redis_url=None, data_dir=tmp / "data", key_prefix="bench")
     env = {"BACKPROP_MAX_BODY_BYTES": str(BODY_LIMIT), "BACKPROP_KEY_PREFIX": "bench",
            "BACKPROP_DATA_DIR": str(tmp / "data")}
+    if args.blas_threads is not None:
+        env["BACKPROP_WORKER_BLAS_THREADS"] = str(args.blas_threads)
     os.environ.pop("BACKPROP_REDIS_URL", None)
     stack = Stack(settings, "127.0.0.1", free_port(), workers=2, api_workers=args.api_workers,
                   log_dir=tmp / "logs", extra_env=env)
     bare = cases.BareApp(tmp / "payloads", free_port(), args.api_workers)
+    blas_threads = int(stack.env["BACKPROP_WORKER_BLAS_THREADS"])
+    limit_blas_threads(blas_threads)  # the bare engine.fit runs in this process, like a worker
     print(f"backprop-service bench: {'quick' if args.quick else 'full'} run, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-          f"API workers {args.api_workers}, 2 RQ workers, logs in {tmp / 'logs'}", flush=True)
+          f"API workers {args.api_workers}, 2 RQ workers with {blas_threads or 'all'} BLAS "
+          f"thread(s), logs in {tmp / 'logs'}", flush=True)
     t_start = time.perf_counter()
     try:
         stack.start()

@@ -181,7 +181,7 @@ def fit_overhead(api: httpx.Client, target_s: float, rounds: int) -> list:
 
     def through_service() -> float:
         start = time.time()
-        job = wait_job(api, submit(api, dataset_id, PREDICT_NET, training)["id"], poll_s=0.1)
+        job = wait_job(api, submit(api, dataset_id, PREDICT_NET, training)["id"], poll_s=0.5)
         if job["status"] != "succeeded":
             raise RuntimeError(f"the timed job failed: {job}")
         return job["finished_at"] - start
