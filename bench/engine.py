@@ -348,6 +348,11 @@ def report(rates, gemm, memory, configs, names, rounds) -> None:
               + (f"{et:>14.2f}" if et else f"{'-':>14}")
               + (f"{es:>16.2f}" if es else f"{'-':>16}"))
     print(f"\n(samples/s: median of {rounds} rounds; ratios: median of the per-round ratios)")
+    best = {(c, n): max(rates[c, n]) for c in configs for n in names}
+    print("best round of each (load only ever slows a run down): " + "; ".join(
+        f"{c} " + " ".join(f"{n} {best[c, n]:,.0f}" for n in names)
+        + "".join(f", engine/{n} {best[c, 'engine'] / best[c, n]:.2f}" for n in names
+                  if n != "engine" and "engine" in names) for c in configs))
     mb = 1024**2
     limit = memory["data"] + 150 * mb
     print(f"peak RSS, relu-ce-b256 in a fresh process: {memory['peak'] / mb:.0f} MB "

@@ -7,6 +7,8 @@ The contract is tiny, so the training loop never knows any optimizer's maths:
     begin_step()                       once per batch, before the layers' updates
     update(i, W, b, dW, db, lr)        layer i; dW, db are dL/dW, dL/db times grad_scale(lr)
                                        (scratch: an optimizer may overwrite them)
+    fused_step                         True if W -= dW may happen inside the gradient's GEMM;
+                                       update then gets dW = None and only updates b
 
 Weight decay is L2 on weights only (biases are not decayed): g <- g + weight_decay * W, as
 torch.optim applies it. Shapes: W (units_out, units_in), b (units_out,).
@@ -32,6 +34,8 @@ class Optimizer:
             self._slots[name] = [array_module(p).zeros_like(p) for W, b in self._params_like
                                  for p in (W, b)]
         return self._slots[name]
+
+    fused_step = False
 
     def grad_scale(self, lr: float) -> float:
         return 1.0
@@ -73,10 +77,15 @@ class SGD(Optimizer):
     def grad_scale(self, lr: float) -> float:
         return lr
 
+    @property
+    def fused_step(self) -> bool:
+        return not self.weight_decay
+
     def update(self, i, W, b, dW, db, lr):
-        if self.weight_decay:
-            W *= 1.0 - lr * self.weight_decay
-        W -= dW
+        if dW is not None:
+            if self.weight_decay:
+                W *= 1.0 - lr * self.weight_decay
+            W -= dW
         b -= db
 
 

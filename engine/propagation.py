@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import blas
+
 
 class Workspace:
     """Buffers for batches of up to `rows` rows, allocated once and reused by every batch."""
@@ -80,12 +82,14 @@ def output_delta(xp, loss, act_out, z, f, t, scale: float, out):
     return act_out.backprop_inplace(out, f)
 
 
-def backward(xp, params, acts, x, ws: Workspace, on_layer):
+def backward(xp, params, acts, x, ws: Workspace, on_layer, fused_step: bool = False):
     """Backpropagate ws.deltas[L-1][:m] down to layer 1.
 
     For each layer l (0-based, from the top) it fills ws.grads[l] and then calls
     on_layer(l, W, b, dW, db) once W^(l) is no longer needed, so an optimizer may update it
     there while its gradient is still in cache. Overwrites ws.acts[:-1] with phi'.
+    With fused_step (plain SGD, lr folded into delta), W -= delta^T x^(l-1) happens inside
+    the GEMM where the NumPy build allows it, and on_layer then gets dW = None.
     """
     m = len(x)
     for l in range(len(params) - 1, -1, -1):
@@ -93,10 +97,14 @@ def backward(xp, params, acts, x, ws: Workspace, on_layer):
         dW, db = ws.grads[l]
         delta = ws.deltas[l][:m]
         prev = x if l == 0 else ws.acts[l - 1][:m]
-        xp.matmul(delta.T, prev, out=dW)
-        xp.matmul(ws.ones[:m], delta, out=db)  # a GEMV: twice as fast as sum(axis=0)
-        if l > 0:
+        if l > 0:                               # before W changes
             below = ws.deltas[l - 1][:m]
             xp.matmul(delta, W, out=below)
+        if fused_step and blas.accumulate_at_b(W, delta, prev, -1.0):
+            dW = None
+        else:
+            xp.matmul(delta.T, prev, out=dW)
+        xp.matmul(ws.ones[:m], delta, out=db)  # a GEMV: twice as fast as sum(axis=0)
+        if l > 0:
             acts[l - 1].backprop_inplace(below, prev)
         on_layer(l, W, b, dW, db)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import blas
 from .data import check_data, prepare_inputs, prepare_targets
 from .errors import TrainingDiverged
 from .metrics import metric_for, total_sum_of_squares
@@ -162,6 +163,7 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
     probes = set(np.linspace(0, n_batches - 1, min(PROBE_BATCHES, n_batches)).round().astype(int))
     n_layers = len(net._params)
     es = training.early_stopping
+    fuse = be.is_cpu and run.optimizer.fused_step and blas.available(net.dtype)
 
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         for epoch in range(net.epochs_done, training.epochs):
@@ -214,7 +216,8 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
                         norms[l] += _grad_norm(xp, dW, scale)
                     opt.update(l, W, b, dW, db, lr)
 
-                backward(xp, net._params, net._acts, x, ws, update)
+                backward(xp, net._params, net._acts, x, ws, update,
+                         fused_step=fuse and not probe)
 
             loss = float(loss_sum) / n_train
             if not math.isfinite(loss):

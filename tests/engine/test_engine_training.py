@@ -219,3 +219,42 @@ def test_too_small_validation_split_is_explained():
     X, y = make_classification(n=4)
     with pytest.raises(ValueError, match="validation_split"):
         Network(spec()).fit(X, y, {"validation_split": 0.05})
+
+
+def test_fused_sgd_step_matches_the_plain_path(monkeypatch):
+    """Plain SGD updates W inside the gradient GEMM when NumPy's OpenBLAS allows it."""
+    from engine import blas
+
+    if not blas.available("float64"):
+        pytest.skip("this NumPy build has no OpenBLAS symbol to fuse with")
+    X, y = make_classification(n=400)
+    training = {"optimizer": "sgd", "learning_rate": 0.2, "epochs": 3, "batch_size": 8}
+    calls = []
+    real = blas.accumulate_at_b
+    monkeypatch.setattr(blas, "accumulate_at_b", lambda *a: calls.append(real(*a)) or calls[-1])
+    fused = Network(spec(), seed=0, dtype="float64")
+    h_fused = fused.fit(X, y, training)
+    assert len(calls) == 2 * 3 * (50 - 8) and all(calls)     # every layer of unprobed batches
+    monkeypatch.setattr(blas, "ENABLED", False)
+    plain = Network(spec(), seed=0, dtype="float64")
+    h_plain = plain.fit(X, y, training)
+    np.testing.assert_allclose([r["loss"] for r in h_fused], [r["loss"] for r in h_plain],
+                               rtol=1e-12)
+    for (W, b), (Wp, bp) in zip(fused.params, plain.params):
+        np.testing.assert_allclose(W, Wp, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(b, bp, rtol=1e-10, atol=1e-13)
+
+
+def test_fused_sgd_is_deterministic_and_resumes_exactly():
+    X, y = make_classification(n=400)
+    training = {"optimizer": "sgd", "learning_rate": 0.1, "epochs": 4, "batch_size": 16}
+    straight = Network(spec(), seed=3)
+    full = straight.fit(X, y, training)
+    again = Network(spec(), seed=3).fit(X, y, training)
+    assert [r["loss"] for r in full] == [r["loss"] for r in again]
+    first = Network(spec(), seed=3)
+    part = first.fit(X, y, {**training, "epochs": 2})
+    resumed = Network.from_bytes(first.save_bytes())
+    part += resumed.fit(X, y, training)
+    assert [r["loss"] for r in part] == [r["loss"] for r in full]
+    assert _weights_equal(resumed, straight)
