@@ -40,6 +40,9 @@ CONFIGS = {                     # name: (hidden activation, output, loss, batch 
     "relu-ce-b1024": ("relu", "softmax", "cross_entropy", 1024),
 }
 CONTENDERS = ("engine", "torch", "sklearn")
+PAUSE_S = 0.3
+"""Idle time before each timed run: BLAS threads of the previous contender spin for about
+0.1 s after their last call, and must not eat into the next contender's run."""
 SCRUBBED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 """Variables that pin OpenBLAS to a slower kernel; unset for every contender alike."""
 
@@ -308,6 +311,7 @@ def main() -> None:
             for config in configs:
                 order = names[r % len(names):] + names[:r % len(names)]
                 for name in order:
+                    time.sleep(PAUSE_S)
                     reply = workers[name].ask(f"run {config} {run_rows}")
                     rates[config, name].append(reply["samples"] / reply["seconds"])
             print(f"# round {r + 1}/{rounds} done", flush=True)
