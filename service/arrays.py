@@ -1,11 +1,12 @@
-"""User arrays in (JSON lists, CSV, NPZ, NPY) -> checked NumPy arrays, with errors naming the field."""
+"""User arrays in (JSON lists, NPZ, NPY) -> checked NumPy arrays, with errors naming the field.
+CSV files have their own streaming reader, service/csv_reader.py."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import zipfile
+from typing import BinaryIO
 
 import numpy as np
 import orjson
@@ -68,7 +69,7 @@ def _numeric(value, field: str, dtype) -> np.ndarray:
 
 
 def finite(array: np.ndarray, field: str) -> np.ndarray:
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not all_finite(array):
         bad = np.argwhere(~np.isfinite(array))[0].tolist()
         raise _invalid(field, f"holds NaN or infinite values (first at index {bad}; numbers "
                               f"beyond ±1.8e308 such as 1e400 read as infinite); remove or "
@@ -78,10 +79,20 @@ def finite(array: np.ndarray, field: str) -> np.ndarray:
     return array
 
 
+def all_finite(array: np.ndarray, block_values: int = 1 << 20) -> bool:
+    """np.isfinite(array).all(), a block of rows at a time: a big X never gets a bool twin."""
+    if array.ndim == 0 or array.size <= block_values:
+        return bool(np.isfinite(array).all())
+    rows = max(1, block_values // (array.size // len(array)))
+    return all(np.isfinite(array[i:i + rows]).all() for i in range(0, len(array), rows))
+
+
 def as_float(array: np.ndarray, field: str, dtype: str) -> np.ndarray:
     """Cast to the stored float dtype, refusing values that overflow it."""
     target = FLOAT_DTYPES[dtype]
-    if array.dtype.kind == "f" and array.size and np.abs(array).max() > np.finfo(target).max:
+    # Only a narrowing cast can overflow; max/min make no array-sized temporary (np.abs would).
+    narrowing = array.dtype.kind == "f" and array.dtype.itemsize > np.dtype(target).itemsize
+    if narrowing and array.size and max(array.max(), -array.min()) > np.finfo(target).max:
         raise _invalid(field, f"holds values too large for {dtype} (largest allowed "
                               f"{np.finfo(target).max:.3g})")
     return array.astype(target, copy=False)
@@ -112,45 +123,12 @@ def rows_match(X: np.ndarray, y: np.ndarray, x_field: str = "X", y_field: str = 
                                 f"give one target per row")
 
 
-def from_csv(content: bytes, target: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A CSV with a header row; `target` names the label column(s), all others are features."""
+def from_npz(content: bytes | BinaryIO) -> tuple[np.ndarray, np.ndarray]:
+    """An .npz (bytes, or a seekable file such as a spooled upload) holding arrays `X` and `y`;
+    never unpickled. Read from a file, each array is read straight into its own memory."""
+    source = io.BytesIO(content) if isinstance(content, bytes) else content
     try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise _invalid("file", "is not UTF-8 text; upload a CSV or an NPZ file") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header:
-        raise _invalid("file", "is empty; the CSV needs a header row and data rows")
-    header = [h.strip() for h in header]
-    missing = [t for t in target if t not in header]
-    if missing:
-        raise _invalid("target", f"column(s) {missing} are not in the CSV header {header}")
-    target_idx = [header.index(t) for t in target]
-    feature_idx = [i for i in range(len(header)) if i not in target_idx]
-    if not feature_idx:
-        raise _invalid("target", "names every column; leave at least one feature column")
-    rows = [row for row in reader if row]
-    if not rows:
-        raise _invalid("file", "has a header but no data rows")
-    for n, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise _invalid("file", f"line {n} has {len(row)} values but the header has "
-                                   f"{len(header)}")
-    try:
-        table = np.array(rows, dtype=np.float64)
-    except ValueError as exc:
-        raise _invalid("file", f"holds a value that is not a number ({exc}); encode categories "
-                               f"as numbers") from None
-    table = finite(table, "file")
-    y = table[:, target_idx]
-    return table[:, feature_idx], (y[:, 0] if len(target_idx) == 1 else y)
-
-
-def from_npz(content: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """An .npz holding arrays `X` and `y`; never unpickled."""
-    try:
-        with np.load(io.BytesIO(content), allow_pickle=False) as npz:
+        with np.load(source, allow_pickle=False) as npz:
             missing = [name for name in ("X", "y") if name not in npz.files]
             if missing:
                 raise _invalid("file", f"the NPZ lacks array(s) {missing}; it holds {npz.files}")

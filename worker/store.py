@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 import redis
 
-from worker.codec import array_to_bytes, bytes_to_array
+from worker.codec import array_to_bytes, bytes_to_array, npy_parts
 from worker.keys import Keys
 from worker.status import FINISHED, JobStatus
 
@@ -75,12 +75,15 @@ class Store:
     # -- datasets ----------------------------------------------------------------------------
     def put_dataset(self, meta: dict[str, Any], X: np.ndarray, y: np.ndarray) -> dict:
         """Store arrays and meta (meta gets bytes and sha256 filled in); returns the meta."""
-        x_bytes, y_bytes = array_to_bytes(X), array_to_bytes(y)
-        meta = {**meta, "bytes": len(x_bytes) + len(y_bytes), "sha256": arrays_sha256(X, y)}
         k = self.keys
+        # .npy header, then APPEND of the array's own memory: no copy of a big X in the API.
+        parts = {k.dataset_x(meta["id"]): npy_parts(X), k.dataset_y(meta["id"]): npy_parts(y)}
+        size = sum(len(header) + data.nbytes for header, data in parts.values())
+        meta = {**meta, "bytes": size, "sha256": arrays_sha256(X, y)}
         pipe = self.r.pipeline(transaction=True)
-        pipe.set(k.dataset_x(meta["id"]), x_bytes)
-        pipe.set(k.dataset_y(meta["id"]), y_bytes)
+        for key, (header, data) in parts.items():
+            pipe.set(key, header)
+            pipe.append(key, data)
         pipe.hset(k.dataset(meta["id"]), mapping=encode_meta(meta))
         pipe.zadd(k.datasets_of(meta["tenant"]), {meta["id"]: meta["created_at"]})
         pipe.execute()
