@@ -352,12 +352,13 @@ def report(rates, gemm, memory, configs, names, rounds) -> None:
               + (f"{et:>14.2f}" if et else f"{'-':>14}")
               + (f"{es:>16.2f}" if es else f"{'-':>16}"))
     print(f"\n(samples/s: median of {rounds} rounds; ratios: median of the per-round ratios)")
-    best = {(c, n): max(rates[c, n]) for c in configs for n in names}
-    print("best round of each (load only ever slows a run down): " + "; ".join(
-        f"{c} " + " ".join(f"{n} {best[c, n]:,.0f}" for n in names)
-        + "".join(f", engine/{n} {best[c, 'engine'] / best[c, n]:.2f}" for n in names
-                  if n != "engine" and "engine" in names) for c in configs))
-    mb = 1024**2
+    print("best round of each (load only ever slows a run down):")
+    for config in configs:
+        best = {n: max(rates[config, n]) for n in names}
+        ratios = "".join(f"{best['engine'] / best[n]:>14.2f}" for n in ("torch", "sklearn")
+                         if n in names and "engine" in names)
+        print(f"{config:<17}" + "".join(f"{best[n]:>14,.0f}" for n in names) + ratios)
+    mb = 1e6                                                 # MB as in the issue: 10^6 bytes
     limit = memory["data"] + 150 * mb
     print(f"peak RSS, relu-ce-b256 in a fresh process: {memory['peak'] / mb:.0f} MB "
           f"(dataset {memory['data'] / mb:.0f} MB + 150 MB = {limit / mb:.0f} MB; "
