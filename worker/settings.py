@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     worker_blas_threads: int = Field(
         0, ge=0, description="BLAS threads per training worker (0 = every core); with N "
                              "workers on one host, about cores / N")
+    worker_class: Literal["fork", "simple"] = Field(
+        "fork", description="fork: a fresh work horse per job (RQ's Worker); simple: jobs run "
+                            "in the worker process (no fork; a crash takes the worker down)")
 
     @property
     def tenant_keys(self) -> dict[str, str]:
