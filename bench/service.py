@@ -146,19 +146,30 @@ def main() -> int:
                 print_table("Predict 10000 rows (31.4 MB of float32 input), one request at a "
                             "time", ["path", "body MB", "s/request", "input MB/s", "vs JSON"],
                             cases.large_predict(api, model_id, cfg["large_reps"]))
-            if "latency" in only:
-                print_table("Submit-to-running (started_at - created_at), idle workers",
-                            ["jobs", "p50 ms", "p99 ms", "max ms"],
-                            [cases.submit_latency(api, cfg["latency_jobs"])])
             if "fit" in only:
                 print_table(f"Training of ~{cfg['fit_s']:g} s: service vs bare engine.fit "
                             f"(wall s, {cfg['fit_rounds']} round(s), bare/service/service/bare)",
                             ["epochs", "rows", "bare engine s", "service s", "service/bare"],
                             [cases.fit_overhead(api, cfg["fit_s"], cfg["fit_rounds"])])
-            if "tiny" in only:
-                print_table("One-epoch jobs on 2 workers",
-                            ["jobs", "succeeded", "seconds", "jobs/s", "worker CPU ms/job"],
-                            [cases.tiny_jobs(api, stack, cfg["tiny_jobs"])])
+            if only & {"latency", "tiny"}:
+                latency, tiny = [], []
+                for worker_class in ("fork", "simple"):  # RQ's Worker, then SimpleWorker
+                    cases.restart_workers(stack, worker_class)
+                    if "latency" in only:
+                        latency.append([worker_class] + cases.submit_latency(
+                            api, cfg["latency_jobs"]))
+                    if "tiny" in only:
+                        tiny.append([worker_class] + cases.tiny_jobs(api, stack,
+                                                                     cfg["tiny_jobs"]))
+                cases.restart_workers(stack, "fork")
+                if latency:
+                    print_table("Submit-to-running (started_at - created_at), idle workers, "
+                                "by BACKPROP_WORKER_CLASS",
+                                ["worker class", "jobs", "p50 ms", "p99 ms", "max ms"], latency)
+                if tiny:
+                    print_table("One-epoch jobs on 2 workers, by BACKPROP_WORKER_CLASS",
+                                ["worker class", "jobs", "succeeded", "submitted in s",
+                                 "all done in s", "jobs/s", "worker CPU ms/job"], tiny)
             if "upload" in only:
                 print_table(f"Upload {cfg['upload_rows']} x 784 float32 (multipart), API "
                             f"peak RSS (VmHWM)", ["format", "file MB", "s", "MB/s",

@@ -8,11 +8,16 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
+import redis
+from rq import Worker
+
+from worker.queues import SERIALIZER
 
 N_FEATURES = 784
 PREDICT_NET = {"layers": [{"units": 512, "activation": "relu"},
@@ -147,6 +152,29 @@ def npz_free_npy(X: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def restart_workers(stack, worker_class: str) -> None:
+    """Stop the stack's workers (SIGTERM: they exit 0 and stay stopped) and start as many with
+    BACKPROP_WORKER_CLASS=worker_class; returns once they have registered with RQ."""
+    if stack.env.get("BACKPROP_WORKER_CLASS", "fork") == worker_class:
+        return
+    old = list(stack.workers)
+    for proc in old:
+        proc.send_signal(signal.SIGTERM)
+    for proc in old:
+        proc.wait(30)
+    stack.env["BACKPROP_WORKER_CLASS"] = worker_class
+    stack.workers[:] = []
+    for _ in old:
+        stack.add_worker()
+    connection = redis.Redis.from_url(stack.env["BACKPROP_REDIS_URL"])
+    pids = {p.pid for p in stack.workers}
+    deadline = time.monotonic() + 60
+    while {w.pid for w in Worker.all(connection=connection, serializer=SERIALIZER)} != pids:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {worker_class} workers did not register within 60 s")
+        time.sleep(0.1)
+
+
 def submit_latency(api: httpx.Client, n_jobs: int) -> list:
     dataset_id = upload_npz(api, *labelled(64, 16, 2), name="tiny")
     waits = []
@@ -200,7 +228,10 @@ def tiny_jobs(api: httpx.Client, stack, n_jobs: int) -> list:
     workers = [w.pid for w in stack.workers]
     cpu_before = cpu_seconds(workers)
     first = time.time()
-    ids = [submit(api, dataset_id, TINY_NET, {"epochs": 1})["id"] for _ in range(n_jobs)]
+    with ThreadPoolExecutor(4) as pool:  # 4 clients, so submitting is not what we time
+        ids = list(pool.map(lambda _: submit(api, dataset_id, TINY_NET, {"epochs": 1})["id"],
+                            range(n_jobs)))
+    submitted = time.time() - first
     deadline = time.monotonic() + 600
     while True:
         jobs = {j["id"]: j for j in api.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]}
@@ -213,7 +244,7 @@ def tiny_jobs(api: httpx.Client, stack, n_jobs: int) -> list:
     seconds = max(j["finished_at"] for j in mine) - first
     cpu_ms = (cpu_seconds(workers) - cpu_before) * 1000 / n_jobs
     ok = sum(j["status"] == "succeeded" for j in mine)
-    return [n_jobs, f"{ok}/{n_jobs}", seconds, n_jobs / seconds, cpu_ms]
+    return [n_jobs, f"{ok}/{n_jobs}", submitted, seconds, n_jobs / seconds, cpu_ms]
 
 
 # -- uploads and the API's memory --------------------------------------------------------------
