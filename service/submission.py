@@ -96,7 +96,10 @@ def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
     if meta is None:
         raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
                             f"/v1/datasets first", "dataset_id")
-    y = store.dataset_arrays(job.dataset_id)[1]
+    y = store.dataset_targets(job.dataset_id)
+    if y is None:  # deleted since its meta was read
+        raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
+                            f"/v1/datasets first", "dataset_id")
     # The input width comes from the data, so only the targets can fail to fit: check them
     # against a one-column stand-in for X instead of loading X.
     check_data_fit(job.network, np.zeros((len(y), 1), np.float32), y, "dataset_id", job.dtype)

@@ -102,6 +102,11 @@ class Store:
             return None
         return bytes_to_array(x_bytes), bytes_to_array(y_bytes)
 
+    def dataset_targets(self, dataset_id: str) -> np.ndarray | None:
+        """y alone (what a job submission checks), without fetching X."""
+        y_bytes = self.r.get(self.keys.dataset_y(dataset_id))
+        return None if y_bytes is None else bytes_to_array(y_bytes)
+
     def delete_dataset(self, tenant: str, dataset_id: str) -> bool:
         if self.dataset(tenant, dataset_id) is None:
             return False
