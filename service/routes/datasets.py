@@ -8,11 +8,13 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from service import arrays
 from service.csv_reader import read_csv
 from service.deps import SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, not_found, validation_details
+from service.multipart import read_form
 from service.schemas import DatasetIn, DatasetList, DatasetOut, error_responses
 from worker.settings import Settings
 from worker.status import new_id
@@ -29,29 +31,37 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
         "dtype": {"type": "string", "enum": ["float32", "float64"]}}}}}}}
 
 
+async def parse_form(form: FormData) -> tuple[str, str, np.ndarray, np.ndarray, str]:
+    """(name, source, X, y, dtype) from a multipart upload: CSV or NPZ in field `file`."""
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise ApiError(422, "file: attach the data as a file field named `file`", "file")
+    file = upload.file  # spooled to disk past 1 MB: parsed from there, never read whole
+    filename = (upload.filename or "").lower()
+    dtype = str(form.get("dtype") or "float32")
+    if dtype not in arrays.FLOAT_DTYPES:
+        raise ApiError(422, "dtype: must be float32 or float64", "dtype")
+    name = str(form.get("name") or upload.filename or "dataset")[:200]
+    magic = file.read(2)
+    file.seek(0)
+    # Parsing takes seconds for big files: in a thread, so the event loop keeps answering.
+    if filename.endswith(".npz") or magic == b"PK":
+        X, y = await run_in_threadpool(arrays.from_npz, file)
+        return name, "npz", X, y, dtype
+    target = [t.strip() for t in str(form.get("target") or "").split(",") if t.strip()]
+    X, y = await run_in_threadpool(read_csv, file, target or None, dtype)
+    return name, "csv", X, y, dtype
+
+
 async def parse_upload(request: Request) -> tuple[str, str, np.ndarray, np.ndarray, str]:
     """(name, source, X, y, dtype) from a JSON body or a multipart file upload."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise ApiError(422, "file: attach the data as a file field named `file`", "file")
-        file = upload.file  # spooled to disk past 1 MB: parsed from there, never read whole
-        filename = (upload.filename or "").lower()
-        dtype = str(form.get("dtype") or "float32")
-        if dtype not in arrays.FLOAT_DTYPES:
-            raise ApiError(422, "dtype: must be float32 or float64", "dtype")
-        name = str(form.get("name") or upload.filename or "dataset")[:200]
-        magic = file.read(2)
-        file.seek(0)
-        # Parsing takes seconds for big files: in a thread, so the event loop keeps answering.
-        if filename.endswith(".npz") or magic == b"PK":
-            X, y = await run_in_threadpool(arrays.from_npz, file)
-            return name, "npz", X, y, dtype
-        target = [t.strip() for t in str(form.get("target") or "").split(",") if t.strip()]
-        X, y = await run_in_threadpool(read_csv, file, target or None, dtype)
-        return name, "csv", X, y, dtype
+        form = await read_form(request)
+        try:
+            return await parse_form(form)
+        finally:
+            await form.close()
     if not content_type.startswith("application/json"):
         raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"}) or a multipart file upload "
                             "(CSV or NPZ in field `file`)")
