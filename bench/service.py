@@ -6,19 +6,22 @@
     .venv/bin/python bench/service.py --api-workers 2  # uvicorn processes for API and bare app
 
 It starts the stack as `backprop up` does (service.launcher.Stack: embedded Valkey, the API,
-2 RQ workers) and, beside it, bench/bare_app.py: a FastAPI endpoint with the same uvicorn
-options and process count that reads the body and answers a canned payload of the predict
-response's exact size (the framework's ceiling). Load comes from wrk (Debian package `wrk`),
-whose own CPU use is printed next to every figure. Rows, all from the same run:
+2 RQ workers, each with cores / 2 BLAS threads) and, beside it, bench/bare_app.py: a FastAPI
+endpoint run through the same service.cli.serve (uvicorn options, process count) that reads
+the body and answers a canned payload of the predict response's exact size: the framework's
+ceiling. Load comes from wrk (Debian package `wrk`); its CPU use (1.0 = its one thread busy)
+is printed beside each figure, with the server's CPU per request. Rows, all from one run:
 
-- predict (784-512-256-10, trained through the API): requests/s, p50/p99, 1 and 256 JSON rows,
+- predict (784-512-256-10, trained through the API): req/s, p50/p99 for 1 and 256 JSON rows
   against the bare endpoint, rounds interleaved; the ratio is the median of per-round ratios;
 - 10000-row predict: .npy body and answer vs JSON, in MB/s of float32 input;
-- submit-to-running latency (started_at - created_at) with idle workers;
-- a ~10 s training through the service / the same fit in the bare engine, in this process;
-- many one-epoch jobs on 2 workers: jobs/s, all succeeded;
+- a ~10 s training through the service / the same fit with the bare engine in this process
+  (same data, spec and BLAS threads), rounds ordered bare, service, service, bare;
+- submit-to-running (started_at - created_at) with idle workers, and 200 one-epoch jobs on
+  2 workers, for BACKPROP_WORKER_CLASS=fork (RQ's Worker) and =simple (SimpleWorker);
 - a 60000 x 784 float32 upload as NPZ and CSV: MB/s and the API process's peak RSS (VmHWM,
-  reset before each upload through /proc/PID/clear_refs).
+  reset before each upload through /proc/PID/clear_refs);
+- a closing table of the targets of issue 6, met or not.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import service_cases as cases  # noqa: E402  (bench/, after the path is set)
 import wrk_load  # noqa: E402
+from service_procs import BareApp, api_pids, cpu_seconds, server_pids  # noqa: E402
 
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
@@ -67,8 +71,8 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
             print("  " + "  ".join("-" * w for w in widths))
 
 
-def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: cases.BareApp,
-                    model_id: str) -> list[list]:
+def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: BareApp,
+                    model_id: str, targets: list) -> None:
     bodies = {n: cases.predict_json(n) for n in (1, 256)}
     for n, body in bodies.items():  # the bare endpoint answers the real response's bytes
         answer = api.post(f"/v1/models/{model_id}/predict", content=body,
@@ -76,26 +80,58 @@ def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: cases.Bare
         answer.raise_for_status()
         (bare.folder / f"rows{n}.json").write_bytes(answer.content)
     bare.start()
-    servers = {"bare": (f"{bare.url}/bare/rows{{n}}", cases.server_pids(bare.proc, bare.workers)),
-               "predict": (f"{stack.url}/v1/models/{model_id}/predict", cases.api_pids(stack))}
+    servers = {"bare": (f"{bare.url}/bare/rows{{n}}", server_pids(bare.proc, bare.workers)),
+               "predict": (f"{stack.url}/v1/models/{model_id}/predict", api_pids(stack))}
     results: dict[tuple[int, str], list[dict]] = {}
     for _ in range(cfg["rounds"]):
         for n, body in bodies.items():
             for who, (url, pids) in servers.items():
-                cpu = cases.cpu_seconds(pids)
+                cpu = cpu_seconds(pids)
                 run = wrk_load.run(url.format(n=n), body, "application/json", cfg["wrk_s"],
                                    connections=8)
-                run["server_us"] = (cases.cpu_seconds(pids) - cpu) / run["requests"] * 1e6
+                run["server_us"] = (cpu_seconds(pids) - cpu) / run["requests"] * 1e6
                 results.setdefault((n, who), []).append(run)
     rows = []
     for n in bodies:
-        bare, pred = results[(n, "bare")], results[(n, "predict")]
-        ratio = statistics.median(p["rps"] / b["rps"] for p, b in zip(pred, bare))
-        for who, runs in (("bare FastAPI", bare), ("predict", pred)):
+        bare_runs, pred = results[(n, "bare")], results[(n, "predict")]
+        ratio = statistics.median(p["rps"] / b["rps"] for p, b in zip(pred, bare_runs))
+        for who, runs in (("bare FastAPI", bare_runs), ("predict", pred)):
             med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
             rows.append([f"{n} row(s), {who}", med("rps"), med("p50_ms"), med("p99_ms"),
                          med("server_us"), med("cpu"), f"{ratio:.2f}" if who == "predict" else ""])
-    return rows
+        if n == 1:
+            targets.append(["predict 1 row / bare FastAPI, req/s", ">= 0.8", f"{ratio:.2f}",
+                            ratio >= 0.8])
+    print_table(f"Predict, 784-512-256-10, JSON, wrk -t1 -c8 (medians of {cfg['rounds']} "
+                f"interleaved rounds of {cfg['wrk_s']:g} s)",
+                ["case", "req/s", "p50 ms", "p99 ms", "server CPU us/req", "wrk CPU",
+                 "predict/bare"], rows)
+
+
+def jobs_section(cfg: dict, api: httpx.Client, stack: Stack, only: set, targets: list) -> None:
+    """Submit-to-running and tiny jobs, for each RQ worker class in turn."""
+    latency, tiny = [], []
+    for worker_class in ("fork", "simple"):  # RQ's Worker (the default), then SimpleWorker
+        cases.restart_workers(stack, worker_class)
+        if "latency" in only:
+            latency.append([worker_class] + cases.submit_latency(api, cfg["latency_jobs"]))
+        if "tiny" in only:
+            tiny.append([worker_class] + cases.tiny_jobs(api, stack, cfg["tiny_jobs"]))
+    cases.restart_workers(stack, "fork")
+    if latency:
+        print_table("Submit-to-running (started_at - created_at), idle workers, by "
+                    "BACKPROP_WORKER_CLASS", ["worker class", "jobs", "p50 ms", "p99 ms",
+                                              "max ms"], latency)
+        for row in latency:
+            targets.append([f"submit-to-running p50 ({row[0]})", "< 50 ms",
+                            f"{row[2]:.1f} ms", row[2] < 50])
+    if tiny:
+        print_table("One-epoch jobs on 2 workers, by BACKPROP_WORKER_CLASS",
+                    ["worker class", "jobs", "succeeded", "submitted in s", "all done in s",
+                     "jobs/s", "worker CPU ms/job"], tiny)
+        for row in tiny:
+            targets.append([f"tiny jobs all succeeded ({row[0]})", f"{row[1]}/{row[1]}",
+                            f"{row[2]}, {row[5]:.1f} jobs/s", row[2] == f"{row[1]}/{row[1]}"])
 
 
 def main() -> int:
@@ -108,7 +144,7 @@ def main() -> int:
                         help="BLAS threads of each training worker and of the bare engine.fit "
                              "it is compared with (BACKPROP_WORKER_BLAS_THREADS; 0 = every "
                              "core; default: the Stack's, cores / workers)")
-    parser.add_argument("--only", default="predict,large,latency,fit,tiny,upload",
+    parser.add_argument("--only", default="predict,large,fit,latency,tiny,upload",
                         help="comma-separated sections to run")
     args = parser.parse_args()
     cfg, only = (QUICK if args.quick else FULL), set(args.only.split(","))
@@ -123,61 +159,53 @@ def main() -> int:
     os.environ.pop("BACKPROP_REDIS_URL", None)
     stack = Stack(settings, "127.0.0.1", free_port(), workers=2, api_workers=args.api_workers,
                   log_dir=tmp / "logs", extra_env=env)
-    bare = cases.BareApp(tmp / "payloads", free_port(), args.api_workers)
+    bare = BareApp(tmp / "payloads", free_port(), args.api_workers)
     blas_threads = int(stack.env["BACKPROP_WORKER_BLAS_THREADS"])
     limit_blas_threads(blas_threads)  # the bare engine.fit runs in this process, like a worker
     print(f"backprop-service bench: {'quick' if args.quick else 'full'} run, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
           f"API workers {args.api_workers}, 2 RQ workers with {blas_threads or 'all'} BLAS "
           f"thread(s), logs in {tmp / 'logs'}", flush=True)
-    t_start = time.perf_counter()
+    t_start, targets = time.perf_counter(), []
     try:
         stack.start()
         with httpx.Client(base_url=stack.url, timeout=120) as api:
             model_id = cases.train_predict_model(api)
             if "predict" in only:
-                rows = predict_section(cfg, api, stack, bare, model_id)
-                print_table("Predict, 784-512-256-10, JSON, wrk -t1 -c8 (medians of "
-                            f"{cfg['rounds']} interleaved rounds of {cfg['wrk_s']:g} s)",
-                            ["case", "req/s", "p50 ms", "p99 ms", "server CPU us/req",
-                             "wrk CPU", "predict/bare"],
-                            rows)
+                predict_section(cfg, api, stack, bare, model_id, targets)
             if "large" in only:
+                rows = cases.large_predict(api, model_id, cfg["large_reps"])
                 print_table("Predict 10000 rows (31.4 MB of float32 input), one request at a "
                             "time", ["path", "body MB", "s/request", "input MB/s", "vs JSON"],
-                            cases.large_predict(api, model_id, cfg["large_reps"]))
+                            rows)
+                speedup = rows[1][3] / rows[0][3]
+                targets.append([".npy / JSON predict, 10000 rows, MB/s", ">= 5", f"{speedup:.1f}",
+                                speedup >= 5])
             if "fit" in only:
+                row = cases.fit_overhead(api, cfg["fit_s"], cfg["fit_rounds"])
                 print_table(f"Training of ~{cfg['fit_s']:g} s: service vs bare engine.fit "
                             f"(wall s, {cfg['fit_rounds']} round(s), bare/service/service/bare)",
                             ["epochs", "rows", "bare engine s", "service s", "service/bare"],
-                            [cases.fit_overhead(api, cfg["fit_s"], cfg["fit_rounds"])])
+                            [row])
+                targets.append(["~10 s training, service / bare engine", "<= 1.05", row[4],
+                                float(row[4]) <= 1.05])
             if only & {"latency", "tiny"}:
-                latency, tiny = [], []
-                for worker_class in ("fork", "simple"):  # RQ's Worker, then SimpleWorker
-                    cases.restart_workers(stack, worker_class)
-                    if "latency" in only:
-                        latency.append([worker_class] + cases.submit_latency(
-                            api, cfg["latency_jobs"]))
-                    if "tiny" in only:
-                        tiny.append([worker_class] + cases.tiny_jobs(api, stack,
-                                                                     cfg["tiny_jobs"]))
-                cases.restart_workers(stack, "fork")
-                if latency:
-                    print_table("Submit-to-running (started_at - created_at), idle workers, "
-                                "by BACKPROP_WORKER_CLASS",
-                                ["worker class", "jobs", "p50 ms", "p99 ms", "max ms"], latency)
-                if tiny:
-                    print_table("One-epoch jobs on 2 workers, by BACKPROP_WORKER_CLASS",
-                                ["worker class", "jobs", "succeeded", "submitted in s",
-                                 "all done in s", "jobs/s", "worker CPU ms/job"], tiny)
+                jobs_section(cfg, api, stack, only, targets)
             if "upload" in only:
+                rows = cases.uploads(api, stack, cfg["upload_rows"], tmp)
                 print_table(f"Upload {cfg['upload_rows']} x 784 float32 (multipart), API "
                             f"peak RSS (VmHWM)", ["format", "file MB", "s", "MB/s",
-                                                  "idle RSS MB", "peak RSS MB", "peak/file"],
-                            cases.uploads(api, stack, cfg["upload_rows"], tmp))
+                                                  "idle RSS MB", "peak RSS MB", "peak/file",
+                                                  "(peak-idle)/file"],
+                            rows)
+                for row in rows:
+                    targets.append([f"upload {row[0]}: API peak RSS / file", "<= 3",
+                                    row[6], float(row[6]) <= 3])
     finally:
         bare.stop()
         stack.stop()
+    print_table("Targets", ["figure", "target", "measured", "met"],
+                [t[:3] + ["yes" if t[3] else "NO"] for t in targets])
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s; load average now "
           f"{os.getloadavg()[0]:.2f}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +14,7 @@ import orjson
 import redis
 from rq import Worker
 
+from service_procs import api_pids, cpu_seconds, proc_status_mb
 from worker.queues import SERIALIZER
 
 N_FEATURES = 784
@@ -26,41 +24,6 @@ PREDICT_NET = {"layers": [{"units": 512, "activation": "relu"},
 TINY_NET = {"layers": [{"units": 8, "activation": "relu"}, {"units": 2, "activation": "softmax"}],
             "loss": "cross_entropy"}
 FINISHED = {"succeeded", "failed", "canceled"}
-
-
-class BareApp:
-    """bench/bare_app.py in its own process group, serving the payloads written to `folder`."""
-
-    def __init__(self, folder: Path, port: int, workers: int):
-        self.folder, self.port, self.workers = folder, port, workers
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {**os.environ, "BENCH_BARE_PAYLOADS": str(self.folder)}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("bare_app.py")), "--port",
-             str(self.port), "--workers", str(self.workers)], env=env, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("the bare app did not start within 60 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -128,7 +91,7 @@ def train_predict_model(api: httpx.Client) -> str:
 def large_predict(api: httpx.Client, model_id: str, reps: int) -> list[list]:
     X = features(10000, seed=2)
     bodies = {"JSON in, JSON out": (predict_json(10000, seed=2), "application/json", ""),
-              ".npy in, .npy out": (npz_free_npy(X), "application/x-npy", "application/x-npy")}
+              ".npy in, .npy out": (npy_bytes(X), "application/x-npy", "application/x-npy")}
     times: dict[str, list[float]] = {name: [] for name in bodies}
     for _ in range(reps):
         for name, (body, ctype, accept) in bodies.items():
@@ -146,7 +109,7 @@ def large_predict(api: httpx.Client, model_id: str, reps: int) -> list[list]:
             for n, t in times.items()]
 
 
-def npz_free_npy(X: np.ndarray) -> bytes:
+def npy_bytes(X: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, X)
     return buf.getvalue()
@@ -249,35 +212,6 @@ def tiny_jobs(api: httpx.Client, stack, n_jobs: int) -> list:
 
 # -- uploads and the API's memory --------------------------------------------------------------
 
-def server_pids(proc: subprocess.Popen, workers: int) -> list[int]:
-    """The processes serving HTTP: uvicorn's own when it runs 1 worker, else its children."""
-    if workers == 1:
-        return [proc.pid]
-    kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    return [int(k) for k in kids
-            if b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()]
-
-
-def api_pids(stack) -> list[int]:
-    return server_pids(stack.api, stack.api_workers)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of the processes and of their reaped children (RQ's work horses)."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def proc_status_mb(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
 def dataset_files(n_rows: int) -> tuple[bytes, bytes]:
     """The same float32 data (pixel-like values k/255) as NPZ and as a CSV with a label column;
     CSV values are the shortest text that reads back as the same float32."""
@@ -307,5 +241,6 @@ def uploads(api: httpx.Client, stack, n_rows: int, tmp: Path) -> list[list]:
         peak = max(proc_status_mb(p, "VmHWM") for p in pids)
         api.delete(f"/v1/datasets/{answer.json()['id']}").raise_for_status()
         mb = len(content) / 1e6
-        rows.append([name, mb, seconds, mb / seconds, idle, peak, f"{peak / mb:.2f}"])
+        rows.append([name, mb, seconds, mb / seconds, idle, peak, f"{peak / mb:.2f}",
+                     f"{(peak - idle) / mb:.2f}"])
     return rows
