@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 
+from engine.state import from_bytes, to_bytes
+
 
 def array_to_bytes(array: np.ndarray) -> bytes:
     """One array as .npy bytes (dtype and shape travel with it)."""
@@ -28,14 +30,7 @@ def bytes_to_array(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def arrays_to_npz(arrays: dict[str, np.ndarray]) -> bytes:
-    """Several named arrays as one uncompressed .npz."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def npz_to_arrays(data: bytes) -> dict[str, np.ndarray]:
-    """Inverse of arrays_to_npz; never unpickles."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        return {name: npz[name] for name in npz.files}
+# Named arrays <-> one uncompressed .npz: the engine's own checkpoint format, loaded with
+# allow_pickle=False.
+arrays_to_npz = to_bytes
+npz_to_arrays = from_bytes

@@ -69,3 +69,17 @@ def own_stack(root: Path, workers: int = 1, extra_env: dict[str, str] | None = N
                   workers=workers, log_dir=root / "logs", extra_env=extra_env).start()
     stack.logs = root / "logs"
     return stack
+
+
+def trained_records(api: httpx.Client, X: np.ndarray, y: np.ndarray, network: dict,
+                    epochs: int = 2) -> dict:
+    """Upload (X, y), train `network` on it to success: {dataset_id, job_id, model_id}."""
+    dataset = api.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(X=X, y=y))})
+    assert dataset.status_code == 201, dataset.text
+    job = api.post("/v1/jobs", json={"network": network, "dataset_id": dataset.json()["id"],
+                                     "training": {"epochs": epochs}})
+    assert job.status_code == 202, job.text
+    done = wait_for_job(api, job.json()["id"])
+    assert done["status"] == "succeeded", done
+    return {"dataset_id": dataset.json()["id"], "job_id": done["id"],
+            "model_id": done["model_id"]}

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.helpers import npy_bytes, npz_bytes, wait_for_job
+from tests.service.helpers import npy_bytes, npz_bytes, trained_records
 
 ROOT = Path(__file__).resolve().parents[2]
 NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 3, "activation": "softmax"}],
@@ -43,14 +43,8 @@ def trained(stack) -> dict:
 
 
 def train(api: httpx.Client, X: np.ndarray, y: np.ndarray) -> dict:
-    dataset = api.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(X=X, y=y))})
-    assert dataset.status_code == 201, dataset.text
-    job = api.post("/v1/jobs", json={"network": NETWORK, "dataset_id": dataset.json()["id"],
-                                     "training": {"epochs": 2}})
-    assert job.status_code == 202, job.text
-    done = wait_for_job(api, job.json()["id"])
-    assert done["status"] == "succeeded", done
-    return {"dataset": dataset.json()["id"], "job": done["id"], "model": done["model_id"]}
+    ids = trained_records(api, X, y, NETWORK)
+    return {"dataset": ids["dataset_id"], "job": ids["job_id"], "model": ids["model_id"]}
 
 
 # -- malformed bodies, on every endpoint that takes one ----------------------------------------

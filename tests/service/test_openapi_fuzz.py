@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, ignored
                                                response_schema_conformance,
                                                status_code_conformance)
 
-from tests.service.helpers import npz_bytes, own_stack, wait_for_job
+from tests.service.helpers import own_stack, trained_records
 
 KEY = "fuzz-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -61,15 +61,7 @@ def real_ids(fuzz_stack) -> dict[str, str]:
     with httpx.Client(base_url=fuzz_stack.url, headers=AUTH, timeout=30) as api:
         X = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
         y = (X[:, 0] > 0).astype(np.int64)
-        dataset = api.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(X=X, y=y))})
-        assert dataset.status_code == 201, dataset.text
-        job = api.post("/v1/jobs", json={"network": NETWORK, "dataset_id": dataset.json()["id"],
-                                         "training": {"epochs": 2}})
-        assert job.status_code == 202, job.text
-        done = wait_for_job(api, job.json()["id"])
-        assert done["status"] == "succeeded", done
-    return {"dataset_id": dataset.json()["id"], "job_id": done["id"],
-            "model_id": done["model_id"]}
+        return trained_records(api, X, y, NETWORK)
 
 
 @pytest.fixture(scope="module")
