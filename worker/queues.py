@@ -69,10 +69,14 @@ def enqueue_training(connection: redis.Redis, settings: Settings, job_id: str, d
         description=f"train {job_id} (attempt {attempt})")
 
 
-def drop_rq_job(connection: redis.Redis, rq_id: str) -> None:
-    """Remove a queued RQ job so it never starts (no-op when it is already gone)."""
-    if Job.exists(rq_id, connection=connection):
-        Job.fetch(rq_id, connection=connection, serializer=SERIALIZER).delete()
+def take_back_queued(connection: redis.Redis, settings: Settings, device: str,
+                     rq_id: str) -> bool:
+    """Take a job off its queue before any worker pops it. True when it was still waiting
+    (LREM is atomic against a worker's pop), False when a worker already has it."""
+    if not queue_for(connection, settings, device).remove(rq_id):
+        return False
+    connection.delete(Job.key_for(rq_id))
+    return True
 
 
 def live_workers(connection: redis.Redis) -> list[Worker]:

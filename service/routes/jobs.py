@@ -81,11 +81,11 @@ def cancel_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: Tena
     if is_finished(meta):
         raise ApiError(409, f"job {job_id} already {meta['status']}; nothing to cancel")
     store.request_cancel(job_id)
-    if meta["status"] == JobStatus.QUEUED.value and store.checkpoint(job_id) is None:
-        queues.drop_rq_job(store.r, meta["rq_id"])
+    if (meta["status"] == JobStatus.QUEUED.value and store.checkpoint(job_id) is None
+            and queues.take_back_queued(store.r, settings, meta["device"], meta["rq_id"])):
         store.finish_job(job_id, JobStatus.CANCELED, settings.result_ttl_s)
-    # A requeued job with a checkpoint stays queued: its next worker sees the flag at once
-    # and keeps the checkpointed weights as the model.
+    # Otherwise a worker has the job, or will resume it from a checkpoint: it sees the flag
+    # within an epoch (at once, for a resume) and keeps the weights it has as the model.
     return job_view(owned_job(store, tenant, job_id))
 
 

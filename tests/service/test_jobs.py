@@ -139,3 +139,19 @@ def test_labels_from_outputs_agree_with_the_engine():
         net = engine.Network(network, n_inputs=3, seed=1)
         np.testing.assert_array_equal(labels_from_outputs(net.spec, net.predict(X)),
                                       net.predict_labels(X))
+
+
+def test_cancel_racing_a_worker_pickup_never_fails(api):
+    """Cancel the moment a job is submitted, when a worker may be popping it: always a 202,
+    and the job ends canceled (never started, or stopped) or, if it won the race, succeeded."""
+    X, y = blobs(n=60)
+    body = {"data": {"X": X.tolist(), "y": y.tolist()}, "network": classifier(),
+            "training": {"epochs": 3}}
+    ids = []
+    for _ in range(12):
+        job = api.post("/v1/jobs", json=body).json()
+        answer = api.post(f"/v1/jobs/{job['id']}/cancel")
+        assert answer.status_code in (202, 409), answer.text  # 409: it already succeeded
+        ids.append(job["id"])
+    ends = {wait_for_job(api, job_id)["status"] for job_id in ids}
+    assert ends <= {"canceled", "succeeded"} and "canceled" in ends
