@@ -100,7 +100,7 @@ class Network:
     def _forward_chunks(self, X):
         """Yield (start, z^(L), x^(L)) per chunk of PREDICT_ROWS rows of device array X."""
         xp = self._backend.xp
-        ws = Workspace(xp, self.dtype, self.widths, min(len(X), PREDICT_ROWS))
+        ws = Workspace(xp, self.dtype, self.widths, min(len(X), PREDICT_ROWS), backward=False)
         with np.errstate(over="ignore", under="ignore"):
             for start in range(0, len(X), ws.rows):
                 chunk = X[start:start + ws.rows]

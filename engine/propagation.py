@@ -18,17 +18,22 @@ from . import blas
 
 
 class Workspace:
-    """Buffers for batches of up to `rows` rows, allocated once and reused by every batch."""
+    """Buffers for batches of up to `rows` rows, allocated once and reused by every batch.
+
+    With backward=False only the forward pass's buffers exist (predict: a gradient buffer as
+    large as W^(1) would cost more than a one-row forward pass)."""
 
     def __init__(self, xp, dtype: str, widths: list[int], rows: int, target_shape=None,
-                 target_dtype=None, gather_inputs: bool = False):
+                 target_dtype=None, gather_inputs: bool = False, backward: bool = True):
         self.rows = rows
         self.acts = [xp.empty((rows, w), dtype) for w in widths[1:]]      # x^(l), l = 1..L
         self.z_out = xp.empty((rows, widths[-1]), dtype)                  # z^(L)
-        self.deltas = [xp.empty((rows, w), dtype) for w in widths[1:]]    # delta^(l)
-        self.grads = [(xp.empty((o, i), dtype), xp.empty(o, dtype))
-                      for i, o in zip(widths[:-1], widths[1:])]
-        self.ones = xp.ones(rows, dtype)                                   # db = 1^T delta
+        self.deltas = self.grads = self.ones = None
+        if backward:
+            self.deltas = [xp.empty((rows, w), dtype) for w in widths[1:]]    # delta^(l)
+            self.grads = [(xp.empty((o, i), dtype), xp.empty(o, dtype))
+                          for i, o in zip(widths[:-1], widths[1:])]
+            self.ones = xp.ones(rows, dtype)                               # db = 1^T delta
         self.x = xp.empty((rows, widths[0]), dtype) if gather_inputs else None
         self.t = (xp.empty((rows, *target_shape), target_dtype)
                   if target_shape is not None else None)
