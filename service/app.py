@@ -8,6 +8,7 @@ from fastapi.openapi.utils import get_openapi
 from service.body_limit import BodySizeLimit
 from service.deps import key_digest
 from service.errors import install_error_handlers
+from service.fast_predict import FastPredict
 from service.model_cache import ModelCache
 from service.metrics import install_metrics
 from service.routes import dashboard, datasets, events, health, jobs, models
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(onnx.router)
     app.include_router(v2.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(FastPredict)  # the common predict, before routing (outside the limit)
     install_metrics(app, store, settings)  # outermost: it also times the body limit's answers
     app.openapi = lambda: _openapi(app)
     return app

@@ -42,15 +42,23 @@ async def get_model_cache(request: Request) -> ModelCache:
 async def get_tenant(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> str:
     """The tenant of the request's API key (`Authorization: Bearer KEY`), or `public` when the
-    service runs without keys. Every configured key is compared, in constant time, as digests;
-    the key itself is never logged or stored."""
-    keys: dict[bytes, str] = request.app.state.key_digests
+    service runs without keys."""
+    tenant = tenant_for_key(credentials.credentials if credentials else None,
+                            request.app.state.key_digests)
+    request.state.tenant = tenant
+    return tenant
+
+
+def tenant_for_key(key: str | None, keys: dict[bytes, str]) -> str:
+    """The tenant owning `key` (None: no bearer credentials sent), or ApiError 401. Every
+    configured key is compared, in constant time, as digests; the key itself is never logged
+    or stored."""
     if not keys:
         return KEYLESS_TENANT
-    if credentials is None or not credentials.credentials.strip():
+    if key is None or not key.strip():
         raise ApiError(401, "this service needs an API key: send `Authorization: Bearer <key>`",
                        headers={"WWW-Authenticate": "Bearer"})
-    digest = key_digest(credentials.credentials.strip())
+    digest = key_digest(key.strip())
     tenant = None
     for known, owner in keys.items():
         if hmac.compare_digest(known, digest):
@@ -58,7 +66,6 @@ async def get_tenant(request: Request, credentials: Annotated[
     if tenant is None:
         raise ApiError(401, "the API key is not valid; check BACKPROP_API_KEYS on the server",
                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    request.state.tenant = tenant
     return tenant
 
 

@@ -52,6 +52,14 @@ class ModelCache:
                     self._models.popitem(last=False)
         return loaded if loaded.meta.get("tenant") == tenant else None
 
+    def peek(self, tenant: str, model_id: str) -> LoadedModel | None:
+        """The model if this process has it loaded (and it is the tenant's), never asking Redis."""
+        with self._lock:
+            loaded = self._models.get(model_id)
+            if loaded is not None:
+                self._models.move_to_end(model_id)
+        return loaded if loaded is not None and loaded.meta.get("tenant") == tenant else None
+
     def evict(self, model_id: str | None) -> None:
         with self._lock:
             self._models.pop(model_id, None)

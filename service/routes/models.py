@@ -17,6 +17,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"],
                    responses=error_responses(401, 404, 422, 503))
 
 NPZ, NPY = "application/x-npz", "application/x-npy"
+PREDICT_MEDIA = ("", "application/json", NPY)
+PREDICT_PATH = "/{model_id}/predict"
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/PredictIn"}},
     NPY: {"schema": {"type": "string", "format": "binary",
@@ -51,13 +53,19 @@ def get_weights(model_id: str, request: Request, tenant: TenantDep, models: Mode
         for W, b in net.params]})
 
 
-async def predict_inputs(request: Request, n_inputs: int, max_rows: int) -> np.ndarray:
-    """The rows to predict from a JSON body `{"inputs": [[...]]}` or an .npy body."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in ("", "application/json", NPY):
+def media_type(content_type: str) -> str:
+    """`application/json; charset=utf-8` -> `application/json`."""
+    return content_type.split(";")[0].strip().lower()
+
+
+def check_media(media: str) -> None:
+    if media not in PREDICT_MEDIA:
         raise ApiError(415, f"body: Content-Type {media!r} is not read here; send JSON "
                             f"{{\"inputs\": [[...]]}} or a .npy array as {NPY}", "body")
-    body = await request.body()
+
+
+def predict_inputs(media: str, body: bytes, n_inputs: int, max_rows: int) -> np.ndarray:
+    """The rows to predict from a JSON body `{"inputs": [[...]]}` or an .npy body."""
     if media == NPY:
         X = arrays.from_npy(body, "inputs")
     else:
@@ -80,15 +88,22 @@ async def predict_inputs(request: Request, n_inputs: int, max_rows: int) -> np.n
     return X
 
 
-@router.post("/{model_id}/predict", response_model=PredictOut, openapi_extra=PREDICT_BODY,
+def predicted(loaded: LoadedModel, media: str, body: bytes, max_rows: int) -> dict:
+    """The predict answer ({model_id, outputs, labels?}) for a request body of type `media`.
+    Shared with service/fast_predict.py, which answers the common case without FastAPI."""
+    X = predict_inputs(media, body, loaded.meta["n_inputs"], max_rows)
+    return predict_payload(loaded, arrays.as_float(X, "inputs", loaded.meta["dtype"]))
+
+
+@router.post(PREDICT_PATH, response_model=PredictOut, openapi_extra=PREDICT_BODY,
              responses=error_responses(413, 415))
 async def predict(model_id: str, request: Request, tenant: TenantDep, models: ModelCacheDep,
                   settings: SettingsDep):
     """Outputs for each input row, and labels for classifiers."""
     loaded = loaded_model(models, tenant, model_id)
-    X = await predict_inputs(request, loaded.meta["n_inputs"], settings.max_predict_rows)
-    X = arrays.as_float(X, "inputs", loaded.meta["dtype"])
-    payload = predict_payload(loaded, X)
+    media = media_type(request.headers.get("content-type", ""))
+    check_media(media)
+    payload = predicted(loaded, media, await request.body(), settings.max_predict_rows)
     if NPY in request.headers.get("accept", ""):
         return Response(array_to_bytes(payload["outputs"]), media_type=NPY)
     return JSONBytes(payload)
