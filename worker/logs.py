@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
+
+import orjson
 
 CONTEXT_FIELDS = ("job_id", "epoch", "tenant", "model_id", "route", "status", "duration_ms")
 
@@ -25,7 +26,8 @@ class JsonFormatter(logging.Formatter):
                 entry[field] = value
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        # orjson: the access log writes a line per request, and json.dumps was most of its cost.
+        return orjson.dumps(entry, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def setup_logging(process: str, level: int = logging.INFO) -> None:
