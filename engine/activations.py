@@ -3,7 +3,8 @@
 Each derivative is written in terms of f, so the forward cache is all backprop needs, and
 every operation works in place on preallocated buffers:
 
-    forward(z)               z <- phi(z), returns z
+    forward(z, zeros)        z <- phi(z), returns z; zeros: None, or (if uses_zeros) a
+                             read-only all-zero array shaped like z
     derivative(f)            a new array phi'(z), from f
     backprop_inplace(d, f)   d <- d * phi'(z); may overwrite f (no longer needed afterwards)
     mean_abs_derivative(f)   mean |phi'(z)| as a float, for the epoch record (no big temporaries)
@@ -22,8 +23,9 @@ LEAKY_SLOPE = 0.01
 class Activation:
     name = ""
     elementwise = True
+    uses_zeros = False
 
-    def forward(self, z):
+    def forward(self, z, zeros=None):
         raise NotImplementedError
 
     def derivative(self, f):
@@ -50,7 +52,7 @@ def _mean_f_one_minus_f(f) -> float:
 class Identity(Activation):
     name = "identity"
 
-    def forward(self, z):                       # phi(z) = z
+    def forward(self, z, zeros=None):           # phi(z) = z
         return z
 
     def derivative(self, f):                    # phi' = 1
@@ -66,7 +68,7 @@ class Identity(Activation):
 class Sigmoid(Activation):
     name = "sigmoid"
 
-    def forward(self, z):                       # phi(z) = 1 / (1 + e^-z)
+    def forward(self, z, zeros=None):           # phi(z) = 1 / (1 + e^-z)
         xp = array_module(z)
         xp.negative(z, out=z)
         xp.exp(z, out=z)                        # may overflow to inf: 1/inf = 0 is right
@@ -89,7 +91,7 @@ class Sigmoid(Activation):
 class Tanh(Activation):
     name = "tanh"
 
-    def forward(self, z):                       # phi(z) = tanh z
+    def forward(self, z, zeros=None):           # phi(z) = tanh z
         return array_module(z).tanh(z, out=z)
 
     def derivative(self, f):                    # phi' = 1 - f^2
@@ -109,8 +111,12 @@ class Tanh(Activation):
 class Relu(Activation):
     name = "relu"
 
-    def forward(self, z):                       # phi(z) = max(z, 0)
-        return array_module(z).maximum(z, 0, out=z)
+    uses_zeros = True
+
+    def forward(self, z, zeros=None):           # phi(z) = max(z, 0)
+        # Against a zero array NumPy's maximum is SIMD-vectorised; against the scalar 0 it
+        # takes a ~4x slower loop (NumPy 2.x). Same result, NaN included.
+        return array_module(z).maximum(z, 0 if zeros is None else zeros, out=z)
 
     def derivative(self, f):                    # phi' = 1 where f > 0, else 0
         return (f > 0).astype(f.dtype)
@@ -125,7 +131,7 @@ class Relu(Activation):
 class LeakyRelu(Activation):
     name = "leaky_relu"
 
-    def forward(self, z):                       # phi(z) = z for z > 0, else 0.01 z
+    def forward(self, z, zeros=None):           # phi(z) = z for z > 0, else 0.01 z
         return array_module(z).maximum(z, LEAKY_SLOPE * z, out=z)
 
     def derivative(self, f):                    # phi' = 1 where f > 0, else 0.01
@@ -136,7 +142,7 @@ class LeakyRelu(Activation):
 class Softplus(Activation):
     name = "softplus"
 
-    def forward(self, z):                       # phi(z) = log(1 + e^z), stable for large |z|
+    def forward(self, z, zeros=None):           # phi(z) = log(1 + e^z), stable for large |z|
         return array_module(z).logaddexp(z, 0, out=z)
 
     def derivative(self, f):                    # phi' = sigmoid(z) = 1 - e^-f
@@ -157,7 +163,7 @@ class Softmax(Activation):
     name = "softmax"
     elementwise = False
 
-    def forward(self, z):
+    def forward(self, z, zeros=None):
         xp = array_module(z)
         z -= z.max(axis=1, keepdims=True)       # shift for stability; f is unchanged
         xp.exp(z, out=z)

@@ -25,7 +25,9 @@ class Workspace:
 
     def __init__(self, xp, dtype: str, widths: list[int], rows: int, target_shape=None,
                  target_dtype=None, gather_inputs: bool = False, backward: bool = True):
-        self.rows = rows
+        self.xp, self.dtype, self.rows = xp, dtype, rows
+        self._units = max(widths[1:])
+        self._zeros = None
         self.acts = [xp.empty((rows, w), dtype) for w in widths[1:]]      # x^(l), l = 1..L
         self.z_out = xp.empty((rows, widths[-1]), dtype)                  # z^(L)
         self.deltas = self.grads = self.ones = None
@@ -37,6 +39,12 @@ class Workspace:
         self.x = xp.empty((rows, widths[0]), dtype) if gather_inputs else None
         self.t = (xp.empty((rows, *target_shape), target_dtype)
                   if target_shape is not None else None)
+
+    def zeros(self, shape):
+        """A read-only all-zero array of `shape` (m, n_l), made on first use."""
+        if self._zeros is None:
+            self._zeros = self.xp.zeros(self.rows * self._units, self.dtype)
+        return self._zeros[:shape[0] * shape[1]].reshape(shape)
 
 
 def gather_rows(xp, a, idx, out):
@@ -60,13 +68,13 @@ def forward(xp, params, acts, x, ws: Workspace, loss=None, t=None):
         xp.matmul(prev, W.T, out=z)
         z += b
         if l < last:
-            prev = act.forward(out)
+            prev = act.forward(out, ws.zeros(out.shape) if act.uses_zeros else None)
         elif loss is not None and loss.fused_activation == act.name and hasattr(
                 loss, "forward_value_sum"):
             return out, loss.forward_value_sum(z, out, t)
         else:
             out[...] = z
-            prev = act.forward(out)
+            prev = act.forward(out, ws.zeros(out.shape) if act.uses_zeros else None)
     return prev if loss is None else (prev, loss.value_sum(ws.z_out[:m], prev, t))
 
 
