@@ -1,7 +1,10 @@
 """propagation: the forward pass's CPU fast paths give the results of the plain ones."""
 import numpy as np
+import pytest
 
-from engine import ACTIVATIONS
+from engine import ACTIVATIONS, Network
+from engine import propagation as P
+from engine_helpers import make_classification, spec
 
 
 def test_relu_against_a_zero_array_matches_the_scalar_form():
@@ -10,3 +13,49 @@ def test_relu_against_a_zero_array_matches_the_scalar_form():
     got = ACTIVATIONS["relu"].forward(z.copy(), np.zeros_like(z))
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def _net_and_batch(dtype, m, widths=(6, 9, 7, 3)):
+    rng = np.random.default_rng(m)
+    hidden = [{"units": u, "activation": "relu"} for u in widths[1:-1]]
+    net = Network({"layers": [*hidden, {"units": widths[-1], "activation": "softmax"}],
+                   "loss": "cross_entropy"}, n_inputs=widths[0], dtype=dtype)
+    net.params = [(W, rng.normal(size=b.shape)) for W, b in net.params]
+    return net, rng.normal(size=(m, widths[0])).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-6), ("float64", 1e-13)])
+@pytest.mark.parametrize("m", [1, 5, 32])
+def test_transposed_gemm_matches_the_row_gemm(dtype, rtol, m):
+    net, x = _net_and_batch(dtype, m)
+    outs = {}
+    for transposed in (True, False):
+        ws = P.Workspace(np, dtype, net.widths, m, transposed_gemm=transposed)
+        assert (ws.zt is not None) == transposed
+        f = P.forward(np, net._params, net._acts, x, ws)
+        outs[transposed] = [f.copy(), ws.z_out.copy(), *(a.copy() for a in ws.acts[:-1])]
+    for a, b in zip(outs[True], outs[False]):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+
+
+def test_transposed_gemm_is_the_cpu_default_for_small_batches_only():
+    widths = [5, 8, 3]
+    assert P.Workspace(np, "float32", widths, P.TRANSPOSED_GEMM_ROWS).zt is not None
+    assert P.Workspace(np, "float32", widths, P.TRANSPOSED_GEMM_ROWS + 1).zt is None
+
+
+def test_fit_takes_the_same_path_with_either_gemm(monkeypatch):
+    X, y = make_classification(n=200)
+    training = {"optimizer": "sgd", "learning_rate": 0.2, "epochs": 3, "batch_size": 16,
+                "validation_split": 0.2}
+    fast = Network(spec(hidden=("relu", "tanh")), seed=1, dtype="float64")
+    h_fast = fast.fit(X, y, training)
+    monkeypatch.setattr(P, "TRANSPOSED_GEMM_ROWS", 0)
+    plain = Network(spec(hidden=("relu", "tanh")), seed=1, dtype="float64")
+    h_plain = plain.fit(X, y, training)
+    for key in ("loss", "val_loss", "grad_norms", "phi_prime_mean"):
+        np.testing.assert_allclose([r[key] for r in h_fast], [r[key] for r in h_plain],
+                                   rtol=1e-10)
+    for (W, b), (Wp, bp) in zip(fast.params, plain.params):
+        np.testing.assert_allclose(W, Wp, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(b, bp, rtol=1e-10, atol=1e-13)
