@@ -39,7 +39,7 @@ def _load() -> dict:
                 fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, int_t, int_t, int_t,
                                real, p, int_t, p, int_t, real, p, int_t]
                 fn.restype = None
-                found[np.dtype(real).name] = fn
+                found[np.dtype(real).char] = fn
             if len(found) == 2:
                 return found
     return {}
@@ -49,7 +49,7 @@ _GEMM = _load()
 
 
 def available(dtype) -> bool:
-    return ENABLED and np.dtype(dtype).name in _GEMM
+    return ENABLED and np.dtype(dtype).char in _GEMM
 
 
 def _rows(a: np.ndarray) -> int | None:
@@ -66,7 +66,8 @@ def accumulate_at_b(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float) -
     Returns False, touching nothing, when the fused call cannot be made (the caller then uses
     np.matmul and an explicit update).
     """
-    fn = _GEMM.get(c.dtype.name) if ENABLED else None
+    # Called per layer and batch: dtype.char, unlike dtype.name, costs no Python-level work.
+    fn = _GEMM.get(c.dtype.char) if ENABLED else None
     lda, ldb, ldc = _rows(a), _rows(b), _rows(c)
     if (fn is None or None in (lda, ldb, ldc) or not c.flags.writeable
             or a.dtype != c.dtype or b.dtype != c.dtype

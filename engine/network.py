@@ -92,9 +92,11 @@ class Network:
         self._set_params(params)
 
     def _set_params(self, params) -> None:
-        to = self._backend.asarray
-        self._params = [(self._backend.xp.array(to(W, self.dtype)),
-                         self._backend.xp.array(to(b, self.dtype))) for W, b in params]
+        # One converting copy (asarray, then array, copied float64 weights twice), row-major
+        # so that BLAS reads W in place.
+        xp = self._backend.xp
+        self._params = [(xp.array(W, dtype=self.dtype, order="C"),
+                         xp.array(b, dtype=self.dtype, order="C")) for W, b in params]
 
     # -- inference ---------------------------------------------------------------------------
     def _forward_chunks(self, X):

@@ -59,3 +59,14 @@ def test_fit_takes_the_same_path_with_either_gemm(monkeypatch):
     for (W, b), (Wp, bp) in zip(fast.params, plain.params):
         np.testing.assert_allclose(W, Wp, rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(b, bp, rtol=1e-10, atol=1e-13)
+
+
+def test_set_weights_are_row_major_copies_in_the_net_dtype():
+    net = Network(spec(), n_inputs=5)
+    W_f = np.asfortranarray(np.arange(40.0).reshape(8, 5))
+    net.params = [(W_f, np.ones(8)), net.params[1]]
+    W, b = net._params[0]
+    assert W.flags.c_contiguous and W.dtype == b.dtype == np.float32
+    np.testing.assert_array_equal(W, W_f)
+    W_f[0, 0] = 99.0
+    assert W[0, 0] == 0.0
