@@ -106,6 +106,11 @@ def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: BareApp,
                 f"interleaved rounds of {cfg['wrk_s']:g} s)",
                 ["case", "req/s", "p50 ms", "p99 ms", "server CPU us/req", "wrk CPU",
                  "predict/bare"], rows)
+    fast = {line.split('"')[1]: float(line.split()[-1])
+            for line in api.get("/metrics").text.splitlines()
+            if line.startswith("backprop_predict_fast_path_total{")}
+    print(f"  JSON predicts answered on the fast path: {fast.get('answered', 0):.0f}, handed "
+          f"on to the FastAPI route: {fast.get('handed_on', 0):.0f} (per API process)")
 
 
 def jobs_section(cfg: dict, api: httpx.Client, stack: Stack, only: set, targets: list) -> None:
