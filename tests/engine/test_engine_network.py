@@ -1,11 +1,13 @@
 """Network construction, parameters, prediction, dtype and the device switch."""
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 from engine import ACTIVATIONS, DeviceUnavailable, Network, NetworkSpec
 from engine.backend import get_backend
+from engine.network import SMALL_PREDICT_ROWS
 from engine_helpers import make_classification, make_regression, spec
 
 
@@ -156,3 +158,51 @@ def test_mean_abs_derivative_matches_the_derivative(name):
     f = act.forward(z.copy())
     assert act.mean_abs_derivative(f) == pytest.approx(np.abs(act.derivative(f)).mean(),
                                                         rel=1e-12, abs=1e-15)
+
+
+def _wide_net() -> Network:
+    spec = {"layers": [{"units": 32, "activation": "relu"}, {"units": 16, "activation": "tanh"},
+                       {"units": 4, "activation": "softmax"}], "loss": "cross_entropy"}
+    return Network(spec, n_inputs=12, seed=3)
+
+
+def test_small_predicts_reuse_buffers_yet_answer_like_the_chunked_path():
+    net = _wide_net()
+    X = np.random.default_rng(0).normal(size=(40, 12)).astype(np.float32)
+    whole = net.predict(X)                                   # 40 rows: the chunked path
+    assert len(X) > SMALL_PREDICT_ROWS
+    first = net.predict(X[:1])
+    kept = first.copy()
+    for rows in (1, 2, 5, SMALL_PREDICT_ROWS):
+        np.testing.assert_allclose(net.predict(X[:rows]), whole[:rows], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(first, kept)               # an answer is never overwritten
+    assert not np.shares_memory(first, net.predict(X[:1]))
+
+
+def test_small_predicts_from_many_threads_at_once_do_not_mix():
+    net = _wide_net()
+    X = np.random.default_rng(1).normal(size=(64, 12)).astype(np.float32)
+    expected = net.predict(X)
+    errors = []
+
+    def predict_rows(i):
+        for _ in range(200):
+            got = net.predict(X[i:i + 1])
+            if not np.allclose(got, expected[i:i + 1], rtol=1e-5, atol=1e-7):
+                errors.append(i)
+
+    threads = [threading.Thread(target=predict_rows, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_small_predicts_use_weights_set_after_the_buffers_were_made():
+    net = Network({"layers": [{"units": 3, "activation": "tanh"},
+                              {"units": 2, "activation": "identity"}], "loss": "squared_error"})
+    net.predict(np.ones((1, 4)))                             # the buffers exist now
+    other = Network(net.spec, n_inputs=4, seed=9)
+    net.params = other.params
+    np.testing.assert_allclose(net.predict(np.ones((1, 4))), other.predict(np.ones((1, 4))))
