@@ -3,6 +3,7 @@
 
     python bench/engine.py            # 60000 x 784 float32; 5 interleaved rounds
     python bench/engine.py --quick    # 2 rounds of shorter runs: a smoke test of the table
+    python bench/engine.py --configs relu-ce-b32 --contenders engine,torch --each-run
 
 Each contender lives in its own worker process (so PyTorch's OpenMP threads and NumPy's
 OpenBLAS threads never spin against each other), all with the same thread count and the same
@@ -272,6 +273,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     p.add_argument("--contenders", default=",".join(CONTENDERS))
+    p.add_argument("--each-run", action="store_true",
+                   help="print every timed run's samples/s as it ends")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -314,6 +317,8 @@ def main() -> None:
                     time.sleep(PAUSE_S)
                     reply = workers[name].ask(f"run {config} {run_rows}")
                     rates[config, name].append(reply["samples"] / reply["seconds"])
+                    if args.each_run:
+                        print(f"#   {config} {name}: {rates[config, name][-1]:,.0f}/s", flush=True)
             print(f"# round {r + 1}/{rounds} done", flush=True)
     finally:
         for w in workers.values():
