@@ -110,7 +110,7 @@ def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: BareApp,
             for line in api.get("/metrics").text.splitlines()
             if line.startswith("backprop_predict_fast_path_total{")}
     print(f"  JSON predicts answered on the fast path: {fast.get('answered', 0):.0f}, handed "
-          f"on to the FastAPI route: {fast.get('handed_on', 0):.0f} (per API process)")
+          f"on to the FastAPI route: {fast.get('handed_on', 0):.0f}")
 
 
 def jobs_section(cfg: dict, api: httpx.Client, stack: Stack, only: set, targets: list) -> None:

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 from service.cli_client import add_client_commands
@@ -37,13 +41,35 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def serve(app_factory: str, host: str, port: int, workers: int) -> None:
     """uvicorn with the API's server options (bench/bare_app.py runs through this too, so the
-    framework's ceiling is measured on the same settings)."""
+    framework's ceiling is measured on the same settings).
+
+    With several worker processes, their request metrics go through files in
+    PROMETHEUS_MULTIPROC_DIR (a fresh temporary folder unless set), so that /metrics, whichever
+    process answers it, counts every process's requests."""
     import uvicorn
 
-    # timeout_graceful_shutdown: open event streams (/v1/jobs/{id}/events) never end by
-    # themselves, so on SIGTERM uvicorn cancels them after 5 s instead of waiting forever.
-    uvicorn.run(app_factory, factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    with multiprocess_metrics(workers):
+        # timeout_graceful_shutdown: open event streams (/v1/jobs/{id}/events) never end by
+        # themselves, so on SIGTERM uvicorn cancels them after 5 s instead of waiting forever.
+        uvicorn.run(app_factory, factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+
+
+@contextlib.contextmanager
+def multiprocess_metrics(workers: int):
+    """A fresh PROMETHEUS_MULTIPROC_DIR for several worker processes, removed afterwards. One
+    set by the user is used as it is (and emptied by them between runs, as prometheus_client
+    asks: an earlier run's counts would be added in)."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="backprop-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ class FastPredict:
         outcomes = Counter(
             "backprop_predict_fast_path", "JSON predicts answered on the fast path (answered) "
             "or handed on to the FastAPI route (handed_on: model not loaded yet, .npy, errors)",
-            ["outcome"], registry=fastapi_app.state.metrics_registry)
+            ["outcome"], registry=fastapi_app.state.metrics_home)
         self._answered, self._handed_on = outcomes.labels("answered"), outcomes.labels("handed_on")
 
     async def __call__(self, scope, receive, send):

@@ -3,12 +3,14 @@
 Requests are counted by route template (`/v1/models/{model_id}/predict`, never the raw path),
 so label values stay bounded. Job, queue, epoch and worker figures are read from Redis when
 Prometheus scrapes, in a handful of round trips, never per request.
-Each API process counts its own requests; scrape each process (or run one API process).
+With several API processes (`--workers N`) request metrics are shared through
+PROMETHEUS_MULTIPROC_DIR, so any process's /metrics counts all of them (service/cli.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import redis
@@ -16,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from service.deps import KEYLESS_TENANT
@@ -155,10 +158,18 @@ def metrics(request: Request):
 
 
 def install_metrics(app: FastAPI, store: Store, settings: Settings) -> None:
-    """The /metrics route, its registry (one per app) and the request middleware."""
+    """The /metrics route, its registries and the request middleware.
+
+    app.state.metrics_registry is what /metrics reads; app.state.metrics_home is where request
+    metrics register (None under PROMETHEUS_MULTIPROC_DIR: their values then live in files,
+    which one MultiProcessCollector adds up over the API's processes)."""
     registry = CollectorRegistry()
-    http = HttpMetrics(registry)
+    home: CollectorRegistry | None = registry
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+        home = None
+    http = HttpMetrics(home)
     registry.register(StoreCollector(store, settings))
-    app.state.metrics_registry = registry
+    app.state.metrics_registry, app.state.metrics_home = registry, home
     app.add_middleware(RequestMetrics, http=http, access_log=settings.access_log)
     app.include_router(router)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.embedded_redis import free_port
 from tests.service.helpers import blobs, classifier, wait_for_job
 
 
@@ -102,3 +107,73 @@ def test_each_request_logs_one_json_line_without_secrets(api, stack):
     assert 0 < entry["duration_ms"] < 10_000
     assert entry["message"] == "GET /v1/jobs/{job_id} 404"
     assert secret not in (stack.logs / "api.log").read_text(errors="replace")
+
+
+def _start_api(env: dict, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--port", str(port),
+                             "--workers", str(workers)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_api_processes_sharing_a_metrics_folder_count_each_others_requests(service_env, tmp_path):
+    """What `--workers N` relies on, made deterministic: requests go to one process and are
+    read from the other's /metrics."""
+    env = {**os.environ, **service_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    first, first_url = _start_api(env)
+    try:
+        second, second_url = _start_api(env)
+        try:
+            route = {"method": "GET", "route": "/v1/jobs/{job_id}", "status": "404"}
+            with httpx.Client(base_url=first_url, timeout=30) as one, \
+                    httpx.Client(base_url=second_url, timeout=30) as other:
+                start = value(scrape(other), "backprop_http_requests_total", **route)
+                for _ in range(7):
+                    assert one.get("/v1/jobs/job_multiprocess_probe").status_code == 404
+                assert other.get("/v1/jobs/job_multiprocess_probe").status_code == 404
+                assert value(scrape(other), "backprop_http_requests_total", **route) == start + 8
+                assert value(scrape(one), "backprop_http_requests_total", **route) == start + 8
+        finally:
+            _stop(second)
+    finally:
+        _stop(first)
+
+
+def test_several_uvicorn_workers_get_a_shared_metrics_folder_made_for_them(service_env):
+    env = {k: v for k, v in {**os.environ, **service_env}.items()
+           if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc, url = _start_api(env, workers=2)
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        folders = {dict(item.split("=", 1) for item in
+                        Path(f"/proc/{child}/environ").read_text().split("\0") if "=" in item
+                        ).get("PROMETHEUS_MULTIPROC_DIR") for child in children}
+        folders.discard(None)
+        assert len(folders) == 1, folders       # every uvicorn worker process shares one
+        folder = Path(folders.pop())
+        for _ in range(5):
+            with httpx.Client(base_url=url, timeout=30) as fresh:   # new connections
+                assert fresh.get("/v1/jobs/job_workers_probe").status_code == 404
+        route = {"method": "GET", "route": "/v1/jobs/{job_id}", "status": "404"}
+        for _ in range(4):                     # whichever process answers: all 5
+            with httpx.Client(base_url=url, timeout=30) as fresh:
+                assert value(scrape(fresh), "backprop_http_requests_total", **route) == 5
+        assert list(folder.glob("*.db"))
+    finally:
+        _stop(proc)
+    assert not folder.exists()                  # made for this run, removed after it
