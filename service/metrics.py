@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from service.deps import KEYLESS_TENANT
 from worker import queues
+from worker.logs import AccessLog
 from worker.settings import Settings
 from worker.status import FINISHED
 from worker.store import Store
@@ -118,7 +119,8 @@ class RequestMetrics:
     route, status, duration, tenant and path ids only: never headers, keys or bodies."""
 
     def __init__(self, app, http: HttpMetrics, access_log: bool):
-        self.app, self.http, self.access_log = app, http, access_log
+        self.app, self.http = app, http
+        self.access_log = AccessLog(log) if access_log else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -138,9 +140,9 @@ class RequestMetrics:
             seconds = time.perf_counter() - start
             route, method = route_of(scope), scope["method"]
             self.http.observe(method, route, status, seconds)
-            if self.access_log:
+            if self.access_log is not None:
                 params = scope.get("path_params", {})
-                log.info("%s %s %s", method, route, status, extra={
+                self.access_log.info(f"{method} {route} {status}", {
                     "route": route, "status": status, "duration_ms": round(seconds * 1000, 3),
                     "tenant": tenant_of(scope),
                     **{name: params[name] for name in PATH_IDS if name in params}})
