@@ -28,8 +28,8 @@ FINISHED = {"succeeded", "failed", "canceled"}
 
 # -- data --------------------------------------------------------------------------------------
 
-def features(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, N_FEATURES), dtype=np.float32)
+def features(n: int, seed: int = 0, n_features: int = N_FEATURES) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, n_features), dtype=np.float32)
 
 
 def labelled(n: int, n_features: int = N_FEATURES, classes: int = 10, seed: int = 0):
@@ -39,9 +39,9 @@ def labelled(n: int, n_features: int = N_FEATURES, classes: int = 10, seed: int 
     return X, y.astype(np.int64)
 
 
-def predict_json(n_rows: int, seed: int = 1) -> bytes:
+def predict_json(n_rows: int, seed: int = 1, n_features: int = N_FEATURES) -> bytes:
     """{"inputs": rows} with 4 decimals per value, as a client rounding its floats would send."""
-    rows = np.round(features(n_rows, seed).astype(np.float64), 4).tolist()
+    rows = np.round(features(n_rows, seed, n_features).astype(np.float64), 4).tolist()
     return orjson.dumps({"inputs": rows})
 
 
@@ -77,10 +77,13 @@ def wait_job(api: httpx.Client, job_id: str, timeout_s: float = 600, poll_s: flo
     raise TimeoutError(f"job {job_id} did not finish within {timeout_s} s")
 
 
-def train_predict_model(api: httpx.Client) -> str:
-    """The 784-512-256-10 model, trained through the API for 1 epoch on 512 random rows."""
-    dataset_id = upload_npz(api, *labelled(512), name="predict-model")
-    job = wait_job(api, submit(api, dataset_id, PREDICT_NET, {"epochs": 1})["id"], poll_s=0.1)
+def train_predict_model(api: httpx.Client, tiny: bool = False) -> str:
+    """The 784-512-256-10 model (or TINY_NET on 16 inputs), trained through the API for 1 epoch
+    on 512 random rows."""
+    data = labelled(512, 16, 2) if tiny else labelled(512)
+    dataset_id = upload_npz(api, *data, name="predict-model")
+    network = TINY_NET if tiny else PREDICT_NET
+    job = wait_job(api, submit(api, dataset_id, network, {"epochs": 1})["id"], poll_s=0.1)
     if job["status"] != "succeeded":
         raise RuntimeError(f"training the predict model failed: {job}")
     return job["model_id"]
