@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+import redis
 
 import engine
 from worker.codec import npz_to_arrays
@@ -28,41 +30,106 @@ def network_from_weights(meta: dict, weights: bytes) -> engine.Network:
     return net
 
 
-class ModelCache:
-    """A small LRU of loaded models; models never change once written, only disappear."""
+TOMBSTONES = 65536
+"""Ids of recently deleted models kept, so that a load racing a deletion is never cached."""
 
-    def __init__(self, store: Store, size: int):
+RESUBSCRIBE_S = 0.5
+"""Pause before the deletion listener tries Redis again."""
+
+
+class ModelCache:
+    """A small LRU of loaded models, in each API process.
+
+    Models never change once written, only disappear: every deletion is published on
+    keys.models_deleted(), and a listener thread evicts the model in every API process. While
+    that listener is not subscribed (starting, Redis away or just back) a deletion could go
+    unseen, so nothing is served from or kept in the cache: predicts load from Redis.
+    """
+
+    def __init__(self, store: Store, size: int, listen: bool = True):
         self.store, self.size = store, max(size, 1)
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._deleted: OrderedDict[str, None] = OrderedDict()
+        self._listening = False
         self._lock = threading.Lock()
+        if listen:
+            DeletionListener(store, self).start()
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
 
     def get(self, tenant: str, model_id: str) -> LoadedModel | None:
-        with self._lock:
-            loaded = self._models.get(model_id)
-            if loaded is not None:
-                self._models.move_to_end(model_id)
+        loaded = self.peek(None, model_id)
         if loaded is None:
             found = self.store.model_with_weights(None, model_id)  # the one round trip
             if found is None:
                 return None
             loaded = LoadedModel(found[0], network_from_weights(*found))
             with self._lock:
-                self._models[model_id] = loaded
-                while len(self._models) > self.size:
-                    self._models.popitem(last=False)
+                if self._listening and model_id not in self._deleted:
+                    self._models[model_id] = loaded
+                    while len(self._models) > self.size:
+                        self._models.popitem(last=False)
         return loaded if loaded.meta.get("tenant") == tenant else None
 
-    def peek(self, tenant: str, model_id: str) -> LoadedModel | None:
-        """The model if this process has it loaded (and it is the tenant's), never asking Redis."""
+    def peek(self, tenant: str | None, model_id: str) -> LoadedModel | None:
+        """The model if this process has it loaded (and it is the tenant's; None: any
+        tenant's), never asking Redis."""
         with self._lock:
-            loaded = self._models.get(model_id)
+            loaded = self._models.get(model_id) if self._listening else None
             if loaded is not None:
                 self._models.move_to_end(model_id)
-        return loaded if loaded is not None and loaded.meta.get("tenant") == tenant else None
+        if loaded is None or (tenant is not None and loaded.meta.get("tenant") != tenant):
+            return None
+        return loaded
 
-    def evict(self, model_id: str | None) -> None:
+    def evict(self, model_id: str | None, deleted: bool = False) -> None:
         with self._lock:
             self._models.pop(model_id, None)
+            if deleted and model_id is not None:
+                self._deleted[model_id] = None
+                while len(self._deleted) > TOMBSTONES:
+                    self._deleted.popitem(last=False)
+
+    def set_listening(self, listening: bool) -> None:
+        """Called by the listener: subscribed (again), or lost Redis. Either way deletions may
+        have been missed since the cache was filled, so it starts empty."""
+        with self._lock:
+            self._models.clear()
+            self._listening = listening
+
+
+class DeletionListener(threading.Thread):
+    """Evicts each model whose id arrives on keys.models_deleted(), for as long as the process
+    lives, subscribing again whenever Redis comes back."""
+
+    def __init__(self, store: Store, cache: ModelCache):
+        super().__init__(name="backprop-model-deletions", daemon=True)
+        self.store, self.cache = store, cache
+
+    def run(self) -> None:
+        channel = self.store.keys.models_deleted()
+        while True:
+            pubsub = self.store.r.pubsub()
+            try:
+                pubsub.subscribe(channel)
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":      # also after a silent reconnect
+                        self.cache.set_listening(True)
+                    elif message["type"] == "message":
+                        self.cache.evict(message["data"].decode(), deleted=True)
+            except (redis.RedisError, OSError):
+                self.cache.set_listening(False)
+                time.sleep(RESUBSCRIBE_S)
+            finally:
+                try:
+                    pubsub.close()
+                except (redis.RedisError, OSError):
+                    pass
 
 
 def predict_payload(loaded: LoadedModel, X: np.ndarray) -> dict:

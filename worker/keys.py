@@ -66,6 +66,10 @@ class Keys:
     def models_of(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:models"
 
+    def models_deleted(self) -> str:
+        """Pub/sub channel with the id of every deleted model: API processes evict it."""
+        return f"{self.prefix}:models:deleted"
+
     # process bookkeeping
     def reaper_lock(self) -> str:
         return f"{self.prefix}:lock:reaper"

@@ -246,6 +246,7 @@ class Store:
         if with_model and meta.get("model_id"):
             pipe.delete(k.model(meta["model_id"]))
             pipe.zrem(k.models_of(tenant), meta["model_id"])
+            pipe.publish(k.models_deleted(), meta["model_id"])
         pipe.execute()
         return True
 
@@ -285,6 +286,7 @@ class Store:
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(self.keys.model(model_id))
         pipe.zrem(self.keys.models_of(tenant), model_id)
+        pipe.publish(self.keys.models_deleted(), model_id)
         pipe.execute()
         return True
 
