@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from starlette.routing import get_route_path
 
 from service.deps import tenant_for_key
+from service.errors import ApiError
 from service.routes.models import NPY, PREDICT_PATH, media_type, predicted
 from service.routes.models import router as models_router
 
@@ -96,7 +97,7 @@ class FastPredict:
         try:
             tenant = tenant_for_key(_bearer_key(headers.get(b"authorization")),
                                     state.key_digests)
-        except Exception:
+        except ApiError:        # 401: the route's dependency answers it
             return None
         loaded = state.models.peek(tenant, model_id)
         if loaded is None:
