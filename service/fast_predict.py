@@ -3,17 +3,16 @@ machinery.
 
 For a one-row JSON predict the real work (parse, forward pass, serialize) is a few tens of
 microseconds, and FastAPI's routing and dependency resolution around it cost several times that
-(bench/service.py; issue 6). This pure ASGI middleware answers the common case itself: JSON in
-and out, for a model this process has already loaded. It calls the route's own functions
-(tenant_for_key, predicted) and renders the payload as the route does, so the answer is the
-route's answer byte for byte. Everything else (an .npy body or answer, a model not loaded yet,
-a body over the limit, any error at all) goes on to the FastAPI route with the body handed on
-as it arrived, so that errors and their bodies are made in one place.
+(bench/service.py; issue 6). This pure ASGI middleware answers the common case itself: a predict
+for a model this process has already loaded. It calls the route's own functions
+(tenant_for_key, predicted, rendered), so the answer is the
+route's answer byte for byte (JSON, or .npy either way). Everything else (a model not loaded
+yet, a body over the limit, any error at all) goes on to the FastAPI route with the body handed
+on as it arrived, so that errors and their bodies are made in one place.
 """
 
 from __future__ import annotations
 
-import orjson
 from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import Counter
@@ -21,7 +20,7 @@ from starlette.routing import get_route_path
 
 from service.deps import tenant_for_key
 from service.errors import ApiError
-from service.routes.models import NPY, PREDICT_PATH, media_type, predicted
+from service.routes.models import PREDICT_MEDIA, PREDICT_PATH, media_type, predicted, rendered
 from service.routes.models import router as models_router
 
 ROUTE_PATH = models_router.prefix + PREDICT_PATH
@@ -78,17 +77,19 @@ class FastPredict:
             self._handed_on.inc()
             return await self.app(scope, _replay(messages, receive), send)
         self._answered.inc()
+        content_type, body = answer
         await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-length", str(len(answer)).encode()),
-            (b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": answer})
+            (b"content-length", str(len(body)).encode()), (b"content-type", content_type)]})
+        await send({"type": "http.response.body", "body": body})
 
-    async def _answer(self, scope, receive, model_id: str, messages: list) -> bytes | None:
-        """The JSON answer, or None to hand the request on (`messages`: what was received)."""
+    async def _answer(self, scope, receive, model_id: str,
+                      messages: list) -> tuple[bytes, bytes] | None:
+        """(content type, body) of the answer, or None to hand the request on (`messages`:
+        what was received)."""
         state = scope["app"].state
         headers = _first_headers(scope["headers"])
         media = media_type(headers.get(b"content-type", ""))
-        if media not in ("", "application/json") or NPY in headers.get(b"accept", ""):
+        if media not in PREDICT_MEDIA:
             return None
         length = headers.get(b"content-length")
         limit = state.settings.max_body_bytes
@@ -123,7 +124,8 @@ class FastPredict:
         scope["route"] = self._route
         scope["path_params"] = {"model_id": model_id}
         scope.setdefault("state", {})["tenant"] = tenant
-        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        content_type, body = rendered(payload, headers.get(b"accept", ""))
+        return content_type.encode(), body
 
 
 def _replay(messages: list[dict], receive):

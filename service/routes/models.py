@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request, Response
 from service.responses import JSONBytes
 
@@ -95,6 +96,14 @@ def predicted(loaded: LoadedModel, media: str, body: bytes, max_rows: int) -> di
     return predict_payload(loaded, arrays.as_float(X, "inputs", loaded.meta["dtype"]))
 
 
+def rendered(payload: dict, accept: str) -> tuple[str, bytes]:
+    """(content type, body) of a predict answer: the outputs as .npy when Accept asks for it,
+    else the payload as JSON (what JSONBytes renders)."""
+    if NPY in accept:
+        return NPY, array_to_bytes(payload["outputs"])
+    return "application/json", orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 @router.post(PREDICT_PATH, response_model=PredictOut, openapi_extra=PREDICT_BODY,
              responses=error_responses(413, 415))
 async def predict(model_id: str, request: Request, tenant: TenantDep, models: ModelCacheDep,
@@ -104,9 +113,8 @@ async def predict(model_id: str, request: Request, tenant: TenantDep, models: Mo
     media = media_type(request.headers.get("content-type", ""))
     check_media(media)
     payload = predicted(loaded, media, await request.body(), settings.max_predict_rows)
-    if NPY in request.headers.get("accept", ""):
-        return Response(array_to_bytes(payload["outputs"]), media_type=NPY)
-    return JSONBytes(payload)
+    content_type, body = rendered(payload, request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)
 
 
 @router.delete("/{model_id}", status_code=204)
