@@ -115,7 +115,7 @@ def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: BareApp,
     fast = {line.split('"')[1]: float(line.split()[-1])
             for line in api.get("/metrics").text.splitlines()
             if line.startswith("backprop_predict_fast_path_total{")}
-    print(f"  JSON predicts answered on the fast path: {fast.get('answered', 0):.0f}, handed "
+    print(f"  predicts answered on the fast path: {fast.get('answered', 0):.0f}, handed "
           f"on to the FastAPI route: {fast.get('handed_on', 0):.0f}")
 
 

@@ -58,8 +58,8 @@ class FastPredict:
         self._route = next(r for r in models_router.routes if isinstance(r, APIRoute)
                            and r.path == ROUTE_PATH and "POST" in r.methods)
         outcomes = Counter(
-            "backprop_predict_fast_path", "JSON predicts answered on the fast path (answered) "
-            "or handed on to the FastAPI route (handed_on: model not loaded yet, .npy, errors)",
+            "backprop_predict_fast_path", "predicts answered on the fast path (answered) or "
+            "handed on to the FastAPI route (handed_on: model not loaded yet, errors)",
             ["outcome"], registry=fastapi_app.state.metrics_home)
         self._answered, self._handed_on = outcomes.labels("answered"), outcomes.labels("handed_on")
 
