@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +31,8 @@ def network_from_weights(meta: dict, weights: bytes) -> engine.Network:
     return net
 
 
+log = logging.getLogger("backprop.api")
+
 TOMBSTONES = 65536
 """Ids of recently deleted models kept, so that a load racing a deletion is never cached."""
 
@@ -51,23 +54,24 @@ class ModelCache:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self._listening = False
+        self._generation = 0                # +1 whenever the listener subscribes or drops
         self._lock = threading.Lock()
         if listen:
             DeletionListener(store, self).start()
 
-    @property
-    def listening(self) -> bool:
-        return self._listening
-
     def get(self, tenant: str, model_id: str) -> LoadedModel | None:
         loaded = self.peek(None, model_id)
         if loaded is None:
+            generation = self._generation
             found = self.store.model_with_weights(None, model_id)  # the one round trip
             if found is None:
                 return None
             loaded = LoadedModel(found[0], network_from_weights(*found))
             with self._lock:
-                if self._listening and model_id not in self._deleted:
+                # Kept only if no deletion can have slipped by while it loaded: none was
+                # announced for it, and the listener stayed subscribed throughout.
+                if (self._listening and self._generation == generation
+                        and model_id not in self._deleted):
                     self._models[model_id] = loaded
                     while len(self._models) > self.size:
                         self._models.popitem(last=False)
@@ -98,6 +102,7 @@ class ModelCache:
         with self._lock:
             self._models.clear()
             self._listening = listening
+            self._generation += 1
 
 
 class DeletionListener(threading.Thread):
@@ -122,7 +127,9 @@ class DeletionListener(threading.Thread):
                         self.cache.set_listening(True)
                     elif message["type"] == "message":
                         self.cache.evict(message["data"].decode(), deleted=True)
-            except (redis.RedisError, OSError):
+            except Exception as exc:            # never die: a dead listener would miss deletions
+                if not isinstance(exc, (redis.RedisError, OSError)):
+                    log.exception("the model deletion listener failed; subscribing again")
                 self.cache.set_listening(False)
                 time.sleep(RESUBSCRIBE_S)
             finally:

@@ -96,3 +96,37 @@ def test_a_load_racing_a_deletion_is_not_kept(redis_client):
     assert cache.peek("someone-else", "mdl_other") is None
     cache.set_listening(False)                          # Redis lost: serve nothing cached
     assert cache.peek("public", "mdl_other") is None
+
+
+def test_a_load_spanning_a_reconnect_is_not_kept(redis_client):
+    """Deletions published while the listener was away are lost to it: a model read from Redis
+    before it came back may be stale, so it is answered once but not cached."""
+    import time
+
+    import engine
+    from service.model_cache import ModelCache
+    from worker.codec import arrays_to_npz
+    from worker.store import Store
+
+    store = Store(redis_client, "test-cache-gap")
+    network = {"layers": [{"units": 2, "activation": "softmax"}], "loss": "cross_entropy"}
+    net = engine.Network(network, n_inputs=3)
+    store.put_model({"id": "mdl_gap", "tenant": "public", "network": network, "n_inputs": 3,
+                     "dtype": "float32", "task": "classification", "created_at": time.time()},
+                    arrays_to_npz({"W0": net.params[0][0], "b0": net.params[0][1]}))
+    cache = ModelCache(store, size=4, listen=False)
+    cache.set_listening(True)
+    real_read = store.model_with_weights
+
+    def read_during_a_reconnect(*args):
+        found = real_read(*args)
+        cache.set_listening(False)          # what the listener does when Redis drops...
+        cache.set_listening(True)           # ...and when it has subscribed again
+        return found
+
+    store.model_with_weights = read_during_a_reconnect
+    assert cache.get("public", "mdl_gap") is not None
+    assert cache.peek("public", "mdl_gap") is None
+    store.model_with_weights = real_read
+    assert cache.get("public", "mdl_gap") is not None
+    assert cache.peek("public", "mdl_gap") is not None
