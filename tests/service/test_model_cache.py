@@ -68,9 +68,9 @@ def test_a_deletion_through_one_process_reaches_the_other(api, two_apis, how):
     assert gone_from(a, model_id, rows) == 404
 
 
-def test_a_load_racing_a_deletion_is_not_kept(redis_client):
-    """The deletion message can arrive between the cache's read of Redis and its insert: the
-    id is remembered, so the stale copy is never served from the cache afterwards."""
+def stored_model(redis_client, prefix: str, *model_ids: str):
+    """A Store under `prefix` holding a tiny classifier under each id, and a ModelCache over it
+    that listens to nothing (the tests play the listener)."""
     import time
 
     import engine
@@ -78,19 +78,26 @@ def test_a_load_racing_a_deletion_is_not_kept(redis_client):
     from worker.codec import arrays_to_npz
     from worker.store import Store
 
-    store = Store(redis_client, "test-cache-race")
+    store = Store(redis_client, prefix)
     network = {"layers": [{"units": 2, "activation": "softmax"}], "loss": "cross_entropy"}
     net = engine.Network(network, n_inputs=3)
     weights = arrays_to_npz({"W0": net.params[0][0], "b0": net.params[0][1]})
-    meta = {"id": "mdl_race", "tenant": "public", "network": network, "n_inputs": 3,
-            "dtype": "float32", "task": "classification", "created_at": time.time()}
-    store.put_model(meta, weights)
+    for model_id in model_ids:
+        store.put_model({"id": model_id, "tenant": "public", "network": network, "n_inputs": 3,
+                         "dtype": "float32", "task": "classification",
+                         "created_at": time.time()}, weights)
     cache = ModelCache(store, size=4, listen=False)
     cache.set_listening(True)
+    return store, cache
+
+
+def test_a_load_racing_a_deletion_is_not_kept(redis_client):
+    """The deletion message can arrive between the cache's read of Redis and its insert: the
+    id is remembered, so the stale copy is never served from the cache afterwards."""
+    store, cache = stored_model(redis_client, "test-cache-race", "mdl_race", "mdl_other")
     cache.evict("mdl_race", deleted=True)              # the message won the race
     assert cache.get("public", "mdl_race") is not None  # this request still gets its answer
     assert cache.peek("public", "mdl_race") is None     # but nothing stale stays cached
-    store.put_model({**meta, "id": "mdl_other"}, weights)
     assert cache.get("public", "mdl_other") is not None
     assert cache.peek("public", "mdl_other") is not None
     assert cache.peek("someone-else", "mdl_other") is None
@@ -101,21 +108,7 @@ def test_a_load_racing_a_deletion_is_not_kept(redis_client):
 def test_a_load_spanning_a_reconnect_is_not_kept(redis_client):
     """Deletions published while the listener was away are lost to it: a model read from Redis
     before it came back may be stale, so it is answered once but not cached."""
-    import time
-
-    import engine
-    from service.model_cache import ModelCache
-    from worker.codec import arrays_to_npz
-    from worker.store import Store
-
-    store = Store(redis_client, "test-cache-gap")
-    network = {"layers": [{"units": 2, "activation": "softmax"}], "loss": "cross_entropy"}
-    net = engine.Network(network, n_inputs=3)
-    store.put_model({"id": "mdl_gap", "tenant": "public", "network": network, "n_inputs": 3,
-                     "dtype": "float32", "task": "classification", "created_at": time.time()},
-                    arrays_to_npz({"W0": net.params[0][0], "b0": net.params[0][1]}))
-    cache = ModelCache(store, size=4, listen=False)
-    cache.set_listening(True)
+    store, cache = stored_model(redis_client, "test-cache-gap", "mdl_gap")
     real_read = store.model_with_weights
 
     def read_during_a_reconnect(*args):
