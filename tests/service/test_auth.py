@@ -18,15 +18,14 @@ from service import deps
 from service.cli import build_parser
 from service.embedded_redis import EmbeddedValkey
 from service.launcher import Stack
-from tests.service.helpers import own_stack
+from tests.service.helpers import classifier, own_stack
 from worker.settings import Settings
 
 ALICE_KEY, BOB_KEY = "alice-secret-7f3a9c51", "bob-secret-2b8e41d0"
 WRONG_KEY = "mallory-guess-93c1e7aa"
 SECRETS = (ALICE_KEY, BOB_KEY, WRONG_KEY)
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/v2"}
-NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 2, "activation": "softmax"}],
-           "loss": "cross_entropy"}
+NETWORK = classifier(hidden=4, classes=2)
 FINISHED = {"succeeded", "failed", "canceled"}
 
 

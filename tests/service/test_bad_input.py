@@ -11,10 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.helpers import npy_bytes, npz_bytes, trained_records
+from tests.service.helpers import classifier, npy_bytes, npz_bytes, trained_records
 
-NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 3, "activation": "softmax"}],
-           "loss": "cross_entropy"}
+NETWORK = classifier(hidden=4, classes=3)
 INLINE = {"X": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], "y": [0, 1, 2]}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from tests.service.helpers import own_stack
+from tests.service.helpers import classifier, own_stack
 
 
 LIMITS = {
@@ -21,8 +21,7 @@ LIMITS = {
     "BACKPROP_MAX_EPOCHS": "5", "BACKPROP_MAX_BATCH_SIZE": "64",
     "BACKPROP_MAX_PREDICT_ROWS": "10", "BACKPROP_JOB_TIMEOUT_S": "60",
 }
-NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 2, "activation": "softmax"}],
-           "loss": "cross_entropy"}
+NETWORK = classifier(hidden=4, classes=2)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import ast
 import json
 import zlib
 from pathlib import Path
+from tests.service.helpers import classifier
 
 ROOT = Path(__file__).resolve().parents[2]
-NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 3, "activation": "softmax"}],
-           "loss": "cross_entropy"}
+NETWORK = classifier(hidden=4, classes=3)
 INLINE = {"X": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], "y": [0, 1, 2]}
 
 

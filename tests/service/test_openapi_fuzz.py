@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, ignored
                                                response_schema_conformance,
                                                status_code_conformance)
 
-from tests.service.helpers import own_stack, trained_records
+from tests.service.helpers import classifier, own_stack, trained_records
 
 KEY = "fuzz-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -42,8 +42,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 EXAMPLES_PER_OPERATION = 30
 ID_PARAMS = ("dataset_id", "job_id", "model_id")
-NETWORK = {"layers": [{"units": 4, "activation": "tanh"}, {"units": 2, "activation": "softmax"}],
-           "loss": "cross_entropy"}
+NETWORK = classifier(hidden=4, classes=2)
 
 
 @pytest.fixture(scope="module")
