@@ -8,9 +8,10 @@
 Each contender lives in its own worker process (so PyTorch's OpenMP threads and NumPy's
 OpenBLAS threads never spin against each other), all with the same thread count and the same
 synthetic data. The parent asks them in turn (the order rotating), round after round, to train
-one epoch over the first --run-rows rows for each configuration (short runs keep one round's
-contenders close in time), and reports median samples/s and the median of the per-round
-ratios: on a noisy machine only ratios measured this way mean anything. The GEMM roofline is
+one epoch over the data for each configuration (all 60000 rows, so per-fit costs such as
+weight init count as they do in real training; --run-rows N trains on the first N rows for
+shorter runs), and reports median samples/s and the median of the per-round ratios: on a noisy
+machine only ratios measured this way mean anything. The GEMM roofline is
 the big-matrix sgemm FLOP/s (NumPy's BLAS, measured in every round) divided by the network's
 GEMM FLOPs per training sample. Peak memory is the peak RSS of a fresh process that builds the
 full data set and trains the batch-256 configuration on it for one epoch. Needs torch and
@@ -268,7 +269,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="2 rounds of 8192-row runs")
     p.add_argument("--rows", type=int, default=60000, help="rows of synthetic data (60000)")
     p.add_argument("--run-rows", type=int, default=None,
-                   help="rows trained per timed run (20000; 8192 with --quick)")
+                   help="rows trained per timed run (all of --rows; 8192 with --quick)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (5)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
@@ -284,7 +285,7 @@ def main() -> None:
     if args.memory_probe:
         return memory_probe(rows, args.threads)
     rounds = args.rounds or (2 if args.quick else 5)
-    run_rows = min(rows, args.run_rows or (8192 if args.quick else 20000))
+    run_rows = min(rows, args.run_rows or (8192 if args.quick else rows))
     configs = args.configs.split(",")
     names = [c for c in args.contenders.split(",") if available(c)]
     missing = [c for c in args.contenders.split(",") if c not in names]
