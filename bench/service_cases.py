@@ -228,22 +228,35 @@ def dataset_files(n_rows: int) -> tuple[bytes, bytes]:
     return npz_bytes(X=X, y=y), ("\n".join(lines) + "\n").encode()
 
 
+def measured_upload(api: httpx.Client, stack, label: str, mb: float, **request) -> list:
+    """POST /v1/datasets with `request`: [label, body MB, s, MB/s, idle RSS, peak RSS,
+    peak/body, (peak-idle)/body] of the API process(es); the dataset is deleted after."""
+    pids = api_pids(stack)
+    idle = max(proc_status_mb(p, "VmRSS") for p in pids)
+    for pid in pids:  # "5" resets the peak RSS (VmHWM) to the current RSS
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    start = time.perf_counter()
+    answer = api.post("/v1/datasets", timeout=600, **request)
+    seconds = time.perf_counter() - start
+    answer.raise_for_status()
+    peak = max(proc_status_mb(p, "VmHWM") for p in pids)
+    api.delete(f"/v1/datasets/{answer.json()['id']}").raise_for_status()
+    return [label, mb, seconds, mb / seconds, idle, peak, f"{peak / mb:.2f}",
+            f"{(peak - idle) / mb:.2f}"]
+
+
 def uploads(api: httpx.Client, stack, n_rows: int, tmp: Path) -> list[list]:
     npz, csv = dataset_files(n_rows)
-    rows = []
-    for name, content, extra in (("NPZ", npz, {}), ("CSV", csv, {"target": "label"})):
-        pids = api_pids(stack)
-        idle = max(proc_status_mb(p, "VmRSS") for p in pids)
-        for pid in pids:  # "5" resets the peak RSS (VmHWM) to the current RSS
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-        start = time.perf_counter()
-        answer = api.post("/v1/datasets", files={"file": (f"upload.{name.lower()}", content)},
-                          data={"name": f"upload-{name}", **extra}, timeout=600)
-        seconds = time.perf_counter() - start
-        answer.raise_for_status()
-        peak = max(proc_status_mb(p, "VmHWM") for p in pids)
-        api.delete(f"/v1/datasets/{answer.json()['id']}").raise_for_status()
-        mb = len(content) / 1e6
-        rows.append([name, mb, seconds, mb / seconds, idle, peak, f"{peak / mb:.2f}",
-                     f"{(peak - idle) / mb:.2f}"])
-    return rows
+    return [measured_upload(api, stack, name, len(content) / 1e6,
+                            files={"file": (f"upload.{name.lower()}", content)},
+                            data={"name": f"upload-{name}", **extra})
+            for name, content, extra in (("NPZ", npz, {}), ("CSV", csv, {"target": "label"}))]
+
+
+def json_upload(api: httpx.Client, stack, n_rows: int) -> list:
+    """The same kind of data as `uploads` as a JSON body {name, X, y} (values with 4 decimals)."""
+    X, y = labelled(n_rows, seed=5)
+    body = orjson.dumps({"name": "upload-JSON", "X": np.round(X.astype(np.float64), 4).tolist(),
+                         "y": y.tolist()})
+    return measured_upload(api, stack, f"JSON, {n_rows} rows", len(body) / 1e6, content=body,
+                           headers={"content-type": "application/json"})

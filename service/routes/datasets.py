@@ -15,7 +15,7 @@ from service.csv_reader import read_csv
 from service.deps import SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, not_found, validation_details
 from service.multipart import read_form
-from service.schemas import DatasetIn, DatasetList, DatasetOut, error_responses
+from service.schemas import DatasetFields, DatasetIn, DatasetList, DatasetOut, error_responses
 from worker.settings import Settings
 from worker.status import new_id
 
@@ -66,17 +66,26 @@ async def parse_upload(request: Request) -> tuple[str, str, np.ndarray, np.ndarr
         raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"}) or a multipart file upload "
                             "(CSV or NPZ in field `file`)")
     body = arrays.parse_json(await request.body())
+    if not isinstance(body, dict):
+        raise ApiError(422, "body: must be a JSON object with name, X and y", "body")
+    payload = validated(DatasetFields, body)
     try:
-        payload = DatasetIn.model_validate(body) if isinstance(body, dict) else None
+        X = arrays.matrix(body["X"], "X")
+        y = arrays.vector_or_matrix(body["y"], "y")
+    except ApiError:
+        validated(DatasetIn, body)  # names the element at fault (X[0][1]) where it can
+        raise
+    return payload.name, "json", X, y, payload.dtype
+
+
+def validated(model: type[DatasetFields], body: dict) -> DatasetFields:
+    """model.model_validate(body), its first error as a 422 naming the field."""
+    try:
+        return model.model_validate(body)
     except ValidationError as exc:
         details = validation_details(exc.errors())
         raise ApiError(422, f"{details[0]['field']}: {details[0]['message']}",
                        details[0]["field"]) from None
-    if payload is None:
-        raise ApiError(422, "body: must be a JSON object with name, X and y", "body")
-    X = arrays.matrix(body["X"], "X")
-    y = arrays.vector_or_matrix(body["y"], "y")
-    return payload.name, "json", X, y, payload.dtype
 
 
 def dataset_meta(tenant: str, name: str, source: str, X: np.ndarray, y: np.ndarray) -> dict:

@@ -84,6 +84,7 @@ DATASET_CASES = [
     ({"y": [1]}, "X"),
     ({"X": "abc", "y": [1]}, "X"),                            # wrong types
     ({"X": [[1, "b"]], "y": [1]}, "X[0][1]"),
+    ({"X": [[1, None]], "y": [1]}, "X[0][1]"),               # not NaN: null is no number
     ({"X": [[1, 2]], "y": ["a"]}, "y[0]"),
     ({"X": [[1, 2]], "y": [1], "name": 5}, "name"),
     ({"X": [[1, 2]], "y": [1], "dtype": "float16"}, "dtype"),  # unknown name
