@@ -3,8 +3,8 @@
 m is the fan-in (units_in, the width W feeds from) by default and the fan-out (units_out, the
 lecture's literal m_l) with fan="out". A named scheme replaces 1/m by its own variance factor.
 The uniform distribution draws from (-a, a) with the same variance (a = sqrt(3 var)).
-Weights are drawn in float64 on the host from one seeded generator, so every dtype and device
-starts from the same numbers.
+Weights are drawn on the host from one seeded generator as float32 numbers of the unit
+distribution, scaled in float64, so every dtype and device starts from the same numbers.
 """
 from __future__ import annotations
 
@@ -13,13 +13,37 @@ import math
 import numpy as np
 
 
+def standard_normal(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n float32 draws of N(0, 1) by the Box-Muller transform (as torch draws its normals).
+
+    3x faster here than the generator's float64 ziggurat (NumPy's float32 log, sin and cos
+    are vectorised), which took most of a short fit's set-up for a 784-512-256-10 network.
+    Uniforms of 24 bits cut the tails at 5.8 sigma (a chance of 1e-8 per draw)."""
+    half = (n + 1) // 2
+    u = rng.random(2 * half, dtype=np.float32)
+    radius, angle = u[:half], u[half:]
+    np.subtract(np.float32(1), radius, out=radius)       # (0, 1]: log never sees 0
+    np.log(radius, out=radius)
+    radius *= np.float32(-2)
+    np.sqrt(radius, out=radius)
+    angle *= np.float32(2 * np.pi)
+    z = np.empty(2 * half, np.float32)
+    np.cos(angle, out=z[:half])
+    np.sin(angle, out=z[half:])
+    z[:half] *= radius
+    z[half:] *= radius
+    return z[:n]
+
+
 def _normal(rng: np.random.Generator, shape, var: float) -> np.ndarray:
-    return rng.normal(0.0, math.sqrt(var), size=shape)
+    z = standard_normal(rng, math.prod(shape)).reshape(shape)
+    return np.multiply(z, math.sqrt(var), dtype=np.float64)
 
 
 def _uniform(rng: np.random.Generator, shape, var: float) -> np.ndarray:
     a = math.sqrt(3.0 * var)
-    return rng.uniform(-a, a, size=shape)
+    u = rng.random(shape, dtype=np.float32)                # [0, 1)
+    return np.multiply(u, 2 * a, dtype=np.float64) - a
 
 
 INITS = {"normal": _normal, "uniform": _uniform}

@@ -7,6 +7,7 @@ import pytest
 
 from engine import ACTIVATIONS, DeviceUnavailable, Network, NetworkSpec
 from engine.backend import get_backend
+from engine.initializers import standard_normal
 from engine.network import SMALL_PREDICT_ROWS
 from engine_helpers import make_classification, make_regression, spec
 
@@ -38,6 +39,19 @@ def test_init_follows_the_lecture_scale():
     assert he.params[0][0].std() == pytest.approx(np.sqrt(2 / 1000), rel=0.02)
     xavier = Network({**s, "init": {"scheme": "xavier"}}, n_inputs=1000, dtype="float64")
     assert xavier.params[0][0].std() == pytest.approx(np.sqrt(2 / 1400), rel=0.02)
+
+
+def test_init_draws_are_standard_normal_and_the_same_for_every_dtype():
+    z = standard_normal(np.random.default_rng(3), 1_000_001).astype(np.float64)
+    assert z.shape == (1_000_001,)
+    assert abs(z.mean()) < 0.005 and z.std() == pytest.approx(1, abs=0.005)
+    assert np.mean(z**3) == pytest.approx(0, abs=0.02)              # symmetric
+    assert np.mean(z**4) == pytest.approx(3, abs=0.05)              # normal kurtosis
+    for k, share in ((1, 0.682689), (2, 0.954500), (3, 0.997300)):  # P(|z| < k)
+        assert np.mean(np.abs(z) < k) == pytest.approx(share, abs=0.002)
+    W32 = Network(spec(), n_inputs=5, seed=4).params[0][0]
+    W64 = Network(spec(), n_inputs=5, seed=4, dtype="float64").params[0][0]
+    assert W32.dtype == np.float32 and np.array_equal(W32, W64.astype(np.float32))
 
 
 def test_params_setter_checks_shapes_and_values():
