@@ -46,7 +46,9 @@ PAUSE_S = 0.3
 """Idle time before each timed run: BLAS threads of the previous contender spin for about
 0.1 s after their last call, and must not eat into the next contender's run."""
 SCRUBBED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-"""Variables that pin OpenBLAS to a slower kernel; unset for every contender alike."""
+"""Variables that pin OpenBLAS to a kernel; unset for every contender alike. The contenders on
+NumPy's OpenBLAS (engine, sklearn) then load the kernels the service picks on this CPU."""
+NUMPY_CONTENDERS = ("engine", "sklearn")
 
 
 def gemm_flops_per_sample() -> int:
@@ -224,8 +226,22 @@ def memory_probe(rows: int, threads: int) -> None:
 
 # -- the parent --------------------------------------------------------------------------------
 
-def child_env(threads: int) -> dict:
+def service_openblas_kernel() -> str | None:
+    """The OPENBLAS_CORETYPE the service's processes set on this CPU (worker.blas), or None."""
+    sys.path.insert(0, ROOT)
+    from worker.blas import fast_openblas_kernel
+    try:
+        with open("/proc/cpuinfo") as f:
+            return fast_openblas_kernel(f.read())
+    except OSError:
+        return None
+
+
+def child_env(threads: int, name: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+    kernel = service_openblas_kernel()
+    if name in NUMPY_CONTENDERS and kernel is not None:
+        env["OPENBLAS_CORETYPE"] = kernel
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     return env
@@ -237,7 +253,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads",
              str(threads), "--rows", str(rows)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(threads))
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(threads, name))
 
     def ask(self, command: str) -> dict:
         self.proc.stdin.write(command + "\n")
@@ -295,7 +311,8 @@ def main() -> None:
     print(f"# {rows} x {N_FEATURES} float32, {N_CLASSES} classes, {shape}, "
           f"SGD lr {LEARNING_RATE}, {args.threads} threads, {rounds} interleaved rounds, "
           f"{run_rows} rows per run; unset for all: {', '.join(SCRUBBED_ENV)} "
-          f"(were: {scrubbed or 'unset'})")
+          f"(were: {scrubbed or 'unset'}); OPENBLAS_CORETYPE for {', '.join(NUMPY_CONTENDERS)}: "
+          f"{service_openblas_kernel() or 'unset'} (as the service sets it on this CPU)")
     if missing:
         print(f"# absent (not installed): {', '.join(missing)}")
     workers = {name: Worker(name, args.threads, rows) for name in names}
@@ -327,7 +344,7 @@ def main() -> None:
     memory = json.loads(subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--memory-probe", "--rows", str(rows),
          "--threads", str(args.threads)], capture_output=True, text=True, check=True,
-        env=child_env(args.threads)).stdout)
+        env=child_env(args.threads, "engine")).stdout)
     report(rates, gemm, memory, configs, names, rounds)
 
 
