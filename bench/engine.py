@@ -229,18 +229,13 @@ def memory_probe(rows: int, threads: int) -> None:
 def service_openblas_kernel() -> str | None:
     """The OPENBLAS_CORETYPE the service's processes set on this CPU (worker.blas), or None."""
     sys.path.insert(0, ROOT)
-    from worker.blas import fast_openblas_kernel
-    try:
-        with open("/proc/cpuinfo") as f:
-            return fast_openblas_kernel(f.read())
-    except OSError:
-        return None
+    from worker.blas import this_cpus_openblas_kernel
+    return this_cpus_openblas_kernel()
 
 
 def child_env(threads: int, name: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
-    kernel = service_openblas_kernel()
-    if name in NUMPY_CONTENDERS and kernel is not None:
+    if name in NUMPY_CONTENDERS and (kernel := service_openblas_kernel()) is not None:
         env["OPENBLAS_CORETYPE"] = kernel
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)

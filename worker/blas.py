@@ -31,20 +31,25 @@ def fast_openblas_kernel(cpuinfo: str) -> str | None:
     return "Zen" if zen4 else None
 
 
-def prefer_fast_openblas_kernel(environ: MutableMapping[str, str] = os.environ,
-                                cpuinfo_path: str = "/proc/cpuinfo") -> str | None:
-    """Set OPENBLAS_CORETYPE to fast_openblas_kernel()'s choice; returns what it set, if any.
+def this_cpus_openblas_kernel(cpuinfo_path: str = "/proc/cpuinfo") -> str | None:
+    """fast_openblas_kernel() for the CPU this process runs on (None where there is no
+    /proc/cpuinfo to read, as off Linux)."""
+    try:
+        with open(cpuinfo_path) as f:
+            return fast_openblas_kernel(f.read())
+    except OSError:
+        return None
+
+
+def prefer_fast_openblas_kernel(environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """Set OPENBLAS_CORETYPE to this CPU's fast_openblas_kernel(); returns what it set, if any.
 
     OpenBLAS reads the variable once, when NumPy loads it, so this does nothing once NumPy is
     imported; a kernel the user set stands (OPENBLAS_CORETYPE=SkylakeX restores the default
     on Zen 4). Child processes inherit the choice."""
     if CORETYPE_VAR in environ or "numpy" in sys.modules:
         return None
-    try:
-        with open(cpuinfo_path) as f:
-            kernel = fast_openblas_kernel(f.read())
-    except OSError:                      # not Linux: keep OpenBLAS's choice
-        return None
+    kernel = this_cpus_openblas_kernel()
     if kernel is not None:
         environ[CORETYPE_VAR] = kernel
     return kernel

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from service.launcher import Stack
-from worker.blas import fast_openblas_kernel
+from worker.blas import fast_openblas_kernel, this_cpus_openblas_kernel
 from worker.settings import Settings
 
 PROBE = ("import json, numpy; from worker.blas import limit_blas_threads; {call}; "
@@ -78,8 +78,7 @@ def kernel_in_fresh_process(first: str, **env: str) -> tuple[str | None, list[st
 
 
 def test_importing_the_service_picks_the_kernel_before_numpy_loads_and_a_users_choice_stands():
-    with open("/proc/cpuinfo") as f:
-        kernel = fast_openblas_kernel(f.read())
+    kernel = this_cpus_openblas_kernel()
     var, architectures = kernel_in_fresh_process("import service")
     assert var == kernel
     default = kernel_in_fresh_process("pass")[1]
