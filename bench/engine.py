@@ -20,6 +20,7 @@ scikit-learn (the `peers` extra) and threadpoolctl; a missing contender is repor
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -113,6 +114,7 @@ def memory_probe(rows: int, threads: int) -> None:
 
 # -- the parent --------------------------------------------------------------------------------
 
+@functools.cache
 def service_openblas_kernel() -> str | None:
     """The OPENBLAS_CORETYPE the service's processes set on this CPU (worker.blas), or None."""
     sys.path.insert(0, ROOT)
