@@ -36,12 +36,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import service_cases as cases  # noqa: E402  (bench/, after the path is set)
 import wrk_load  # noqa: E402
+from mlserver_peer import VERSION, MLServer  # noqa: E402
 from service_procs import BareApp, api_pids, cpu_seconds, server_pids  # noqa: E402
 
 from service.embedded_redis import free_port  # noqa: E402
@@ -56,6 +58,7 @@ QUICK = {"rounds": 2, "wrk_s": 2, "large_reps": 1, "latency_jobs": 10, "fit_s": 
          "fit_rounds": 1, "tiny_jobs": 40, "upload_rows": 15000,
          "json_rows": 2000}
 BODY_LIMIT = 2 * 1024 ** 3  # the CSV of 60000 x 784 floats is ~0.5 GB
+JSON, NPZ = {"content-type": "application/json"}, "application/x-npz"
 
 
 def fmt(x: float, digits: int = 3) -> str:
@@ -73,52 +76,95 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
             print("  " + "  ".join("-" * w for w in widths))
 
 
+def oip_json(n_rows: int) -> bytes:
+    """The Open Inference Protocol request of the same rows as cases.predict_json(n_rows)."""
+    rows = np.round(cases.features(n_rows, 1).astype(np.float64), 4)
+    return orjson.dumps({"inputs": [{"name": "input", "shape": list(rows.shape),
+                                     "datatype": "FP32", "data": rows.ravel().tolist()}]})
+
+
+def same_answers(v2_url: str, peer_url: str, body: bytes) -> float:
+    """Largest difference between our /v2 outputs and MLServer's predict_proba (same rows)."""
+    ours, theirs = (httpx.post(url, content=body, headers=JSON, timeout=60)
+                    for url in (v2_url, peer_url))
+    ours.raise_for_status()
+    theirs.raise_for_status()
+    return float(np.abs(np.asarray(ours.json()["outputs"][0]["data"]) -
+                        np.asarray(theirs.json()["outputs"][0]["data"])).max())
+
+
 def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: BareApp,
-                    model_id: str, targets: list) -> None:
+                    peers: dict[str, MLServer], model_id: str, targets: list) -> None:
+    """Our /v1 and /v2 against MLServer (each config in `peers`) and the bare app, wrk rounds
+    interleaved; the first peer is the one the targets of issue 15 are measured against."""
     tiny_id = cases.train_predict_model(api, tiny=True)
-    bodies = {  # name: (row label, model, body)
-        "rows1": ("1 row(s)", model_id, cases.predict_json(1)),
-        "rows256": ("256 row(s)", model_id, cases.predict_json(256)),
-        "tiny1": ("1 row, 16-8-2", tiny_id, cases.predict_json(1, n_features=16)),
+    v1, v2 = f"{stack.url}/v1/models/{{}}/predict", f"{stack.url}/v2/models/{{}}/infer"
+    contenders: dict[str, tuple[str, dict[str, tuple[str, bytes]]]] = {  # case: (label, who: ..)
+        "rows1": ("1 row", {"/v1 predict": (v1.format(model_id), cases.predict_json(1)),
+                            "/v2 infer": (v2.format(model_id), oip_json(1))}),
+        "rows64": ("64 rows", {"/v1 predict": (v1.format(model_id), cases.predict_json(64)),
+                               "/v2 infer": (v2.format(model_id), oip_json(64))}),
+        "tiny1": ("1 row, 16-8-2", {"/v1 predict": (v1.format(tiny_id),
+                                                     cases.predict_json(1, n_features=16))}),
     }
-    for name, (_, model, body) in bodies.items():  # bare answers the real response's bytes
-        answer = api.post(f"/v1/models/{model}/predict", content=body,
-                          headers={"content-type": "application/json"})
+    differences = []
+    for name in ("rows1", "rows64"):
+        label, urls = contenders[name]
+        for who, peer in peers.items():
+            urls[who] = (peer.url, urls["/v2 infer"][1])     # the same OIP body as /v2
+            gap = same_answers(urls["/v2 infer"][0], *urls[who])
+            differences.append(f"{label}, {who} {gap:.1e}")
+    for name, (_, urls) in contenders.items():  # bare answers /v1's bytes
+        url, body = urls["/v1 predict"]
+        answer = api.post(url, content=body, headers=JSON)
         answer.raise_for_status()
         (bare.folder / f"{name}.json").write_bytes(answer.content)
+        urls["bare FastAPI"] = (f"{bare.url}/bare/{name}", body)
     bare.start()
-    pids = {"bare": server_pids(bare.proc, bare.workers), "predict": api_pids(stack)}
+    pids = {"bare FastAPI": server_pids(bare.proc, bare.workers),
+            **{who: peer.pids() for who, peer in peers.items()}}
     results: dict[tuple[str, str], list[dict]] = {}
     for _ in range(cfg["rounds"]):
-        for name, (_, model, body) in bodies.items():
-            urls = {"bare": f"{bare.url}/bare/{name}",
-                    "predict": f"{stack.url}/v1/models/{model}/predict"}
-            for who, url in urls.items():
-                cpu = cpu_seconds(pids[who])
+        for name, (_, urls) in contenders.items():
+            for who, (url, body) in urls.items():
+                watched = pids.get(who) or api_pids(stack)
+                cpu = cpu_seconds(watched)
                 run = wrk_load.run(url, body, "application/json", cfg["wrk_s"], connections=8)
-                run["server_us"] = (cpu_seconds(pids[who]) - cpu) / run["requests"] * 1e6
+                run["server_us"] = (cpu_seconds(watched) - cpu) / run["requests"] * 1e6
                 results.setdefault((name, who), []).append(run)
+    bases = [*peers, "bare FastAPI"]
     rows = []
-    for name, (label, _, _) in bodies.items():
-        bare_runs, pred = results[(name, "bare")], results[(name, "predict")]
-        ratio = statistics.median(p["rps"] / b["rps"] for p, b in zip(pred, bare_runs))
-        for who, runs in (("bare FastAPI", bare_runs), ("predict", pred)):
+    for name, (label, urls) in contenders.items():
+        def ratio(who: str, base: str) -> float | None:  # median of per-round ratios
+            if base not in urls or who in bases:
+                return None
+            return statistics.median(a["rps"] / b["rps"] for a, b in
+                                     zip(results[(name, who)], results[(name, base)]))
+
+        for who in urls:
+            runs = results[(name, who)]
             med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+            found = [ratio(who, base) for base in bases]
             rows.append([f"{label}, {who}", med("rps"), med("p50_ms"), med("p99_ms"),
-                         med("server_us"), med("cpu"), f"{ratio:.2f}" if who == "predict" else ""])
+                         med("server_us"), med("cpu"),
+                         *("" if r is None else f"{r:.2f}" for r in found)])
+            if found[0] is not None:
+                goal = 2.0 if name == "rows1" else 1.3
+                targets.append([f"{who} {label} / {bases[0]}, req/s", f">= {goal}",
+                                f"{found[0]:.2f}", found[0] >= goal])
         if name == "rows1":
-            targets.append(["predict 1 row / bare FastAPI, req/s", ">= 0.8", f"{ratio:.2f}",
-                            ratio >= 0.8])
+            found = ratio("/v1 predict", "bare FastAPI")
+            targets.append(["/v1 predict 1 row / bare FastAPI, req/s", ">= 0.8", f"{found:.2f}",
+                            found >= 0.8])
     print_table(f"Predict, 784-512-256-10 (and a 16-8-2 model: the service's own overhead), "
                 f"JSON, wrk -t1 -c8 (medians of {cfg['rounds']} interleaved rounds of "
-                f"{cfg['wrk_s']:g} s)",
+                f"{cfg['wrk_s']:g} s); MLServer {VERSION} + mlserver-sklearn serving the same "
+                f"weights as an MLPClassifier, sent /v2's OIP JSON body: " +
+                ", ".join(f"{who} parallel_workers={peer.parallel_workers}"
+                          for who, peer in peers.items()),
                 ["case", "req/s", "p50 ms", "p99 ms", "server CPU us/req", "wrk CPU",
-                 "predict/bare"], rows)
-    fast = {line.split('"')[1]: float(line.split()[-1])
-            for line in api.get("/metrics").text.splitlines()
-            if line.startswith("backprop_predict_fast_path_total{")}
-    print(f"  predicts answered on the fast path: {fast.get('answered', 0):.0f}, handed "
-          f"on to the FastAPI route: {fast.get('handed_on', 0):.0f}")
+                 *(f"vs {base}" for base in bases)], rows)
+    print("  largest |/v2 output - MLServer predict_proba|: " + "; ".join(differences))
 
 
 def jobs_section(cfg: dict, api: httpx.Client, stack: Stack, only: set, targets: list) -> None:
@@ -166,6 +212,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
     settings = Settings(redis_url=None, data_dir=tmp / "data", key_prefix="bench")
     env = {"BACKPROP_MAX_BODY_BYTES": str(BODY_LIMIT), "BACKPROP_KEY_PREFIX": "bench",
+           "BACKPROP_PREDICT_MEMORY_BYTES": str(BODY_LIMIT),  # the 10000-row JSON predict
            "BACKPROP_DATA_DIR": str(tmp / "data")}
     if args.blas_threads is not None:
         env["BACKPROP_WORKER_BLAS_THREADS"] = str(args.blas_threads)
@@ -173,6 +220,11 @@ def main() -> int:
     stack = Stack(settings, "127.0.0.1", free_port(), workers=2, api_workers=args.api_workers,
                   log_dir=tmp / "logs", extra_env=env)
     bare = BareApp(tmp / "payloads", free_port(), args.api_workers)
+    # MLServer as shipped (parallel_workers=1: inference in a process of its own) and inferring
+    # in its HTTP process as our API does; BLAS threads: those of all our API processes.
+    blas = str(settings.api_blas_threads * args.api_workers)
+    peers = {name: MLServer(tmp / name.replace(" ", "-"), free_port(), workers, blas)
+             for name, workers in (("MLServer", 1), ("MLServer in-process", 0))}
     blas_threads = int(stack.env["BACKPROP_WORKER_BLAS_THREADS"])
     limit_blas_threads(blas_threads)  # the bare engine.fit runs in this process, like a worker
     print(f"backprop-service bench: {'quick' if args.quick else 'full'} run, "
@@ -185,7 +237,13 @@ def main() -> int:
         with httpx.Client(base_url=stack.url, timeout=120) as api:
             model_id = cases.train_predict_model(api)
             if "predict" in only:
-                predict_section(cfg, api, stack, bare, model_id, targets)
+                weights = api.get(f"/v1/models/{model_id}/weights", headers={"accept": NPZ})
+                weights.raise_for_status()
+                for peer in peers.values():
+                    peer.start(weights.content, free_port)
+                predict_section(cfg, api, stack, bare, peers, model_id, targets)
+                for peer in peers.values():
+                    peer.stop()
             if "large" in only:
                 rows = cases.large_predict(api, model_id, cfg["large_reps"])
                 print_table("Predict 10000 rows (31.4 MB of float32 input), one request at a "
@@ -220,6 +278,8 @@ def main() -> int:
                                                           "peak/body", "(peak-idle)/body"],
                             [cases.json_upload(api, stack, cfg["json_rows"])])
     finally:
+        for peer in peers.values():
+            peer.stop()
         bare.stop()
         stack.stop()
     print_table("Targets", ["figure", "target", "measured", "met"],

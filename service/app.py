@@ -8,7 +8,6 @@ from fastapi.openapi.utils import get_openapi
 from service.body_limit import BodySizeLimit
 from service.deps import key_digest
 from service.errors import install_error_handlers
-from service.fast_predict import FastPredict
 from service.model_cache import ModelCache
 from service.metrics import install_metrics
 from service.routes import dashboard, datasets, events, health, jobs, models
@@ -33,13 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = ModelCache(store, settings.model_cache_size)
     app.state.key_digests = {key_digest(k): t for k, t in settings.tenant_keys.items()}
     install_error_handlers(app)
-    # Routes are matched in order, at ~10 us a route: predict, the hot path, is matched first.
-    for module in (models, health, datasets, jobs, events, dashboard):
+    # Routes are matched in order, at ~10 us a route: predict and infer, the hot paths, first.
+    for module in (models, v2, health, datasets, jobs, events, dashboard):
         app.include_router(module.router)
     app.include_router(onnx.router)
-    app.include_router(v2.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(FastPredict)  # the common predict, before routing (outside the limit)
     install_metrics(app, store, settings)  # outermost: it also times the body limit's answers
     app.openapi = lambda: _openapi(app)
     return app

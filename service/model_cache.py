@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -60,8 +61,12 @@ class ModelCache:
             DeletionListener(store, self).start()
 
     def get(self, tenant: str, model_id: str) -> LoadedModel | None:
+        """The tenant's model, loaded from Redis unless this process has it. Its owner is read
+        first (one HGET), so another tenant's model is never loaded: a 404 costs no load."""
         loaded = self.peek(None, model_id)
         if loaded is None:
+            if self.owner(model_id) != tenant:
+                return None
             generation = self._generation
             found = self.store.model_with_weights(None, model_id)  # the one round trip
             if found is None:
@@ -76,6 +81,11 @@ class ModelCache:
                     while len(self._models) > self.size:
                         self._models.popitem(last=False)
         return loaded if loaded.meta.get("tenant") == tenant else None
+
+    def owner(self, model_id: str) -> str | None:
+        """The tenant owning the model (None: no such model), without reading its weights."""
+        raw = self.store.r.hget(self.store.keys.model(model_id), "tenant")
+        return None if raw is None else json.loads(raw)
 
     def peek(self, tenant: str | None, model_id: str) -> LoadedModel | None:
         """The model if this process has it loaded (and it is the tenant's; None: any
@@ -137,15 +147,6 @@ class DeletionListener(threading.Thread):
                     pubsub.close()
                 except (redis.RedisError, OSError):
                     pass
-
-
-def predict_payload(loaded: LoadedModel, X: np.ndarray) -> dict:
-    """outputs for every model; labels too for classifiers."""
-    outputs = loaded.net.predict(X)
-    payload: dict = {"model_id": loaded.meta["id"], "outputs": outputs}
-    if loaded.meta.get("task") in ("classification", "multilabel"):
-        payload["labels"] = labels_from_outputs(loaded.net.spec, outputs)
-    return payload
 
 
 def labels_from_outputs(spec, outputs: np.ndarray) -> np.ndarray:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from service import arrays
 from service.errors import ApiError
+from service.predict import Budget, check_json_size
 
 HEADER_LENGTH = "inference-header-content-length"
 """Length in bytes of the JSON header when binary tensors follow it (request and response)."""
@@ -49,19 +51,24 @@ def _object(value, what: str) -> dict:
     return value
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[dict, memoryview]:
+def split_body(body: bytes, header_length: str | None,
+               budget: Budget) -> tuple[dict, memoryview]:
     """(JSON header, the binary bytes after it)."""
     binary = memoryview(b"")
     if header_length is not None:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
+        digits = header_length.strip()
+        # ASCII digits only: int() also reads '١' (Arabic-Indic one) and str.isdigit() passes '²'.
+        if not (digits.isascii() and digits.isdigit()) or int(digits) > len(body):
             raise bad_request(f"Inference-Header-Content-Length {header_length!r} must be the "
-                              f"byte length of the JSON header, at most the body's {len(body)}")
-        binary = memoryview(body)[int(header_length):]
-        body = body[:int(header_length)]
+                              f"byte length of the JSON header (ASCII digits), at most the "
+                              f"body's {len(body)}")
+        binary = memoryview(body)[int(digits):]
+        body = body[:int(digits)]
+    check_json_size(body, budget, "the request")
     try:
-        header = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"the request is not valid JSON ({exc}); send "
+        header = arrays.parse_json(body)
+    except ApiError as exc:
+        raise bad_request(f"the request is {exc.message.removeprefix('body: ')}; send "
                           f'{{"inputs": [{{"name", "shape", "datatype", "data"}}]}}') from None
     return _object(header, "the request"), binary
 
@@ -94,6 +101,9 @@ def json_tensor(tensor: dict, shape: tuple[int, ...], dtype: np.dtype, where: st
     except (TypeError, ValueError):
         raise bad_request(f"{where}: data must hold numbers only, as a flat list or nested "
                           f"lists of equal length") from None
+    except OverflowError:               # a JSON integer beyond float64, such as 10**400
+        raise bad_request(f"{where}: data holds an integer too large for a number "
+                          f"(beyond ±1.8e308); send values within float64's range") from None
     if values.size != math.prod(shape):
         raise bad_request(f"{where}: data holds {values.size} values but shape {list(shape)} "
                           f"needs {math.prod(shape)}")
@@ -166,8 +176,8 @@ def parse_outputs(header: dict) -> dict[str, bool] | None:
     return outputs
 
 
-def parse_request(body: bytes, header_length: str | None) -> InferRequest:
-    header, raw = split_body(body, header_length)
+def parse_request(body: bytes, header_length: str | None, budget: Budget) -> InferRequest:
+    header, raw = split_body(body, header_length, budget)
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise bad_request(f'"id" must be a string, got {request_id!r}')

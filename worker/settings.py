@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     max_epochs: int = Field(100_000, description="most epochs in one job")
     max_batch_size: int = Field(1_000_000, description="largest batch size")
     max_predict_rows: int = Field(100_000, description="most rows in one predict request")
+    predict_memory_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="most memory one predict may use: its decoded "
+        "input (a JSON number takes about 40 bytes while parsed), its outputs, and the forward "
+        "pass, which runs in chunks of rows that fit (rows x sum of layer widths x itemsize)")
+    api_threads: int = Field(
+        4, ge=1, description="threads of each API process for heavy work (parsing bodies, "
+                             "loading models, forward passes), so the event loop stays free")
 
     job_timeout_s: int = Field(3600, description="a job running longer than this fails")
     result_ttl_s: int = Field(7 * 24 * 3600, description="how long finished jobs are kept")

@@ -6,26 +6,24 @@ Same API keys and tenants as /v1; errors answer the protocol's `{"error": "messa
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
 import redis
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import arrays
-from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
+from service import offload
+from service.deps import ModelCacheDep, StoreDep, TenantDep, hot_route_docs, request_tenant
 from service.errors import ApiError, validation_details
-from service.model_cache import LoadedModel, predict_payload
 from service.onnx_export import INPUT, LABEL, OUTPUT
+from service.predict import Budget, Prediction, light, predict_outputs
 from service.responses import JSONBytes
 from service.routes.health import readiness
-from service.routes.models import loaded_model
+from service.routes.models import loaded_model, model_for
 from service.v2_schemas import (InferRequestIn, InferResponseOut, Live, ModelMetadata,
                                 ModelReady, ProtocolError, Ready, ServerMetadata, inline_schema)
-from service.v2_tensors import (DATATYPE_OF, InferRequest, bad_request,
+from service.v2_tensors import (DATATYPE_OF, HEADER_LENGTH, InferRequest, bad_request,
                                 encode_response, parse_request, select_outputs)
 
 PLATFORM = "backprop_numpy"
@@ -44,12 +42,17 @@ def errors(*statuses: int) -> dict[int, dict]:
 
 
 BINARY = "application/octet-stream"
-INFER_DOCS = {"requestBody": {"required": True, "content": {
+INFER_DOCS = hot_route_docs("model_id")
+INFER_DOCS["parameters"].append({
+    "name": "inference-header-content-length", "in": "header", "required": False,
+    "schema": {"type": "string"},
+    "description": "length of the JSON header when binary tensors follow it"})
+INFER_DOCS["requestBody"] = {"required": True, "content": {
     "application/json": {"schema": inline_schema(InferRequestIn)},
     BINARY: {"schema": {"type": "string", "format": "binary", "description": (
         "binary tensor extension: the JSON request (inputs with parameters.binary_data_size "
         "instead of data), then each such tensor's little-endian bytes in order; the "
-        "Inference-Header-Content-Length header gives the JSON part's length")}}}}}
+        "Inference-Header-Content-Length header gives the JSON part's length")}}}}
 
 
 def protocol_error(status: int, message: str, headers: dict | None = None) -> JSONBytes:
@@ -82,6 +85,47 @@ class ProtocolRoute(APIRoute):
 
 
 router = APIRouter(prefix="/v2", tags=["inference protocol (v2)"], route_class=ProtocolRoute)
+
+
+def model_input(request: InferRequest) -> np.ndarray:
+    """The one input tensor. Its name may differ from `input` (KServe's examples say
+    `input-0`): there is only one."""
+    if len(request.inputs) != 1:
+        raise bad_request(f"this model takes one input tensor ({INPUT!r}); got "
+                          f"{len(request.inputs)}: {sorted(request.inputs)}")
+    [X] = request.inputs.values()
+    return X
+
+
+def model_outputs(prediction: Prediction) -> dict[str, np.ndarray]:
+    produced = {OUTPUT: prediction.outputs}
+    if prediction.labels is not None:
+        produced[LABEL] = prediction.labels.astype(np.int64, copy=False)
+    return produced
+
+
+# The first route of its router: routes are matched in order, and it is the hot path.
+@router.post("/models/{model_id}/infer", response_class=Response, openapi_extra=INFER_DOCS,
+             responses={200: {"model": InferResponseOut, "content": {BINARY: {}}, "description":
+                              "JSON, or with binary outputs the JSON header then their bytes "
+                              "(Inference-Header-Content-Length gives the header's length)"},
+                        **errors(400, 401, 404, 413, 503)})
+async def infer(request: Request):
+    """Tensors in, tensors out: JSON `data`, or raw bytes with the binary tensor extension."""
+    model_id = request.path_params["model_id"]
+    loaded = await model_for(request, request_tenant(request), model_id)
+    header_length = request.headers.get(HEADER_LENGTH)
+    body = await request.body()
+    budget = Budget.of(request.app.state.settings)
+
+    def work() -> tuple[bytes, dict[str, str]]:
+        parsed = parse_request(body, header_length, budget)
+        prediction = predict_outputs(loaded, model_input(parsed), budget, f"input {INPUT!r}")
+        return encode_response(model_id, parsed.id, select_outputs(parsed,
+                                                                   model_outputs(prediction)))
+
+    answer, headers = await offload.run(request, work, light(body, loaded))
+    return Response(answer, media_type=headers.pop("content-type"), headers=headers)
 
 
 @router.get("/health/live", response_model=Live)
@@ -128,50 +172,6 @@ def model_ready(model_id: str, tenant: TenantDep, models: ModelCacheDep):
     """A model is ready once trained: it is loaded here, so it answers right away."""
     loaded_model(models, tenant, model_id)
     return {"name": model_id, "ready": True}
-
-
-def model_input(request: InferRequest, meta: dict, max_rows: int) -> np.ndarray:
-    """The one input tensor, checked against the model: (rows, n_inputs) of finite numbers.
-    Its name may differ from `input` (KServe's examples say `input-0`): there is only one."""
-    if len(request.inputs) != 1:
-        raise bad_request(f"this model takes one input tensor ({INPUT!r}); got "
-                          f"{len(request.inputs)}: {sorted(request.inputs)}")
-    [X] = request.inputs.values()
-    width = meta["n_inputs"]
-    if X.ndim != 2 or X.shape[1] != width or X.shape[0] == 0:
-        raise bad_request(f"input {INPUT!r}: shape must be [rows, {width}] with rows >= 1 "
-                          f"(the model takes {width} values per row); got {list(X.shape)}")
-    if X.shape[0] > max_rows:
-        raise ApiError(413, f"input {INPUT!r}: {X.shape[0]} rows; at most {max_rows} per "
-                            f"request (BACKPROP_MAX_PREDICT_ROWS)")
-    X = arrays.finite(X, INPUT)
-    return arrays.as_float(X, INPUT, meta["dtype"])
-
-
-def model_outputs(loaded: LoadedModel, X: np.ndarray) -> dict[str, np.ndarray]:
-    payload = predict_payload(loaded, X)
-    produced = {OUTPUT: payload["outputs"]}
-    if "labels" in payload:
-        produced[LABEL] = np.asarray(payload["labels"], dtype=np.int64)
-    return produced
-
-
-@router.post("/models/{model_id}/infer", response_class=Response, openapi_extra=INFER_DOCS,
-             responses={200: {"model": InferResponseOut, "content": {BINARY: {}}, "description":
-                              "JSON, or with binary outputs the JSON header then their bytes "
-                              "(Inference-Header-Content-Length gives the header's length)"},
-                        **errors(400, 401, 404, 413, 503)})
-async def infer(model_id: str, request: Request, tenant: TenantDep, models: ModelCacheDep,
-                settings: SettingsDep, inference_header_content_length: Annotated[
-                    str | None, Header(description="length of the JSON header when binary "
-                                                   "tensors follow it")] = None):
-    """Tensors in, tensors out: JSON `data`, or raw bytes with the binary tensor extension."""
-    loaded = loaded_model(models, tenant, model_id)
-    parsed = parse_request(await request.body(), inference_header_content_length)
-    X = model_input(parsed, loaded.meta, settings.max_predict_rows)
-    outputs = select_outputs(parsed, model_outputs(loaded, X))
-    body, headers = encode_response(model_id, parsed.id, outputs)
-    return Response(body, media_type=headers.pop("content-type"), headers=headers)
 
 
 @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"],

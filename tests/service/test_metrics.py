@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.embedded_redis import free_port
-from tests.service.helpers import blobs, classifier, wait_for_job
+from tests.service.helpers import blobs, classifier, own_stack, wait_for_job
 
 
 def scrape(api: httpx.Client) -> dict[tuple, float]:
@@ -46,26 +46,44 @@ def log_lines(stack, predicate, timeout_s: float = 5.0) -> list[dict]:
         time.sleep(0.05)
 
 
-def test_requests_are_counted_by_route_template_and_status(api):
-    before = scrape(api)
-    for _ in range(3):
-        assert api.get("/v1/jobs/job_metrics_probe").status_code == 404
-    assert api.get("/no/such/route/xyz").status_code == 404
-    after = scrape(api)
+def test_requests_are_counted_by_route_template_and_status(service_env):
+    """On an API process of this test's own, so the counts are exactly its requests."""
+    env = {k: v for k, v in {**os.environ, **service_env}.items()
+           if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc, url = _start_api(env)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as api:
+            for _ in range(3):
+                assert api.get("/v1/jobs/job_metrics_probe").status_code == 404
+            assert api.get("/no/such/route/xyz").status_code == 404
+            samples = scrape(api)
+    finally:
+        _stop(proc)
     route = {"method": "GET", "route": "/v1/jobs/{job_id}"}
-    assert value(after, "backprop_http_requests_total", status="404", **route) == \
-        value(before, "backprop_http_requests_total", status="404", **route) + 3
-    assert value(after, "backprop_http_request_duration_seconds_count", **route) == \
-        value(before, "backprop_http_request_duration_seconds_count", **route) + 3
-    assert value(after, "backprop_http_requests_total", method="GET", route="unmatched",
-                 status="404") >= 1
-    assert all("job_metrics_probe" not in str(key) and "xyz" not in str(key) for key in after)
+    assert value(samples, "backprop_http_requests_total", status="404", **route) == 3
+    assert value(samples, "backprop_http_request_duration_seconds_count", **route) == 3
+    assert value(samples, "backprop_http_requests_total", method="GET", route="unmatched",
+                 status="404") == 1
+    assert all("job_metrics_probe" not in str(key) and "xyz" not in str(key) for key in samples)
 
 
-def test_jobs_queues_epochs_and_workers_move_with_real_jobs(api):
-    before = scrape(api)
+def test_jobs_queues_epochs_and_workers_move_with_real_jobs(tmp_path):
+    """On a stack of this test's own (Valkey, API, 2 workers): the figures are its jobs'."""
+    own = own_stack(tmp_path, workers=2)
+    try:
+        with httpx.Client(base_url=own.url, timeout=30) as api:
+            check_job_figures(api)
+    finally:
+        own.stop()
+
+
+def check_job_figures(api: httpx.Client) -> None:
+    deadline = time.monotonic() + 30
+    while value(before := scrape(api), "backprop_workers") != 2:  # both registered
+        assert time.monotonic() < deadline, "the workers did not register"
+        time.sleep(0.1)
     assert value(before, "backprop_redis_up") == 1
-    assert value(before, "backprop_workers") == 2
+    assert value(before, "backprop_epochs_trained_total") == 0
     X, y = blobs(n=30)
     done = api.post("/v1/jobs", json={"network": classifier(hidden=4), "training": {"epochs": 4},
                                       "data": {"X": X.tolist(), "y": y.tolist()}})
@@ -77,21 +95,16 @@ def test_jobs_queues_epochs_and_workers_move_with_real_jobs(api):
     assert waiting.status_code == 202, waiting.text
     try:
         during = scrape(api)
-        assert value(during, "backprop_queue_length", queue="training-gpu") == \
-            value(before, "backprop_queue_length", queue="training-gpu") + 1
-        assert value(during, "backprop_jobs", state="queued") >= 1
-        assert value(during, "backprop_epochs_trained_total") >= \
-            value(before, "backprop_epochs_trained_total") + 4
-        assert value(during, "backprop_jobs_finished_total", state="succeeded") >= \
-            value(before, "backprop_jobs_finished_total", state="succeeded") + 1
-        assert ("backprop_jobs", (("state", "running"),)) in during
+        assert value(during, "backprop_queue_length", queue="training-gpu") == 1
+        assert value(during, "backprop_jobs", state="queued") == 1
+        assert value(during, "backprop_jobs", state="running") == 0
+        assert value(during, "backprop_epochs_trained_total") == 4
+        assert value(during, "backprop_jobs_finished_total", state="succeeded") == 1
     finally:
         assert api.post(f"/v1/jobs/{waiting.json()['id']}/cancel").status_code == 202
     after = scrape(api)
-    assert value(after, "backprop_queue_length", queue="training-gpu") == \
-        value(before, "backprop_queue_length", queue="training-gpu")
-    assert value(after, "backprop_jobs_finished_total", state="canceled") >= \
-        value(before, "backprop_jobs_finished_total", state="canceled") + 1
+    assert value(after, "backprop_queue_length", queue="training-gpu") == 0
+    assert value(after, "backprop_jobs_finished_total", state="canceled") == 1
 
 
 def test_each_request_logs_one_json_line_without_secrets(api, stack):

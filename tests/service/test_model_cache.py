@@ -1,17 +1,65 @@
-"""Deleting a model reaches every API process's cache (keys.models_deleted pub/sub).
+"""Deleting a model reaches every API process's cache (keys.models_deleted pub/sub), and a
+cached model is served without a Redis round trip.
 
 Two extra API processes on the session's Valkey; the model is trained through the session
-stack. Which path answered is read from each process's own /metrics.
+stack. What reached Redis is read from Valkey itself (MONITOR): a cached predict sends nothing
+about its model, a load reads the model's hash.
 """
 
 from __future__ import annotations
 
+import threading
+import uuid
+from contextlib import contextmanager
+
 import httpx
 import pytest
+import redis
 
 from tests.service.helpers import blobs, classifier, trained_records
-from tests.service.test_fast_predict import outcomes
 from tests.service.test_metrics import _start_api, _stop
+
+
+@contextmanager
+def redis_commands(url: str):
+    """The commands (as text) that the Redis/Valkey server at `url` runs while the block runs,
+    from all its clients (MONITOR); complete once the block has ended."""
+    client = redis.Redis.from_url(url)
+    commands: list[str] = []
+    started, end = threading.Event(), f"end-of-watch-{uuid.uuid4().hex}"
+
+    def watch():
+        with client.monitor() as monitor:
+            started.set()
+            for seen in monitor.listen():
+                if end in seen["command"]:
+                    return
+                commands.append(seen["command"])
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert started.wait(10), "MONITOR did not start"
+    try:
+        yield commands
+    finally:
+        client.echo(end)
+        watcher.join(10)
+        assert not watcher.is_alive(), "MONITOR did not see the end of the watch"
+
+
+def model_reads(commands: list[str], model_id: str) -> list[str]:
+    """The commands that read the model's own hash (its tenant, meta or weights)."""
+    return [c for c in commands if c.split(" ")[0].upper() in ("HGET", "HGETALL", "HMGET")
+            and f":model:{model_id}" in c]
+
+
+def served_from_cache(redis_url: str, api: httpx.Client, model_id: str, rows: list) -> bool:
+    """Whether a predict of `rows` was answered (200) from the process's cache: without any
+    read of the model in Redis."""
+    with redis_commands(redis_url) as commands:
+        answer = api.post(f"/v1/models/{model_id}/predict", json={"inputs": rows})
+    assert answer.status_code == 200, answer.text
+    return not model_reads(commands, model_id)
 
 
 @pytest.fixture()
@@ -19,7 +67,7 @@ def two_apis(service_env):
     import os
 
     env = {k: v for k, v in {**os.environ, **service_env}.items()
-           if k != "PROMETHEUS_MULTIPROC_DIR"}       # each process counts its own requests
+           if k != "PROMETHEUS_MULTIPROC_DIR"}
     first, first_url = _start_api(env)
     try:
         second, second_url = _start_api(env)
@@ -33,14 +81,13 @@ def two_apis(service_env):
         _stop(first)
 
 
-def loaded_in(api: httpx.Client, model_id: str, rows: list) -> None:
-    """Predict until this process answers on the fast path (the model is in its cache)."""
+def loaded_in(redis_url: str, api: httpx.Client, model_id: str, rows: list) -> None:
+    """Predict until this process answers from its cache (its deletion listener may still be
+    subscribing when it starts: until then nothing is cached)."""
     for _ in range(50):
-        before = outcomes(api)
-        assert api.post(f"/v1/models/{model_id}/predict", json={"inputs": rows}).status_code == 200
-        if outcomes(api)["answered"] > before["answered"]:
+        if served_from_cache(redis_url, api, model_id, rows):
             return
-    raise AssertionError("the model never reached the fast path")
+    raise AssertionError("the model never reached the cache")
 
 
 def gone_from(api: httpx.Client, model_id: str, rows: list) -> int:
@@ -49,13 +96,13 @@ def gone_from(api: httpx.Client, model_id: str, rows: list) -> int:
 
 
 @pytest.mark.parametrize("how", ["delete-model", "delete-job"])
-def test_a_deletion_through_one_process_reaches_the_other(api, two_apis, how):
+def test_a_deletion_through_one_process_reaches_the_other(api, two_apis, service_env, how):
     a, b = two_apis
     X, y = blobs(n=60, features=4, seed=11)
     records = trained_records(api, X, y, classifier(hidden=4))
     model_id, rows = records["model_id"], X[:2].tolist()
-    loaded_in(a, model_id, rows)
-    loaded_in(b, model_id, rows)
+    loaded_in(service_env["BACKPROP_REDIS_URL"], a, model_id, rows)
+    loaded_in(service_env["BACKPROP_REDIS_URL"], b, model_id, rows)
     if how == "delete-model":
         assert a.delete(f"/v1/models/{model_id}").status_code == 204
     else:
@@ -123,3 +170,48 @@ def test_a_load_spanning_a_reconnect_is_not_kept(redis_client):
     store.model_with_weights = real_read
     assert cache.get("public", "mdl_gap") is not None
     assert cache.peek("public", "mdl_gap") is not None
+
+
+@pytest.fixture(scope="module")
+def keyed(stack):
+    """An API process with two tenants' keys on the session's Valkey (its workers train), and a
+    model of alice's that this process has not loaded yet."""
+    from service.embedded_redis import free_port
+    from service.launcher import Stack
+    from worker.settings import Settings
+
+    keyed = Stack(Settings(), "127.0.0.1", free_port(), workers=0, extra_env={
+        "BACKPROP_API_KEYS": "alice:key-of-alice,bob:key-of-bob"}).start()
+    X, y = blobs(n=60, features=4, seed=13)
+    with httpx.Client(base_url=keyed.url, timeout=30,
+                      headers={"Authorization": "Bearer key-of-alice"}) as alice:
+        model_id = trained_records(alice, X, y, classifier(hidden=4))["model_id"]
+    yield {"url": keyed.url, "model_id": model_id, "rows": X[:2].tolist()}
+    keyed.stop()
+
+
+def test_another_tenants_model_is_never_loaded(keyed, service_env):
+    """Bob's requests on alice's model read its owner alone (one HGET of one field), never its
+    weights, and answer 404 as for a made-up id; alice's first predict loads it (HGETALL), her
+    next is served from the cache."""
+    model_id, url = keyed["model_id"], keyed["url"]
+    redis_url = service_env["BACKPROP_REDIS_URL"]
+    with httpx.Client(base_url=url, timeout=30,
+                      headers={"Authorization": "Bearer key-of-bob"}) as bob, \
+            redis_commands(redis_url) as commands:
+        answers = [bob.post(f"/v1/models/{model_id}/predict", json={"inputs": keyed["rows"]}),
+                   bob.post(f"/v2/models/{model_id}/infer", json={"inputs": [
+                       {"name": "input", "shape": [1, 4], "datatype": "FP32",
+                        "data": keyed["rows"][0]}]}),
+                   bob.get(f"/v1/models/{model_id}"), bob.get(f"/v2/models/{model_id}/ready")]
+    assert [a.status_code for a in answers] == [404] * 4, [a.text for a in answers]
+    reads = model_reads(commands, model_id)
+    assert len(reads) == 4 and all(r.upper().startswith("HGET ") and r.endswith(" tenant")
+                                   for r in reads), reads
+    with httpx.Client(base_url=url, timeout=30,
+                      headers={"Authorization": "Bearer key-of-alice"}) as alice:
+        with redis_commands(redis_url) as commands:
+            first = alice.post(f"/v1/models/{model_id}/predict", json={"inputs": keyed["rows"]})
+        assert first.status_code == 200, first.text
+        assert any(r.upper().startswith("HGETALL ") for r in model_reads(commands, model_id))
+        loaded_in(redis_url, alice, model_id, keyed["rows"])

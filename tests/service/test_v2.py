@@ -215,11 +215,12 @@ def test_unknown_models_routes_and_methods(api, models):
 @pytest.fixture(scope="module")
 def keyed_api(stack):
     """A second API process on the same Redis, with API keys (`public` owns the session's
-    keyless records, `other` owns none) and at most 5 rows per predict. The session's workers
-    keep it ready."""
+    keyless records, `other` owns none), at most 5 rows and 1 MiB per predict. The session's
+    workers keep it ready."""
     keyed = Stack(Settings(), "127.0.0.1", free_port(), workers=0, extra_env={
         "BACKPROP_API_KEYS": "public:key-of-public,other:key-of-other",
-        "BACKPROP_MAX_PREDICT_ROWS": "5"}).start()
+        "BACKPROP_MAX_PREDICT_ROWS": "5",
+        "BACKPROP_PREDICT_MEMORY_BYTES": "1048576"}).start()
     yield keyed
     keyed.stop()
 
@@ -277,3 +278,35 @@ def test_tritonclient_works_unchanged(stack, models):
         np.testing.assert_array_equal(default.as_numpy("label"), expected["labels"])
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("length", ["²".encode("latin-1"), "١".encode(), b"12a", b"-5"],
+                         ids=["superscript-two", "arabic-indic-one", "letters", "negative"])
+def test_a_header_length_that_is_not_ascii_digits_is_400(api, models, length):
+    body, headers = binary_request(rows(), "FP32")
+    answer = api.post(f"/v2/models/{models['classifier']}/infer", content=body,
+                      headers={**headers, HEADER: length})
+    assert answer.status_code == 400, answer.text
+    assert set(answer.json()) == {"error"}
+    assert "Inference-Header-Content-Length" in answer.json()["error"]
+
+
+def test_an_integer_beyond_float64_is_400_naming_the_input(api, models):
+    body = (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", '
+            b'"data": [1, 2, 3, 1%s]}]}' % (b"0" * 400))
+    answer = api.post(f"/v2/models/{models['classifier']}/infer", content=body,
+                      headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert set(answer.json()) == {"error"}
+    assert answer.json()["error"].startswith("input 'input': ") and "too large" in \
+        answer.json()["error"]
+
+
+def test_json_beyond_the_memory_budget_is_413_in_protocol_form(keyed_api, models):
+    """keyed_api's predicts may use 1 MiB: the numbers of this body would take more parsed."""
+    answer = httpx.post(f"{keyed_api.url}/v2/models/{models['classifier']}/infer",
+                        json={"inputs": [tensor(np.zeros((5, 8000), np.float32))]},
+                        headers={"Authorization": "Bearer key-of-public"})
+    assert answer.status_code == 413, answer.text
+    assert set(answer.json()) == {"error"}
+    assert "BACKPROP_PREDICT_MEMORY_BYTES=1048576" in answer.json()["error"]
