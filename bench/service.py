@@ -1,19 +1,26 @@
 #!/usr/bin/env python
-"""Speed of the service against the limit of its own stack, measured side by side in one run.
+"""Speed of the service against a peer and the limit of its own stack, side by side in one run.
 
-    .venv/bin/python bench/service.py                  # full run (a few minutes)
-    .venv/bin/python bench/service.py --quick          # smoke run of every row (about a minute)
+    .venv/bin/python bench/service.py                  # full run (about 10 minutes)
+    .venv/bin/python bench/service.py --quick          # smoke run of every row (a few minutes)
+    .venv/bin/python bench/service.py --only predict   # the predict rows alone
     .venv/bin/python bench/service.py --api-workers 2  # uvicorn processes for API and bare app
 
 It starts the stack as `backprop up` does (service.launcher.Stack: embedded Valkey, the API,
 2 RQ workers, each with cores / 2 BLAS threads) and, beside it, bench/bare_app.py: a FastAPI
 endpoint run through the same service.cli.serve (uvicorn options, process count) that reads
 the body and answers a canned payload of the predict response's exact size: the framework's
-ceiling. Load comes from wrk (Debian package `wrk`); its CPU use (1.0 = its one thread busy)
-is printed beside each figure, with the server's CPU per request. Rows, all from one run:
+ceiling. The peer is MLServer (bench/mlserver_peer.py; its own venv, .venv-mlserver, made on
+first use) serving the same weights as a scikit-learn MLPClassifier, twice: as shipped
+(parallel_workers=1, inference in a process of its own) and inferring in its HTTP process
+(parallel_workers=0); it gets our API processes' BLAS threads. Load comes from wrk (Debian
+package `wrk`); its CPU use (1.0 = its one thread busy) is printed beside each figure, with
+the server's CPU per request. Rows, all from one run:
 
-- predict (784-512-256-10, trained through the API): req/s, p50/p99 for 1 and 256 JSON rows
-  against the bare endpoint, rounds interleaved; the ratio is the median of per-round ratios;
+- predict (784-512-256-10, trained through the API): req/s, p50/p99 for 1 and 64 JSON rows,
+  our /v1 predict and /v2 infer against MLServer (sent /v2's Open Inference Protocol body) and
+  the bare endpoint, rounds interleaved; each ratio is the median of per-round ratios; a 1-row
+  predict of a 16-8-2 model shows the service's own overhead;
 - 10000-row predict: .npy body and answer vs JSON, in MB/s of float32 input;
 - a ~10 s training through the service / the same fit with the bare engine in this process
   (same data, spec and BLAS threads), rounds ordered bare, service, service, bare;
@@ -21,7 +28,7 @@ is printed beside each figure, with the server's CPU per request. Rows, all from
   2 workers, for BACKPROP_WORKER_CLASS=fork (RQ's Worker) and =simple (SimpleWorker);
 - a 60000 x 784 float32 upload as NPZ and CSV: MB/s and the API process's peak RSS (VmHWM,
   reset before each upload through /proc/PID/clear_refs); the same for 5000 rows as JSON;
-- a closing table of the targets of issue 6, met or not.
+- a closing table of the targets (issues 6 and 15), met or not.
 """
 from __future__ import annotations
 
@@ -51,7 +58,7 @@ from service.launcher import Stack  # noqa: E402
 from worker.blas import limit_blas_threads  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
-FULL = {"rounds": 3, "wrk_s": 4.0, "large_reps": 3, "latency_jobs": 30, "fit_s": 10.0,
+FULL = {"rounds": 5, "wrk_s": 4.0, "large_reps": 3, "latency_jobs": 30, "fit_s": 10.0,
         "fit_rounds": 2, "tiny_jobs": 200, "upload_rows": 60000,
         "json_rows": 5000}
 QUICK = {"rounds": 2, "wrk_s": 2, "large_reps": 1, "latency_jobs": 10, "fit_s": 3.0,
