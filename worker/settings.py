@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     max_epochs: int = Field(100_000, description="most epochs in one job")
     max_batch_size: int = Field(1_000_000, description="largest batch size")
     max_predict_rows: int = Field(100_000, description="most rows in one predict request")
+    max_tenant_bytes: int = Field(
+        2 * 1024**3, ge=0, description="bytes one tenant may store (datasets, models, inline "
+                                       "job data), all in Redis memory")
+    max_active_jobs_per_tenant: int = Field(
+        8, ge=1, description="jobs of one tenant queued for a worker or running at once; the "
+                             "tenant's further jobs wait in its backlog, so others' jobs "
+                             "queue behind at most this many of its jobs")
 
     job_timeout_s: int = Field(3600, description="a job running longer than this fails")
     result_ttl_s: int = Field(7 * 24 * 3600, description="how long finished jobs are kept")

@@ -20,8 +20,8 @@ LEASE_S = 2.0  # fault_helpers.FAST_ENV
 
 
 def checkpoint_epoch(fs, job_id: str) -> int:
-    meta = Store(redis.Redis.from_url(fs.valkey.url)).job(None, job_id)
-    return int(meta.get("checkpoint_epoch") or 0)
+    job = Store(redis.Redis.from_url(fs.valkey.url)).job(None, job_id)
+    return job.checkpoint_epoch or 0
 
 
 def running_with_checkpoint(fs, job_id: str, min_epoch: int) -> dict:
