@@ -122,7 +122,7 @@ def check_worker(store: Store, settings: Settings, device: str) -> None:
         return
     start = (f"`backprop worker --queues {name}` on a machine with CuPy (pip install .[gpu]), "
              f"or submit with \"device\": \"cpu\"" if name == settings.gpu_queue else
-             f"`backprop worker` (or `backprop up --workers N`)")
+             "`backprop worker` (or `backprop up --workers N`)")
     raise ApiError(503, f"device: no worker serves queue {name!r}, so a {device!r} job would "
                         f"wait forever; start one with {start}", "device",
                    headers={"Retry-After": "30"})

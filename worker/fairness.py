@@ -131,27 +131,30 @@ def promote(store: Store, settings: Settings, pipe: redis.client.Pipeline, tenan
 
 
 def promote_waiting(store: Store, settings: Settings) -> list[str]:
-    """The reaper's pass: for every tenant with a backlog, drop active entries of jobs that
-    are gone or ended, then promote into the free slots. Returns the promoted ids."""
+    """The reaper's pass: promote what waits in every tenant's backlog into its free slots.
+    Returns the promoted ids."""
+    return [job_id for raw in store.r.smembers(store.keys.backlogged_tenants())
+            for job_id in promote_tenant(store, settings, raw.decode())]
+
+
+def promote_tenant(store: Store, settings: Settings, tenant: str) -> list[str]:
+    """One transaction: drop the tenant's active entries of jobs that are gone or ended, fill
+    the free slots from its backlog, and forget the tenant once its backlog is empty."""
     k = store.keys
-    promoted: list[str] = []
-    for raw in store.r.smembers(k.backlogged_tenants()):
-        tenant = raw.decode()
 
-        def write(pipe) -> list[str]:
-            stale = {i.decode() for i in pipe.smembers(k.tenant_active(tenant))
-                     if (job := store.job(None, i.decode(), reader=pipe)) is None or job.finished}
-            chosen = waiting_to_promote(store, settings, pipe, tenant, leaving=stale)
-            empty = not pipe.llen(k.tenant_backlog(tenant))
-            pipe.multi()
-            if stale:
-                pipe.srem(k.tenant_active(tenant), *stale)
-            if empty:
-                pipe.srem(k.backlogged_tenants(), tenant)
-            return promote(store, settings, pipe, tenant, chosen)
+    def write(pipe) -> list[str]:
+        stale = {i.decode() for i in pipe.smembers(k.tenant_active(tenant))
+                 if (job := store.job(None, i.decode(), reader=pipe)) is None or job.finished}
+        chosen = waiting_to_promote(store, settings, pipe, tenant, leaving=stale)
+        empty = pipe.llen(k.tenant_backlog(tenant)) <= len(chosen)  # all leave it
+        pipe.multi()
+        if stale:
+            pipe.srem(k.tenant_active(tenant), *stale)
+        if empty:
+            pipe.srem(k.backlogged_tenants(), tenant)
+        return promote(store, settings, pipe, tenant, chosen)
 
-        promoted += store.transact(write, k.tenant_active(tenant), k.tenant_backlog(tenant))
-    return promoted
+    return store.transact(write, k.tenant_active(tenant), k.tenant_backlog(tenant))
 
 
 def backlog_positions(store: Store, jobs: list[JobRecord]) -> dict[str, int]:

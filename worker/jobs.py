@@ -1,7 +1,7 @@
 """The RQ job function: train one network on one dataset, reporting every epoch to Redis.
 
 `train(job_id)` takes only the job id (JSON-safe), so a test can call it directly as well as
-through a worker. Everything it needs is in the job's meta record written by the API.
+through a worker. Everything it needs is in the job's record (worker.records.JobRecord).
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ import secrets
 
 import pytest
 
-from tests.service.helpers import (clear, job_record, private_settings, private_store, started,
-                                   submitted)
+from tests.service.helpers import job_record, private_settings, started, submitted
 from worker import queues
 from worker.attempts import AttemptLost
 from worker.records import JobStatus
@@ -21,13 +20,6 @@ from worker.store import Store
 @pytest.fixture()
 def settings(service_env):
     return private_settings(f"t-attempts-{secrets.token_hex(4)}", max_restarts=1)
-
-
-@pytest.fixture()
-def store(settings):
-    store = private_store(settings)
-    yield store
-    clear(store, settings)
 
 
 def record(epoch: int) -> dict:
