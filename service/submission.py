@@ -144,8 +144,9 @@ def submit(store: Store, settings: Settings, tenant: str, job: JobIn) -> JobReco
     model_bytes = n_params * np.dtype(job.dtype).itemsize
     try:
         quota.check(store.r, store.keys, tenant, data_bytes + model_bytes,
-                    settings.max_tenant_bytes, "this job's inline data and the model it "
-                                               "will store", "data.X" if blobs else "network")
+                    settings.max_tenant_bytes,
+                    "this job's inline data and the model it will store" if blobs else
+                    "the model this job will store", "data.X" if blobs else "network")
         return fairness.submit(store, settings, job_record(settings, tenant, job, n_samples,
                                                            n_inputs, data_bytes), blobs)
     except quota.QuotaExceeded as exc:

@@ -284,7 +284,15 @@ class Store:
         return sorted(i.decode() for i in self.r.smembers(self.keys.running_jobs()))
 
     def request_cancel(self, job_id: str) -> None:
-        self.r.hset(self.keys.job(job_id), mapping=JobRecord.encode_fields(cancel_requested=True))
+        """Flag a job for cancel (a no-op once it is deleted: no half record left behind)."""
+        key = self.keys.job(job_id)
+
+        def write(pipe) -> None:
+            if pipe.exists(key):
+                pipe.multi()
+                pipe.hset(key, mapping=JobRecord.encode_fields(cancel_requested=True))
+
+        self.transact(write, key)
 
     def delete_job(self, tenant: str, job_id: str, with_model: bool = True) -> bool:
         """Remove a finished job of `tenant`, its history and (with_model) its model."""

@@ -19,7 +19,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(4
 
 
 def job_view(job: JobRecord, waiting: dict | None = None) -> dict:
-    """A job record as clients see it, with progress and ETA worked out."""
+    """A job record as clients see it (JobOut's fields only: no tenant, attempt or RQ id),
+    with progress and ETA worked out."""
     epoch, epochs = job.epoch, job.epochs
     elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
     eta = None
@@ -27,9 +28,10 @@ def job_view(job: JobRecord, waiting: dict | None = None) -> dict:
         eta = elapsed / epoch * (epochs - epoch)
     elif job.finished:
         eta = 0.0
-    return {**job.model_dump(), "waiting": waiting,
-            "progress": {"epoch": epoch, "epochs": epochs, "fraction": epoch / epochs,
-                         "elapsed_s": elapsed, "eta_s": eta}}
+    return JobOut.model_validate({
+        **job.model_dump(), "waiting": waiting,
+        "progress": {"epoch": epoch, "epochs": epochs, "fraction": epoch / epochs,
+                     "elapsed_s": elapsed, "eta_s": eta}}).model_dump(mode="json")
 
 
 def waiting_of(settings: Settings, job: JobRecord, position: int | None) -> dict | None:
