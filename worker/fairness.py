@@ -82,7 +82,7 @@ def finish(store: Store, settings: Settings, job_id: str, status: JobStatus, own
         pipe.publish(k.job_events(job_id), json.dumps({"event": "end", "status": status.value}))
         quota.charge(pipe, k, tenant, -job.data_bytes)
         if model is not None:
-            store.put_model(pipe, *model)
+            store.put_model(*model, pipe=pipe)
         pipe.srem(k.tenant_active(tenant), job_id)
         pipe.lrem(k.tenant_backlog(tenant), 0, job_id)
         promote(store, settings, pipe, tenant, promoted)

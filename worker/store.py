@@ -318,12 +318,16 @@ class Store:
         return self.transact(delete, k.job(job_id))
 
     # -- models ------------------------------------------------------------------------------
-    def put_model(self, pipe, meta: dict[str, Any], weights: bytes) -> None:
-        """Write a model inside the caller's transaction; its bytes count against its tenant."""
+    def put_model(self, meta: dict[str, Any], weights: bytes, pipe: Any = None) -> None:
+        """Write a model (inside the caller's transaction `pipe`, as a job's end does); its
+        bytes count against its tenant."""
         k = self.keys
-        pipe.hset(k.model(meta["id"]), mapping={**encode_meta(meta), "weights": weights})
-        pipe.zadd(k.models_of(meta["tenant"]), {meta["id"]: meta["created_at"]})
-        quota.charge(pipe, k, meta["tenant"], len(weights))
+        target = pipe if pipe is not None else self.r.pipeline(transaction=True)
+        target.hset(k.model(meta["id"]), mapping={**encode_meta(meta), "weights": weights})
+        target.zadd(k.models_of(meta["tenant"]), {meta["id"]: meta["created_at"]})
+        quota.charge(target, k, meta["tenant"], len(weights))
+        if pipe is None:
+            target.execute()
 
     def model(self, tenant: str | None, model_id: str) -> dict | None:
         """Model meta without the weights."""
