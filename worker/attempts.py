@@ -72,7 +72,7 @@ class Attempt:
 
     def __init__(self, store: Store, settings: Settings, job: JobRecord, holder: str):
         self.store, self.settings, self.holder = store, settings, holder
-        self.job_id, self.number = job.id, job.attempt
+        self.job_id, self.tenant, self.number = job.id, job.tenant, job.attempt
         self.owner = Owner(job.attempt, JobStatus.RUNNING)
         self.lease_ms = int(settings.lease_s * 1000)
         fence = JobRecord.encode_fields(attempt=job.attempt, status=JobStatus.RUNNING)
@@ -175,7 +175,7 @@ class Attempt:
                owner: Owner | None = None, **fields: Any) -> None:
         """End the job (with its model, if any): worker.fairness.finish, fenced by this
         attempt (or `owner`: a queued job this attempt cancels before starting it)."""
-        if fairness.finish(self.store, self.settings, self.job_id, status,
+        if fairness.finish(self.store, self.settings, self.job_id, self.tenant, status,
                            owner or self.owner, model, **fields) is None:
             raise AttemptLost(f"attempt {self.number} no longer owns the job")
 

@@ -35,10 +35,10 @@ def submit(store: Store, settings: Settings, job: JobRecord,
     k, tenant = store.keys, job.tenant
 
     def write(pipe) -> JobRecord:
-        quota.check(pipe, k, tenant, job.data_bytes, settings.max_tenant_bytes,
+        _, active, backlog = read_after_watch(store, settings, tenant)
+        quota.check(store.r, k, tenant, job.data_bytes, settings.max_tenant_bytes,
                     "the job's inline data", "data.X")
-        admit = (not pipe.llen(k.tenant_backlog(tenant))
-                 and pipe.scard(k.tenant_active(tenant)) < settings.max_active_jobs_per_tenant)
+        admit = not backlog and len(active) < settings.max_active_jobs_per_tenant
         stored = job.model_copy(update={
             "backlogged": not admit,
             "rq_id": queues.rq_job_id(job.id, job.attempt) if admit else None})
@@ -57,22 +57,22 @@ def submit(store: Store, settings: Settings, job: JobRecord,
                           k.tenant_backlog(tenant))
 
 
-def finish(store: Store, settings: Settings, job_id: str, status: JobStatus, owner: Owner,
-           model: tuple[dict, bytes] | None = None, **fields: Any) -> JobRecord | None:
-    """End job `job_id` in `status` if `owner` still holds it, in one transaction: the final
-    fields, the model (meta, weights) if any, the end event, expiry of its keys after
+def finish(store: Store, settings: Settings, job_id: str, tenant: str, status: JobStatus,
+           owner: Owner, model: tuple[dict, bytes] | None = None,
+           **fields: Any) -> JobRecord | None:
+    """End job `job_id` of `tenant` in `status` if `owner` still holds it, in one transaction:
+    the final fields, the model (meta, weights) if any, the end event, expiry of its keys after
     settings.result_ttl_s, its inline data freed, its slot freed and the oldest backlogged
     jobs of its tenant promoted into RQ. Returns the job as it was, or None (not owned: nothing
     written)."""
     k = store.keys
 
     def write(pipe) -> JobRecord | None:
-        job = store.job(None, job_id, reader=pipe)
+        raw, active, backlog = read_after_watch(store, settings, tenant, job_id)
+        job = JobRecord.decode(raw) if raw else None
         if not owner.holds(job):
             return None
-        tenant = job.tenant
-        pipe.watch(k.tenant_active(tenant), k.tenant_backlog(tenant))
-        promoted = waiting_to_promote(store, settings, pipe, tenant, leaving={job_id})
+        chosen = waiting_to_promote(store, settings, active - {job_id}, backlog, {job_id})
         pipe.multi()
         store.set_status(pipe, job, status, finished_at=time.time(), backlogged=False, **fields)
         pipe.delete(k.job_lease(job_id), k.job_checkpoint(job_id), k.job_data(job_id))
@@ -85,26 +85,42 @@ def finish(store: Store, settings: Settings, job_id: str, status: JobStatus, own
             store.put_model(*model, pipe=pipe)
         pipe.srem(k.tenant_active(tenant), job_id)
         pipe.lrem(k.tenant_backlog(tenant), 0, job_id)
-        promote(store, settings, pipe, tenant, promoted)
+        promote(store, settings, pipe, tenant, chosen)
         return job
 
-    return store.transact(write, k.job(job_id))
+    return store.transact(write, k.job(job_id), k.tenant_active(tenant),
+                          k.tenant_backlog(tenant))
 
 
-def waiting_to_promote(store: Store, settings: Settings, pipe: redis.client.Pipeline,
-                       tenant: str, leaving: set[str]) -> list[JobRecord | str]:
-    """Read (under WATCH of the tenant's active set and backlog) which backlogged jobs get the
-    free slots, the jobs in `leaving` not counted as active: records to promote, or ids of
-    entries to drop (gone, ended, or not backlogged any more)."""
+def read_after_watch(store: Store, settings: Settings, tenant: str,
+                     job_id: str | None = None) -> tuple[dict, set[str], list[str]]:
+    """(the job's hash if job_id, the tenant's active ids, the head of its backlog) in one
+    round trip on another connection: read after the transaction's WATCH of them, so a change
+    to any before its EXEC makes it run again."""
     k = store.keys
-    active = {i.decode() for i in pipe.smembers(k.tenant_active(tenant))} - leaving
+    reads = store.r.pipeline(transaction=False)
+    if job_id is not None:
+        reads.hgetall(k.job(job_id))
+    reads.smembers(k.tenant_active(tenant))
+    reads.lrange(k.tenant_backlog(tenant), 0, settings.max_active_jobs_per_tenant)
+    *raw, active, backlog = reads.execute()
+    return (raw[0] if raw else {}), {i.decode() for i in active}, [i.decode() for i in backlog]
+
+
+def waiting_to_promote(store: Store, settings: Settings, active: set[str], backlog: list[str],
+                       leaving: set[str]) -> list[JobRecord | str]:
+    """Which backlogged jobs get the slots that `active` leaves free (read under WATCH):
+    records to promote, or ids of entries to drop (gone, ended, leaving, or not backlogged
+    any more). One round trip for the candidates' records."""
     free = settings.max_active_jobs_per_tenant - len(active)
-    if free <= 0:
+    if free <= 0 or not backlog:
         return []
+    reads = store.r.pipeline(transaction=False)
+    for job_id in backlog:
+        reads.hgetall(store.keys.job(job_id))
     chosen: list[JobRecord | str] = []
-    for raw_id in pipe.lrange(k.tenant_backlog(tenant), 0, free):
-        job_id = raw_id.decode()
-        job = None if job_id in leaving else store.job(None, job_id, reader=pipe)
+    for job_id, raw in zip(backlog, reads.execute()):
+        job = JobRecord.decode(raw) if raw and job_id not in leaving else None
         usable = job is not None and job.status == JobStatus.QUEUED and job.backlogged
         chosen.append(job if usable else job_id)
         if sum(isinstance(c, JobRecord) for c in chosen) == free:
@@ -143,9 +159,13 @@ def promote_tenant(store: Store, settings: Settings, tenant: str) -> list[str]:
     k = store.keys
 
     def write(pipe) -> list[str]:
-        stale = {i.decode() for i in pipe.smembers(k.tenant_active(tenant))
-                 if (job := store.job(None, i.decode(), reader=pipe)) is None or job.finished}
-        chosen = waiting_to_promote(store, settings, pipe, tenant, leaving=stale)
+        _, active, backlog = read_after_watch(store, settings, tenant)
+        reads = store.r.pipeline(transaction=False)
+        for job_id in active:
+            reads.hgetall(k.job(job_id))
+        stale = {job_id for job_id, raw in zip(active, reads.execute())
+                 if not raw or JobRecord.decode(raw).finished}
+        chosen = waiting_to_promote(store, settings, active - stale, backlog, set())
         empty = pipe.llen(k.tenant_backlog(tenant)) <= len(chosen)  # all leave it
         pipe.multi()
         if stale:

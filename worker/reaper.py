@@ -62,7 +62,8 @@ def give_up(store: Store, settings: Settings, job_id: str) -> bool:
     if taken is None:
         return False
     losses = taken.restarts + 1
-    fairness.finish(store, settings, job_id, JobStatus.FAILED, Owner(taken.attempt + 1),
+    fairness.finish(store, settings, job_id, taken.tenant, JobStatus.FAILED,
+                    Owner(taken.attempt + 1),
                     error={"message": f"the job lost its worker {losses} times (killed or out "
                                       f"of memory); giving up after BACKPROP_MAX_RESTARTS="
                                       f"{settings.max_restarts}", "epoch": taken.epoch})

@@ -107,7 +107,7 @@ def cancel_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: Tena
     # queue before a worker popped it. Either way only while still queued for that attempt.
     if job.status == JobStatus.QUEUED and store.checkpoint(job_id) is None and (
             job.backlogged or queues.take_back_queued(store.r, settings, job.device, job.rq_id)):
-        fairness.finish(store, settings, job_id, JobStatus.CANCELED,
+        fairness.finish(store, settings, job_id, tenant, JobStatus.CANCELED,
                         Owner(job.attempt, JobStatus.QUEUED))
     # Otherwise a worker has the job, or will resume it from a checkpoint: it sees the flag
     # within an epoch (at once, for a resume) and keeps the weights it has as the model.

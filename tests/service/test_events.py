@@ -212,7 +212,7 @@ def keyed(valkey, redis_client):
 def test_another_tenants_job_is_not_found(keyed):
     client, store = keyed
     put_queued_job(store, "alice", "job_alices")
-    fairness.finish(store, settings_for(store), "job_alices", JobStatus.CANCELED,
+    fairness.finish(store, settings_for(store), "job_alices", "alice", JobStatus.CANCELED,
                     Owner(1, JobStatus.QUEUED))
     assert client.get("/v1/jobs/job_alices/events").status_code == 401
     answer = client.get("/v1/jobs/job_alices/events", headers=as_tenant("bob"))

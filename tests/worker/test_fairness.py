@@ -47,7 +47,7 @@ def test_a_tenant_over_its_limit_waits_in_its_backlog_and_others_do_not(store, s
     assert positions(store, alice) == {alice[3].id: 1, alice[4].id: 2}
 
     # A backlogged job canceled: out of the backlog, nothing promoted (no slot was freed).
-    assert fairness.finish(store, settings, alice[3].id, JobStatus.CANCELED,
+    assert fairness.finish(store, settings, alice[3].id, "alice", JobStatus.CANCELED,
                            Owner(1, JobStatus.QUEUED)) is not None
     assert store.job(None, alice[3].id).status == JobStatus.CANCELED
     assert positions(store, alice) == {alice[4].id: 1}
