@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -17,7 +17,8 @@ from service.errors import ApiError, not_found, validation_details
 from service.multipart import read_form
 from service.schemas import DatasetFields, DatasetIn, DatasetList, DatasetOut, error_responses
 from worker.settings import Settings
-from worker.status import new_id
+from worker.store import BadCursor
+from worker.records import new_id
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))
@@ -117,14 +118,21 @@ async def upload_dataset(request: Request, response: Response, store: StoreDep,
     y = arrays.targets(y, dtype)
     check_limits(settings, X, y)
     meta = await run_in_threadpool(store.put_dataset, dataset_meta(tenant, name, source, X, y),
-                                   X, y)
+                                   X, y, settings.max_tenant_bytes)
     response.headers["Location"] = f"/v1/datasets/{meta['id']}"
     return meta
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(store: StoreDep, tenant: TenantDep):
-    return {"datasets": store.datasets(tenant)}
+def list_datasets(store: StoreDep, tenant: TenantDep, limit: int = Query(1000, ge=1, le=1000),
+                  before: str | None = Query(None, max_length=200,
+                                             description="the `next` cursor of the previous page")):
+    """Newest first; follow `next` with `?before=` for older datasets."""
+    try:
+        page = store.datasets(tenant, limit, before)
+    except BadCursor as exc:
+        raise ApiError(422, str(exc), "before") from None
+    return {"datasets": page.items, "next": page.next}
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))

@@ -14,7 +14,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import offload
-from service.deps import ModelCacheDep, StoreDep, TenantDep, hot_route_docs, request_tenant
+from service.deps import (ModelCacheDep, SettingsDep, StoreDep, TenantDep, hot_route_docs,
+                          request_tenant)
 from service.errors import ApiError, validation_details
 from service.onnx_export import INPUT, LABEL, OUTPUT
 from service.predict import Budget, Prediction, light, predict_outputs
@@ -135,8 +136,8 @@ def live():
 
 @router.get("/health/ready", response_model=Ready,
             responses={503: {"model": Ready, "description": "not ready, with the reason"}})
-def ready(store: StoreDep):
-    ok, body = readiness(store)
+def ready(store: StoreDep, settings: SettingsDep):
+    ok, body = readiness(store, settings)
     return JSONBytes({"ready": True} if ok else {"ready": False, "error": body["reason"]},
                      200 if ok else 503)
 

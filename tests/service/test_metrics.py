@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.embedded_redis import free_port
-from tests.service.helpers import blobs, classifier, own_stack, wait_for_job
+from tests.service.helpers import blobs, classifier, idle_gpu_worker, own_stack, wait_for_job
 
 
 def scrape(api: httpx.Client) -> dict[tuple, float]:
@@ -72,12 +72,12 @@ def test_jobs_queues_epochs_and_workers_move_with_real_jobs(tmp_path):
     own = own_stack(tmp_path, workers=2)
     try:
         with httpx.Client(base_url=own.url, timeout=30) as api:
-            check_job_figures(api)
+            check_job_figures(api, own.env["BACKPROP_REDIS_URL"])
     finally:
         own.stop()
 
 
-def check_job_figures(api: httpx.Client) -> None:
+def check_job_figures(api: httpx.Client, redis_url: str) -> None:
     deadline = time.monotonic() + 30
     while value(before := scrape(api), "backprop_workers") != 2:  # both registered
         assert time.monotonic() < deadline, "the workers did not register"
@@ -89,9 +89,10 @@ def check_job_figures(api: httpx.Client) -> None:
                                       "data": {"X": X.tolist(), "y": y.tolist()}})
     assert done.status_code == 202, done.text
     assert wait_for_job(api, done.json()["id"])["status"] == "succeeded"
-    # No worker listens on the GPU queue here: this job waits there until canceled.
-    waiting = api.post("/v1/jobs", json={"network": classifier(hidden=4), "device": "gpu",
-                                         "data": {"X": X.tolist(), "y": y.tolist()}})
+    # The GPU queue's worker takes no job here: this job waits there until canceled.
+    with idle_gpu_worker(redis_url):
+        waiting = api.post("/v1/jobs", json={"network": classifier(hidden=4), "device": "gpu",
+                                             "data": {"X": X.tolist(), "y": y.tolist()}})
     assert waiting.status_code == 202, waiting.text
     try:
         during = scrape(api)
