@@ -27,8 +27,10 @@ DATATYPES: dict[str, np.dtype] = {
         ("UINT32", "u4"), ("UINT64", "u8"))}
 """The protocol's numeric datatypes, as the little-endian NumPy types of their raw bytes."""
 
-DATATYPE_OF = {"float32": "FP32", "float64": "FP64", "int64": "INT64"}
-"""NumPy type name -> protocol datatype, for what the service answers."""
+DATATYPE_OF = {np.dtype(name): datatype for name, datatype in (
+    ("float32", "FP32"), ("float64", "FP64"), ("int64", "INT64"))}
+"""NumPy type -> protocol datatype, for what the service answers (keyed by the type itself:
+dtype.name costs 2.5 us, a tenth of a one-row answer's encoding)."""
 
 
 def bad_request(message: str) -> ApiError:
@@ -204,7 +206,7 @@ def encode_response(model_name: str, request_id: str | None,
     """(body, extra headers): JSON alone, or the JSON header then the binary outputs."""
     tensors, blobs = [], []
     for name, array, binary in outputs:
-        tensor = {"name": name, "datatype": DATATYPE_OF[array.dtype.name],
+        tensor = {"name": name, "datatype": DATATYPE_OF[array.dtype],
                   "shape": list(array.shape)}
         if binary:
             blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

@@ -149,7 +149,7 @@ def server_metadata(request: Request):
 
 
 def output_metadata(meta: dict) -> list[dict]:
-    outputs = [{"name": OUTPUT, "datatype": DATATYPE_OF[meta["dtype"]],
+    outputs = [{"name": OUTPUT, "datatype": DATATYPE_OF[np.dtype(meta["dtype"])],
                 "shape": [-1, meta["n_outputs"]]}]
     if meta["task"] in ("classification", "multilabel"):
         multilabel = meta["task"] == "multilabel" and meta["n_outputs"] > 1
@@ -162,7 +162,7 @@ def output_metadata(meta: dict) -> list[dict]:
 def model_metadata(model_id: str, tenant: TenantDep, models: ModelCacheDep):
     meta = loaded_model(models, tenant, model_id).meta
     return {"name": model_id, "platform": PLATFORM,
-            "inputs": [{"name": INPUT, "datatype": DATATYPE_OF[meta["dtype"]],
+            "inputs": [{"name": INPUT, "datatype": DATATYPE_OF[np.dtype(meta["dtype"])],
                         "shape": [-1, meta["n_inputs"]]}],
             "outputs": output_metadata(meta)}
 
