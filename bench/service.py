@@ -12,8 +12,9 @@ endpoint run through the same service.cli.serve (uvicorn options, process count)
 the body and answers a canned payload of the predict response's exact size: the framework's
 ceiling. The peer is MLServer (bench/mlserver_peer.py; its own venv, .venv-mlserver, made on
 first use) serving the same weights as a scikit-learn MLPClassifier, twice: as shipped
-(parallel_workers=1, inference in a process of its own) and inferring in its HTTP process
-(parallel_workers=0); it gets our API processes' BLAS threads. Load comes from wrk (Debian
+(parallel_workers=1, inference in a process of its own; with --api-workers N, N of them) and
+inferring in its HTTP process (parallel_workers=0); each inferring process gets the BLAS
+threads of one of our API processes (BACKPROP_API_BLAS_THREADS, 1). Load comes from wrk (Debian
 package `wrk`); its CPU use (1.0 = its one thread busy) is printed beside each figure, with
 the server's CPU per request. Rows, all from one run:
 
@@ -227,11 +228,12 @@ def main() -> int:
     stack = Stack(settings, "127.0.0.1", free_port(), workers=2, api_workers=args.api_workers,
                   log_dir=tmp / "logs", extra_env=env)
     bare = BareApp(tmp / "payloads", free_port(), args.api_workers)
-    # MLServer as shipped (parallel_workers=1: inference in a process of its own) and inferring
-    # in its HTTP process as our API does; BLAS threads: those of all our API processes.
-    blas = str(settings.api_blas_threads * args.api_workers)
+    # MLServer as shipped (parallel_workers=1: inference in a process of its own; one per API
+    # process of ours) and inferring in its HTTP process as our API does; each inferring
+    # process gets the BLAS threads of one of ours.
+    blas = str(settings.api_blas_threads)
     peers = {name: MLServer(tmp / name.replace(" ", "-"), free_port(), workers, blas)
-             for name, workers in (("MLServer", 1), ("MLServer in-process", 0))}
+             for name, workers in (("MLServer", args.api_workers), ("MLServer in-process", 0))}
     blas_threads = int(stack.env["BACKPROP_WORKER_BLAS_THREADS"])
     limit_blas_threads(blas_threads)  # the bare engine.fit runs in this process, like a worker
     print(f"backprop-service bench: {'quick' if args.quick else 'full'} run, "
