@@ -84,8 +84,9 @@ def predict_outputs(loaded: LoadedModel, X: np.ndarray, budget: Budget, field: s
     meta, net = loaded.meta, loaded.net
     width = meta["n_inputs"]
     if X.ndim != 2 or X.shape[1] != width or X.shape[0] == 0:
-        raise ApiError(422, f"{field}: shape must be [rows, {width}] with rows >= 1 (the "
-                            f"model takes {width} values per row); got {list(X.shape)}", field)
+        raise ApiError(422, f"{field}: shape must be [rows, {width}] with rows >= 1: each row "
+                            f"needs {width} values (the model's input width); got "
+                            f"{list(X.shape)}", field)
     rows = X.shape[0]
     if rows > budget.max_rows:
         raise ApiError(413, f"{field}: {rows} rows; at most {budget.max_rows} per request "
