@@ -12,7 +12,10 @@ from service import arrays
 from service.errors import ApiError
 from service.schemas import JobIn
 from worker import queues
-from worker.data import checked_arrays
+from service.table_builder import TableOptions
+from service.tables import table_from_arrays
+from worker.data import DataMismatch, check_job_data, checked_arrays, split_rows
+from worker.schema import DatasetSchema
 from worker.settings import Settings
 from worker.status import JobStatus, new_id
 from worker.store import Store
@@ -75,10 +78,13 @@ def check_data_fit(spec: engine.NetworkSpec, X: np.ndarray, y: np.ndarray, field
 
 
 def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
-    """(n_samples, n_inputs, inline arrays or None), after checking the data fits the network."""
+    """(n_samples, n_inputs, inline arrays or None, schema of inline data or None), after
+    checking that the data fit the network, the preprocessing and the validation split.
+    n_inputs is the widest input the preprocessing can make (the fitted one can be smaller)."""
     if (job.dataset_id is None) == (job.data is None):
         raise ApiError(422, "give exactly one of dataset_id (an uploaded dataset) or data "
                             "({\"X\", \"y\"} inline)", "dataset_id")
+    inline = inline_schema = None
     if job.data is not None:
         X = arrays.matrix(job.data.X, "data.X")
         y = arrays.vector_or_matrix(job.data.y, "data.y")
@@ -87,33 +93,46 @@ def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
             raise ApiError(413, f"data.X: {X.shape[0]} inline rows; at most "
                                 f"{settings.max_inline_rows} (BACKPROP_MAX_INLINE_ROWS): upload "
                                 f"larger data sets to /v1/datasets", "data.X")
-        X = arrays.as_float(X, "data.X", job.dtype)
-        if y.dtype.kind == "f":
-            y = arrays.as_float(y, "data.y", job.dtype)
-        check_data_fit(job.network, X, y, "data.y", job.dtype)
-        return X.shape[0], X.shape[1], (X, y)
-    meta = store.dataset(tenant, job.dataset_id)
-    if meta is None:
-        raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
-                            f"/v1/datasets first", "dataset_id")
-    y = store.dataset_targets(job.dataset_id)
-    if y is None:  # deleted since its meta was read
-        raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
-                            f"/v1/datasets first", "dataset_id")
-    # The input width comes from the data, so only the targets can fail to fit: check them
-    # against a one-column stand-in for X instead of loading X.
-    check_data_fit(job.network, np.zeros((len(y), 1), np.float32), y, "dataset_id", job.dtype)
-    return meta["n_samples"], meta["n_features"], None
+        table = table_from_arrays(X, y, TableOptions(dtype=job.dtype,
+                                                     max_categories=settings.max_categories))
+        schema, inline_schema = table.schema, table.schema
+        inline, y, n_samples, field = (table.numeric, table.y), table.y, table.n_rows, "data.y"
+    else:
+        meta = store.dataset(tenant, job.dataset_id)
+        if meta is None:
+            raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
+                                f"/v1/datasets first", "dataset_id")
+        schema, n_samples, field = DatasetSchema.model_validate(meta["schema"]), \
+            meta["n_samples"], "dataset_id"
+        y = None
+    try:
+        features = check_job_data(schema, job.network, job.preprocessing, job.dtype)
+        split_rows(n_samples, job.training.validation_split, 0)
+    except DataMismatch as exc:
+        raise ApiError(422, f"{exc.field}: {exc}", exc.field) from None
+    mapped = (job.preprocessing.mode == "auto" and job.network.loss == "cross_entropy"
+              and len(schema.target.names) == 1)
+    if not mapped:  # classes mapped to units were checked by count; anything else by value
+        y = y if y is not None else store.dataset_targets(job.dataset_id)
+        if y is None:  # deleted since its meta was read
+            raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
+                                f"/v1/datasets first", "dataset_id")
+        # The input width comes from the data, so only the targets can fail to fit: check
+        # them against a one-column stand-in for X instead of loading X.
+        check_data_fit(job.network, np.zeros((len(y), 1), np.float32), y, field, job.dtype)
+    return n_samples, features.width, inline, inline_schema
 
 
 def new_job_meta(settings: Settings, tenant: str, job: JobIn, n_samples: int,
-                 n_inputs: int) -> dict:
+                 n_inputs: int, data_schema=None) -> dict:
     job_id = new_id("job")
     return {
         "id": job_id, "tenant": tenant, "status": JobStatus.QUEUED.value,
         "network": job.network.model_dump(mode="json", exclude_unset=True),
         "training": job.training.model_dump(mode="json", exclude_unset=True),
         "dataset_id": job.dataset_id, "device": job.device, "dtype": job.dtype,
+        "preprocessing": job.preprocessing.model_dump(mode="json"),
+        "data_schema": None if data_schema is None else data_schema.model_dump(mode="json"),
         "seed": job.seed, "timeout_s": job.timeout_s or settings.job_timeout_s,
         "n_samples": n_samples, "n_inputs": n_inputs, "epochs": job.training.epochs,
         "epoch": 0, "created_at": time.time(), "started_at": None, "finished_at": None,
@@ -125,12 +144,12 @@ def new_job_meta(settings: Settings, tenant: str, job: JobIn, n_samples: int,
 def submit(store: Store, settings: Settings, tenant: str, job: JobIn) -> dict:
     """Validate, store and enqueue; returns the job meta. Raises ApiError (4xx) when unfit."""
     check_spec_limits(settings, job)
-    n_samples, n_inputs, inline = resolve_data(store, settings, tenant, job)
+    n_samples, n_inputs, inline, data_schema = resolve_data(store, settings, tenant, job)
     n_params = parameter_count(job.network, n_inputs)
     if n_params > settings.max_parameters:
         raise ApiError(422, f"network: {n_params} parameters for {n_inputs} inputs; at most "
                             f"{settings.max_parameters} (BACKPROP_MAX_PARAMETERS)", "network")
-    meta = new_job_meta(settings, tenant, job, n_samples, n_inputs)
+    meta = new_job_meta(settings, tenant, job, n_samples, n_inputs, data_schema)
     # One transaction: a job is never stored without its queue entry, nor queued unstored.
     with store.r.pipeline(transaction=True) as pipe:
         pipe.multi()  # RQ's enqueue expects the transaction already open

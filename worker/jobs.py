@@ -18,7 +18,9 @@ import engine
 from worker import queues
 from worker.attempts import Attempt, AttemptLost, hand_on, patiently
 from worker.codec import arrays_to_npz
-from worker.data import task_of, training_arrays
+from engine.preparation import PreparationSpec
+from worker.data import input_columns, prepared_arrays, task_of
+from worker.schema import DatasetSchema
 from worker.logs import ContextLogger
 from worker.settings import Settings, get_settings
 from worker.status import JobStatus, new_id
@@ -82,6 +84,7 @@ class TrainingRun:
         self.last_checkpoint = time.monotonic()
         self.metrics: dict = meta.get("metrics") or {}
         self.model_id = new_id("model")
+        self.preparation = None          # fitted by _prepare under preprocessing "auto"
         self.log = ContextLogger(log, {"job_id": self.job_id, "tenant": meta["tenant"]})
 
     # -- the attempt -------------------------------------------------------------------------
@@ -128,24 +131,40 @@ class TrainingRun:
     def _prepare(self):
         spec = engine.NetworkSpec.model_validate(self.meta["network"])
         training = engine.TrainingSpec.model_validate(self.meta["training"])
-        arrays = (self.store.dataset_arrays(self.meta["dataset_id"]) if self.meta.get("dataset_id")
-                  else self.store.job_inline_data(self.job_id))
-        if arrays is None:
-            raise DataMissing(f"dataset {self.meta.get('dataset_id')} was deleted before the "
-                              f"job could load it; upload it again and resubmit")
-        X, Y = training_arrays(spec, *arrays, dtype=self.meta.get("dtype", "float32"))
+        dtype = self.meta.get("dtype", "float32")
+        schema, arrays = self._data()
+        prep = PreparationSpec.model_validate(self.meta.get("preprocessing") or "auto")
+        X, Y, self.preparation = prepared_arrays(schema, *arrays, spec, training, prep,
+                                                 seed=self.meta.get("seed", 0), dtype=dtype)
         checkpoint = self.store.checkpoint(self.job_id)
         if checkpoint is not None:
             net = engine.Network.from_bytes(checkpoint, device=self.meta.get("device", "cpu"))
             self.log.info("resuming from checkpoint at epoch %d", net.epochs_done)
         else:
             net = engine.Network(spec, n_inputs=X.shape[1], seed=self.meta.get("seed", 0),
-                                 dtype=self.meta.get("dtype", "float32"),
-                                 device=self.meta.get("device", "cpu"))
+                                 dtype=dtype, device=self.meta.get("device", "cpu"))
         # Epochs recorded after the checkpoint will be trained again: drop them, so the
         # history has neither gaps nor duplicates.
         self.attempt.rewind(net.epochs_done)
         return net, X, Y, training
+
+    def _data(self) -> tuple[DatasetSchema, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The schema and (numeric, codes, y) arrays of the job's dataset or inline data."""
+        dataset_id = self.meta.get("dataset_id")
+        if dataset_id:
+            meta, arrays = self.store.dataset(None, dataset_id), \
+                self.store.dataset_arrays(dataset_id)
+            if meta is None or arrays is None:
+                raise DataMissing(f"dataset {dataset_id} was deleted before the job could load "
+                                  f"it; upload it again and resubmit")
+            return DatasetSchema.model_validate(meta["schema"]), arrays
+        inline = self.store.job_inline_data(self.job_id)
+        if inline is None:
+            raise DataMissing("the job's inline data is gone (the job was deleted?); submit it "
+                              "again")
+        X, y = inline
+        return (DatasetSchema.model_validate(self.meta["data_schema"]),
+                (X, np.empty((len(X), 0), dtype=np.int32), y))
 
     # -- callbacks from the engine -----------------------------------------------------------
     def _on_epoch(self, net: engine.Network, record: dict) -> None:
@@ -222,7 +241,8 @@ class TrainingRun:
 
         def write() -> None:
             if model_id:
-                self.store.put_model(model_meta(model_id, self.meta, net, self.metrics), weights)
+                self.store.put_model(model_meta(model_id, self.meta, net, self.metrics,
+                                                self.preparation), weights)
             self.store.finish_job(self.job_id, status, self.settings.result_ttl_s,
                                   model_id=model_id, metrics=self.metrics, epoch=net.epochs_done,
                                   stopped_early=bool(getattr(net, "stopped_early", False)))
@@ -244,12 +264,19 @@ def to_host(array) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
-def model_meta(model_id: str, job: dict, net: engine.Network, metrics: dict) -> dict:
+def model_meta(model_id: str, job: dict, net: engine.Network, metrics: dict,
+               preparation=None) -> dict:
     spec = net.spec
+    target = preparation.target if preparation is not None else None
     return {
         "id": model_id, "tenant": job["tenant"], "job_id": job["id"],
         "network": spec.model_dump(mode="json", exclude_unset=True), "n_inputs": net.n_inputs,
         "n_outputs": net.n_outputs, "task": task_of(spec), "dtype": str(net.dtype),
         "epochs_trained": net.epochs_done, "created_at": time.time(),
         "metrics": metrics,
+        "preparation": None if preparation is None else preparation.model_dump(mode="json"),
+        "input_columns": None if preparation is None else input_columns(preparation),
+        "classes": getattr(target, "classes", None),
+        "target": None if target is None else ", ".join(getattr(target, "names", None)
+                                                         or [target.name]),
     }

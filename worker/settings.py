@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_epochs: int = Field(100_000, description="most epochs in one job")
     max_batch_size: int = Field(1_000_000, description="largest batch size")
     max_predict_rows: int = Field(100_000, description="most rows in one predict request")
+    max_categories: int = Field(
+        1000, description="most distinct values of a text column (more: free text, not a "
+                          "category) and most classes of a target")
 
     job_timeout_s: int = Field(3600, description="a job running longer than this fails")
     result_ttl_s: int = Field(7 * 24 * 3600, description="how long finished jobs are kept")

@@ -31,11 +31,11 @@ def decode_meta(raw: dict[bytes, bytes], skip: Iterable[bytes] = ()) -> dict[str
     return {k.decode(): json.loads(v) for k, v in raw.items() if k not in skipped}
 
 
-def arrays_sha256(X: np.ndarray, y: np.ndarray) -> str:
-    """Content hash of a dataset: X's then y's raw bytes, C order, as stored."""
+def arrays_sha256(*arrays: np.ndarray) -> str:
+    """Content hash of a dataset: each stored array's raw bytes in turn, C order."""
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(X).data)
-    digest.update(np.ascontiguousarray(y).data)
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
 
 
@@ -73,19 +73,23 @@ class Store:
         return out
 
     # -- datasets ----------------------------------------------------------------------------
-    def put_dataset(self, meta: dict[str, Any], X: np.ndarray, y: np.ndarray) -> dict:
-        """Store arrays and meta (meta gets bytes and sha256 filled in); returns the meta."""
-        k = self.keys
+    def put_dataset(self, meta: dict[str, Any], numeric: np.ndarray, codes: np.ndarray,
+                    y: np.ndarray) -> dict:
+        """Store the arrays worker/schema.py describes and the meta (which gets bytes and
+        sha256 filled in); returns the meta."""
+        k, dataset_id = self.keys, meta["id"]
         # .npy header, then APPEND of the array's own memory: no copy of a big X in the API.
-        parts = {k.dataset_x(meta["id"]): npy_parts(X), k.dataset_y(meta["id"]): npy_parts(y)}
+        parts = {k.dataset_x(dataset_id): npy_parts(numeric),
+                 k.dataset_codes(dataset_id): npy_parts(codes),
+                 k.dataset_y(dataset_id): npy_parts(y)}
         size = sum(len(header) + data.nbytes for header, data in parts.values())
-        meta = {**meta, "bytes": size, "sha256": arrays_sha256(X, y)}
+        meta = {**meta, "bytes": size, "sha256": arrays_sha256(numeric, codes, y)}
         pipe = self.r.pipeline(transaction=True)
         for key, (header, data) in parts.items():
             pipe.set(key, header)
             pipe.append(key, data)
-        pipe.hset(k.dataset(meta["id"]), mapping=encode_meta(meta))
-        pipe.zadd(k.datasets_of(meta["tenant"]), {meta["id"]: meta["created_at"]})
+        pipe.hset(k.dataset(dataset_id), mapping=encode_meta(meta))
+        pipe.zadd(k.datasets_of(meta["tenant"]), {dataset_id: meta["created_at"]})
         pipe.execute()
         return meta
 
@@ -95,12 +99,15 @@ class Store:
     def datasets(self, tenant: str, limit: int = 1000) -> list[dict]:
         return self._listed(self.keys.datasets_of(tenant), self.keys.dataset, limit)
 
-    def dataset_arrays(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        x_bytes, y_bytes = self.r.mget(self.keys.dataset_x(dataset_id),
-                                       self.keys.dataset_y(dataset_id))
-        if x_bytes is None or y_bytes is None:
+    def dataset_arrays(self, dataset_id: str
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(numeric, codes, y) as worker/schema.py describes them, or None once deleted."""
+        k = self.keys
+        raw = self.r.mget(k.dataset_x(dataset_id), k.dataset_codes(dataset_id),
+                          k.dataset_y(dataset_id))
+        if any(part is None for part in raw):
             return None
-        return bytes_to_array(x_bytes), bytes_to_array(y_bytes)
+        return tuple(bytes_to_array(part) for part in raw)
 
     def dataset_targets(self, dataset_id: str) -> np.ndarray | None:
         """y alone (what a job submission checks), without fetching X."""
@@ -112,7 +119,8 @@ class Store:
             return False
         k = self.keys
         pipe = self.r.pipeline(transaction=True)
-        pipe.delete(k.dataset(dataset_id), k.dataset_x(dataset_id), k.dataset_y(dataset_id))
+        pipe.delete(k.dataset(dataset_id), k.dataset_x(dataset_id), k.dataset_codes(dataset_id),
+                    k.dataset_y(dataset_id))
         pipe.zrem(k.datasets_of(tenant), dataset_id)
         pipe.execute()
         return True

@@ -1,0 +1,209 @@
+"""Tables in: CSV and Parquet files (pyarrow's readers, typed and null-aware), JSON records, and
+X/y arrays, each turned into a dataset's stored arrays and schema (service/table_builder.py).
+
+Empty cells, NA, N/A, NaN, null and ? are missing values. Column kinds come from the values'
+types (numbers: numeric; text: categorical; dates: refused as features until declared or
+ignored) unless declared at upload (`columns={"year": "categorical"}`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from service.table_builder import (Table, TableBuilder, TableOptions, column_stats, compact,
+                                   invalid, numeric_targets, whole_classes)
+from worker.schema import ColumnInfo, DatasetSchema, TargetInfo
+
+NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"]
+CSV_BLOCK_BYTES = 4 << 20
+"""Bytes of CSV parsed at a time; the longest row the reader accepts."""
+PARQUET_BATCH_ROWS = 1 << 16
+COUNT_BLOCK = 1 << 20
+CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+)")
+WIDER = {"null": pa.float64(), "int64": pa.float64(), "double": pa.string()}
+"""A column whose first block looked like the key but a later value does not is read again
+as the value type: whole numbers, then any numbers, then text."""
+DECLARED_TYPES = {"numeric": pa.float64(), "categorical": pa.string()}
+
+
+# -- CSV -------------------------------------------------------------------------------------
+def read_csv_table(file: BinaryIO, options: TableOptions) -> Table:
+    """A CSV file with a header row (the spooled upload, read from disk in blocks)."""
+    capacity = max(count_lines(file) - 1, 0)
+    forced: dict[str, pa.DataType] = {}
+    for _ in range(64):  # each pass widens one column's type; a table has few such columns
+        file.seek(0)
+        try:
+            reader = pacsv.open_csv(file, read_options=pacsv.ReadOptions(
+                block_size=CSV_BLOCK_BYTES, use_threads=True), parse_options=pacsv.ParseOptions(
+                newlines_in_values=True), convert_options=pacsv.ConvertOptions(
+                null_values=NULL_VALUES, strings_can_be_null=True,
+                column_types={**forced, **{name: DECLARED_TYPES[kind] for name, kind in
+                                           options.kinds.items() if kind in DECLARED_TYPES}}))
+            names = reader.schema.names
+            binary = [n for n, t in zip(names, reader.schema.types) if pa.types.is_binary(t)]
+            if binary:
+                raise invalid("file", f"column {binary[0]!r} is not UTF-8 text; save the file "
+                                      f"as UTF-8")
+            builder = TableBuilder(names, reader.schema.types, options, capacity)
+            for batch in reader:
+                builder.add(batch)
+            return builder.finish()
+        except pa.ArrowInvalid as exc:
+            wider = widened(str(exc), names if "names" in locals() else [], forced)
+            if wider is None:
+                raise invalid("file", csv_problem(str(exc))) from None
+            forced.update(wider)
+    raise invalid("file", "column types kept changing while reading; declare the kinds of "
+                          "mixed columns (columns={...})")
+
+
+def widened(message: str, names: list[str],
+            forced: dict[str, pa.DataType]) -> dict[str, pa.DataType] | None:
+    """{column: wider type} for a conversion error in a later block, or None."""
+    found = CONVERSION_ERROR.search(message)
+    if found is None or int(found[1]) >= len(names):
+        return None
+    name, failed = names[int(found[1])], found[2]
+    wider = WIDER.get(failed, pa.string())
+    if forced.get(name) == wider or failed == "string":
+        return None
+    return {name: wider}
+
+
+def csv_problem(message: str) -> str:
+    """pyarrow's parse error, said as what to fix."""
+    if "straddling" in message:
+        return (f"has a row longer than {CSV_BLOCK_BYTES >> 20} MiB (or an unbalanced quote "
+                f"that makes one); check the file's quoting")
+    if "Empty CSV file" in message:
+        return "is empty; the CSV needs a header row and data rows"
+    first = message.splitlines()[0] if message else "unreadable"
+    return f"is not a well-formed CSV file ({first[:300]})"
+
+
+def count_lines(file: BinaryIO) -> int:
+    """Lines in the file, for either line ending (a last line without one counts); an upper
+    bound of its rows. Leaves the file at its start."""
+    file.seek(0)
+    lf = cr = 0
+    last = b"\n"
+    while block := file.read(COUNT_BLOCK):
+        lf += block.count(b"\n")
+        cr += block.count(b"\r")
+        last = block[-1:]
+    file.seek(0)
+    return max(lf, cr) + (last not in (b"\n", b"\r"))
+
+
+# -- Parquet ---------------------------------------------------------------------------------
+def read_parquet_table(file: BinaryIO, options: TableOptions) -> Table:
+    """A Parquet file, a batch of rows at a time; its declared sizes are checked first."""
+    try:
+        parquet = pq.ParquetFile(file)
+        metadata = parquet.metadata
+        schema = parquet.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise invalid("file", f"is not a readable Parquet file ({exc})") from None
+    unpacked = sum(metadata.row_group(g).column(c).total_uncompressed_size
+                   for g in range(metadata.num_row_groups)
+                   for c in range(metadata.num_columns))
+    if unpacked > 4 * options.max_bytes:
+        raise invalid("file", f"the Parquet file unpacks to {unpacked} bytes; this service "
+                              f"takes at most {4 * options.max_bytes} (4 x "
+                              f"BACKPROP_MAX_DATASET_BYTES) before conversion", 413)
+    builder = TableBuilder(schema.names, schema.types, options, metadata.num_rows)
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            builder.add(batch)
+    except (pa.ArrowException, OSError) as exc:
+        raise invalid("file", f"is not a readable Parquet file ({exc})") from None
+    return builder.finish()
+
+
+# -- JSON records ----------------------------------------------------------------------------
+def read_records(records, options: TableOptions, field_name: str = "records") -> Table:
+    """A list of JSON objects, one per row; a key missing from a row is a missing value."""
+    if not isinstance(records, list) or not records:
+        raise invalid(field_name, "must be a non-empty list of objects, one per row")
+    if len(records) > options.max_rows:
+        raise invalid(field_name, f"{len(records)} rows; at most {options.max_rows} "
+                                  f"(BACKPROP_MAX_DATASET_ROWS)", 413)
+    names: dict[str, None] = {}
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise invalid(f"{field_name}[{i}]", "must be an object {\"column\": value, ...}")
+        names.update(dict.fromkeys(record))
+    arrays = [record_column(records, name, field_name) for name in names]
+    batch = pa.RecordBatch.from_arrays(arrays, names=list(names))
+    builder = TableBuilder(list(names), [a.type for a in arrays], options, len(records))
+    builder.add(batch)
+    return builder.finish()
+
+
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and value in NULL_VALUES)
+
+
+def record_column(records: list[dict], name: str, field_name: str) -> pa.Array:
+    """One column of records: numbers if every present value is a number, else text."""
+    values = [record.get(name) for record in records]
+    for i, value in enumerate(values):
+        if isinstance(value, (dict, list)):
+            raise invalid(f"{field_name}[{i}].{name}", "must be a number, a string or null")
+    present = [v for v in values if not is_missing(v)]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        numbers = [None if is_missing(v) else float(v) if abs(v) < 1.8e308 else math.inf
+                   for v in values]
+        return pa.array(numbers, type=pa.float64())
+    return pa.array([None if is_missing(v) else str(v) for v in values], type=pa.string())
+
+
+# -- X and y arrays --------------------------------------------------------------------------
+def table_from_arrays(X: np.ndarray, y: np.ndarray, options: TableOptions) -> Table:
+    """NPZ or JSON X (n, d) and y: d numeric columns x0..x{d-1}, NaN in X a missing value.
+    X stays as it is (cast to the stored dtype), no second copy."""
+    if X.dtype.kind == "f" and np.isinf(X).any():
+        raise invalid("X", "holds infinite values (numbers beyond ±1.8e308 such as 1e400 read "
+                           "as infinite); remove them, or send NaN for a missing value")
+    if y.dtype.kind == "f" and np.isinf(y).any():
+        raise invalid("y", "holds infinite values; remove those rows")
+    if y.dtype.kind == "u" and y.size and y.max() > np.iinfo(np.int64).max:
+        raise invalid("y", f"holds {y.max()}, beyond the int64 labels this service stores; "
+                           f"use labels below 2**63")
+    limit = np.finfo(options.dtype).max
+    if X.dtype.kind == "f" and X.dtype.itemsize > np.dtype(options.dtype).itemsize and \
+            X.size and np.nanmax(np.abs(X)) > limit:
+        raise invalid("X", f"holds values too large for {options.dtype} (largest allowed "
+                           f"{limit:.3g}); upload with dtype float64")
+    numeric = X.astype(options.dtype, copy=False)
+    missing_y = np.isnan(y).reshape(len(y), -1).any(axis=1) if y.dtype.kind == "f" else None
+    dropped = 0
+    if missing_y is not None and missing_y.any():
+        dropped = int(missing_y.sum())
+        if dropped == len(y):
+            raise invalid("y", "every target is missing (NaN)")
+        numeric, y = compact(np.array(numeric), ~missing_y), compact(np.array(y), ~missing_y)
+    if y.dtype.kind in "iub":
+        y = y.astype(np.int64)
+    else:
+        y = numeric_targets(y.reshape(len(y), -1).astype(np.float64))
+    columns = []
+    for j in range(numeric.shape[1]):
+        lo, hi, mean, std = column_stats(numeric, j)
+        missing = int(np.isnan(numeric[:, j]).sum()) if numeric.dtype.kind == "f" else 0
+        columns.append(ColumnInfo(name=f"x{j}", kind="numeric", missing=missing, min=lo, max=hi,
+                                  mean=mean, std=std))
+    names = ["y"] if y.ndim == 1 else [f"y{k}" for k in range(y.shape[1])]
+    target = TargetInfo(names=names, kind="numeric", rows_dropped=dropped,
+                        classes=whole_classes(y, options.max_categories))
+    codes = np.empty((len(y), 0), dtype=np.int32)
+    return Table(numeric, codes, y, DatasetSchema(columns=columns, target=target))
