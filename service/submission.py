@@ -78,13 +78,13 @@ def check_data_fit(spec: engine.NetworkSpec, X: np.ndarray, y: np.ndarray, field
 
 
 def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
-    """(n_samples, n_inputs, inline arrays or None, schema of inline data or None), after
+    """(n_samples, n_inputs, inline arrays or None), after
     checking that the data fit the network, the preprocessing and the validation split.
     n_inputs is the widest input the preprocessing can make (the fitted one can be smaller)."""
     if (job.dataset_id is None) == (job.data is None):
         raise ApiError(422, "give exactly one of dataset_id (an uploaded dataset) or data "
                             "({\"X\", \"y\"} inline)", "dataset_id")
-    inline = inline_schema = None
+    inline = None
     if job.data is not None:
         X = arrays.matrix(job.data.X, "data.X")
         y = arrays.vector_or_matrix(job.data.y, "data.y")
@@ -94,9 +94,10 @@ def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
                                 f"{settings.max_inline_rows} (BACKPROP_MAX_INLINE_ROWS): upload "
                                 f"larger data sets to /v1/datasets", "data.X")
         table = table_from_arrays(X, y, TableOptions(dtype=job.dtype,
-                                                     max_categories=settings.max_categories))
-        schema, inline_schema = table.schema, table.schema
-        inline, y, n_samples, field = (table.numeric, table.y), table.y, table.n_rows, "data.y"
+                                                     max_categories=settings.max_categories),
+                                  "data.X", "data.y")
+        schema, inline = table.schema, (table.numeric, table.y)
+        y, n_samples, field = table.y, table.n_rows, "data.y"
     else:
         meta = store.dataset(tenant, job.dataset_id)
         if meta is None:
@@ -120,11 +121,11 @@ def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
         # The input width comes from the data, so only the targets can fail to fit: check
         # them against a one-column stand-in for X instead of loading X.
         check_data_fit(job.network, np.zeros((len(y), 1), np.float32), y, field, job.dtype)
-    return n_samples, features.width, inline, inline_schema
+    return n_samples, features.width, inline
 
 
 def new_job_meta(settings: Settings, tenant: str, job: JobIn, n_samples: int,
-                 n_inputs: int, data_schema=None) -> dict:
+                 n_inputs: int) -> dict:
     job_id = new_id("job")
     return {
         "id": job_id, "tenant": tenant, "status": JobStatus.QUEUED.value,
@@ -132,7 +133,6 @@ def new_job_meta(settings: Settings, tenant: str, job: JobIn, n_samples: int,
         "training": job.training.model_dump(mode="json", exclude_unset=True),
         "dataset_id": job.dataset_id, "device": job.device, "dtype": job.dtype,
         "preprocessing": job.preprocessing.model_dump(mode="json"),
-        "data_schema": None if data_schema is None else data_schema.model_dump(mode="json"),
         "seed": job.seed, "timeout_s": job.timeout_s or settings.job_timeout_s,
         "n_samples": n_samples, "n_inputs": n_inputs, "epochs": job.training.epochs,
         "epoch": 0, "created_at": time.time(), "started_at": None, "finished_at": None,
@@ -144,12 +144,12 @@ def new_job_meta(settings: Settings, tenant: str, job: JobIn, n_samples: int,
 def submit(store: Store, settings: Settings, tenant: str, job: JobIn) -> dict:
     """Validate, store and enqueue; returns the job meta. Raises ApiError (4xx) when unfit."""
     check_spec_limits(settings, job)
-    n_samples, n_inputs, inline, data_schema = resolve_data(store, settings, tenant, job)
+    n_samples, n_inputs, inline = resolve_data(store, settings, tenant, job)
     n_params = parameter_count(job.network, n_inputs)
     if n_params > settings.max_parameters:
         raise ApiError(422, f"network: {n_params} parameters for {n_inputs} inputs; at most "
                             f"{settings.max_parameters} (BACKPROP_MAX_PARAMETERS)", "network")
-    meta = new_job_meta(settings, tenant, job, n_samples, n_inputs, data_schema)
+    meta = new_job_meta(settings, tenant, job, n_samples, n_inputs)
     # One transaction: a job is never stored without its queue entry, nor queued unstored.
     with store.r.pipeline(transaction=True) as pipe:
         pipe.multi()  # RQ's enqueue expects the transaction already open

@@ -16,15 +16,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.errors import ApiError
-from worker.schema import COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo
+from worker.schema import (COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo, column_stats,
+                           numeric_targets, whole_classes)
 
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
 ID_MIN_ROWS = 20
 """A text column whose every value differs is taken for an id from this many rows on."""
+COMPACT_ROWS = 1 << 16
+"""Rows moved at a time when rows without a target are left out."""
 FREE_TEXT_MIN_ROWS = 100
 """...and one with more distinct values than half its rows for free text, from this many."""
-STATS_ROWS = 1 << 16
-"""Rows of the numeric block summarised at a time (a float64 copy of that many rows)."""
 
 
 def invalid(field_name: str, message: str, status: int = 422) -> ApiError:
@@ -343,52 +344,12 @@ def text_problem(name: str, distinct: int, present: int, overflow: bool,
     return None
 
 
-def column_stats(block: np.ndarray, j: int) -> tuple[float | None, ...]:
-    """(min, max, mean, std) of column j's present values, None when it has none. The mean
-    and std come from values divided by the column's largest magnitude, so that squares of
-    values near float64's limit do not overflow."""
-    lo, hi, count, total = np.inf, -np.inf, 0, 0.0
-    for start in range(0, len(block), STATS_ROWS):
-        chunk = block[start:start + STATS_ROWS, j].astype(np.float64)
-        chunk = chunk[~np.isnan(chunk)]
-        if chunk.size:
-            lo, hi = min(lo, chunk.min()), max(hi, chunk.max())
-            count += chunk.size
-    if count == 0:
-        return None, None, None, None
-    peak = max(abs(lo), abs(hi)) or 1.0
-    for start in range(0, len(block), STATS_ROWS):
-        chunk = block[start:start + STATS_ROWS, j].astype(np.float64) / peak
-        total += np.nansum(chunk)
-    mean = total / count
-    squares = 0.0
-    for start in range(0, len(block), STATS_ROWS):
-        chunk = block[start:start + STATS_ROWS, j].astype(np.float64) / peak - mean
-        squares += np.nansum(chunk * chunk)
-    return float(lo), float(hi), float(mean * peak), float(np.sqrt(squares / count) * peak)
-
-
 def compact(array: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """array[keep] in place (rows moved forward a chunk at a time), never a full copy."""
     kept = np.flatnonzero(keep)
-    for start in range(0, len(kept), STATS_ROWS):
-        rows = kept[start:start + STATS_ROWS]
+    for start in range(0, len(kept), COMPACT_ROWS):
+        rows = kept[start:start + COMPACT_ROWS]
         array[start:start + len(rows)] = array[rows]
     return array[:len(kept)]
 
 
-def numeric_targets(y: np.ndarray) -> np.ndarray:
-    """(n, k) float64 targets -> (n,) for one column, int64 when every value is whole."""
-    y = y[:, 0] if y.shape[1] == 1 else y
-    if np.all(y == np.round(y)) and np.abs(y).max(initial=0) < 2**53:
-        return y.astype(np.int64)
-    return y
-
-
-def whole_classes(y: np.ndarray, cap: int) -> list[int] | None:
-    """The sorted distinct values of a one-column whole-number target, when few enough to be
-    classes."""
-    if y.ndim != 1 or y.dtype.kind != "i":
-        return None
-    classes = np.unique(y)
-    return [int(c) for c in classes] if len(classes) <= cap else None

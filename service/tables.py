@@ -17,9 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from service.table_builder import (Table, TableBuilder, TableOptions, column_stats, compact,
-                                   invalid, numeric_targets, whole_classes)
-from worker.schema import ColumnInfo, DatasetSchema, TargetInfo
+from service.table_builder import Table, TableBuilder, TableOptions, invalid
+from worker.schema import arrays_schema, numeric_targets
 
 NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"]
 CSV_BLOCK_BYTES = 4 << 20
@@ -56,7 +55,7 @@ def read_csv_table(file: BinaryIO, options: TableOptions) -> Table:
             for batch in reader:
                 builder.add(batch)
             return builder.finish()
-        except pa.ArrowInvalid as exc:
+        except pa.ArrowException as exc:
             wider = widened(str(exc), names if "names" in locals() else [], forced)
             if wider is None:
                 raise invalid("file", csv_problem(str(exc))) from None
@@ -168,42 +167,29 @@ def record_column(records: list[dict], name: str, field_name: str) -> pa.Array:
 
 
 # -- X and y arrays --------------------------------------------------------------------------
-def table_from_arrays(X: np.ndarray, y: np.ndarray, options: TableOptions) -> Table:
-    """NPZ or JSON X (n, d) and y: d numeric columns x0..x{d-1}, NaN in X a missing value.
-    X stays as it is (cast to the stored dtype), no second copy."""
-    if X.dtype.kind == "f" and np.isinf(X).any():
-        raise invalid("X", "holds infinite values (numbers beyond ±1.8e308 such as 1e400 read "
-                           "as infinite); remove them, or send NaN for a missing value")
-    if y.dtype.kind == "f" and np.isinf(y).any():
-        raise invalid("y", "holds infinite values; remove those rows")
+def table_from_arrays(X: np.ndarray, y: np.ndarray, options: TableOptions,
+                      x_field: str = "X", y_field: str = "y") -> Table:
+    """NPZ or JSON X (n, d) and y: d numeric columns x0..x{d-1}. X is cast to the stored
+    dtype without a second copy."""
+    if X.shape[0] > options.max_rows:
+        raise invalid(x_field, f"the dataset has {X.shape[0]} rows; this service takes at most "
+                               f"{options.max_rows} (BACKPROP_MAX_DATASET_ROWS)", 413)
+    stored = X.size * np.dtype(options.dtype).itemsize + y.size * 8
+    if stored > options.max_bytes:
+        raise invalid(x_field, f"the dataset takes {stored} bytes; this service takes at most "
+                               f"{options.max_bytes} (BACKPROP_MAX_DATASET_BYTES)", 413)
     if y.dtype.kind == "u" and y.size and y.max() > np.iinfo(np.int64).max:
-        raise invalid("y", f"holds {y.max()}, beyond the int64 labels this service stores; "
-                           f"use labels below 2**63")
+        raise invalid(y_field, f"holds {y.max()}, beyond the int64 labels this service stores; "
+                               f"use labels below 2**63")
     limit = np.finfo(options.dtype).max
     if X.dtype.kind == "f" and X.dtype.itemsize > np.dtype(options.dtype).itemsize and \
-            X.size and np.nanmax(np.abs(X)) > limit:
-        raise invalid("X", f"holds values too large for {options.dtype} (largest allowed "
-                           f"{limit:.3g}); upload with dtype float64")
+            X.size and np.abs(X).max() > limit:
+        raise invalid(x_field, f"holds values too large for {options.dtype} (largest allowed "
+                               f"{limit:.3g}); use dtype float64")
     numeric = X.astype(options.dtype, copy=False)
-    missing_y = np.isnan(y).reshape(len(y), -1).any(axis=1) if y.dtype.kind == "f" else None
-    dropped = 0
-    if missing_y is not None and missing_y.any():
-        dropped = int(missing_y.sum())
-        if dropped == len(y):
-            raise invalid("y", "every target is missing (NaN)")
-        numeric, y = compact(np.array(numeric), ~missing_y), compact(np.array(y), ~missing_y)
     if y.dtype.kind in "iub":
         y = y.astype(np.int64)
     else:
         y = numeric_targets(y.reshape(len(y), -1).astype(np.float64))
-    columns = []
-    for j in range(numeric.shape[1]):
-        lo, hi, mean, std = column_stats(numeric, j)
-        missing = int(np.isnan(numeric[:, j]).sum()) if numeric.dtype.kind == "f" else 0
-        columns.append(ColumnInfo(name=f"x{j}", kind="numeric", missing=missing, min=lo, max=hi,
-                                  mean=mean, std=std))
-    names = ["y"] if y.ndim == 1 else [f"y{k}" for k in range(y.shape[1])]
-    target = TargetInfo(names=names, kind="numeric", rows_dropped=dropped,
-                        classes=whole_classes(y, options.max_categories))
     codes = np.empty((len(y), 0), dtype=np.int32)
-    return Table(numeric, codes, y, DatasetSchema(columns=columns, target=target))
+    return Table(numeric, codes, y, arrays_schema(numeric, y, options.max_categories))

@@ -20,7 +20,7 @@ from worker.attempts import Attempt, AttemptLost, hand_on, patiently
 from worker.codec import arrays_to_npz
 from engine.preparation import PreparationSpec
 from worker.data import input_columns, prepared_arrays, task_of
-from worker.schema import DatasetSchema
+from worker.schema import DatasetSchema, arrays_schema
 from worker.logs import ContextLogger
 from worker.settings import Settings, get_settings
 from worker.status import JobStatus, new_id
@@ -163,7 +163,7 @@ class TrainingRun:
             raise DataMissing("the job's inline data is gone (the job was deleted?); submit it "
                               "again")
         X, y = inline
-        return (DatasetSchema.model_validate(self.meta["data_schema"]),
+        return (arrays_schema(X, y, self.settings.max_categories),
                 (X, np.empty((len(X), 0), dtype=np.int32), y))
 
     # -- callbacks from the engine -----------------------------------------------------------

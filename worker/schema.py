@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+STATS_ROWS = 1 << 16
+"""Rows of a numeric block summarised at a time (a float64 copy of that many rows)."""
 
 ColumnKind = Literal["numeric", "categorical", "ignored"]
 COLUMN_KINDS = ("numeric", "categorical", "ignored")
@@ -67,3 +71,61 @@ class DatasetSchema(_Record):
         """The largest magnitude among numeric feature values (0 without any)."""
         return max((max(abs(c.min), abs(c.max)) for c in self.of_kind("numeric")
                     if c.min is not None), default=0.0)
+
+
+def column_stats(block: np.ndarray, j: int) -> tuple[float | None, ...]:
+    """(min, max, mean, std) of column j's present values, None when it has none. The mean
+    and std come from values divided by the column's largest magnitude, so that squares of
+    values near float64's limit do not overflow."""
+    lo, hi, count, total = np.inf, -np.inf, 0, 0.0
+    for start in range(0, len(block), STATS_ROWS):
+        chunk = block[start:start + STATS_ROWS, j].astype(np.float64)
+        chunk = chunk[~np.isnan(chunk)]
+        if chunk.size:
+            lo, hi = min(lo, chunk.min()), max(hi, chunk.max())
+            count += chunk.size
+    if count == 0:
+        return None, None, None, None
+    peak = max(abs(lo), abs(hi)) or 1.0
+    for start in range(0, len(block), STATS_ROWS):
+        chunk = block[start:start + STATS_ROWS, j].astype(np.float64) / peak
+        total += np.nansum(chunk)
+    mean = total / count
+    squares = 0.0
+    for start in range(0, len(block), STATS_ROWS):
+        chunk = block[start:start + STATS_ROWS, j].astype(np.float64) / peak - mean
+        squares += np.nansum(chunk * chunk)
+    return float(lo), float(hi), float(mean * peak), float(np.sqrt(squares / count) * peak)
+
+
+def numeric_targets(y: np.ndarray) -> np.ndarray:
+    """(n, k) float64 targets -> (n,) for one column, int64 when every value is whole."""
+    y = y[:, 0] if y.shape[1] == 1 else y
+    if np.all(y == np.round(y)) and np.abs(y).max(initial=0) < 2**53:
+        return y.astype(np.int64)
+    return y
+
+
+def whole_classes(y: np.ndarray, cap: int) -> list[int] | None:
+    """The sorted distinct values of a one-column whole-number target, when few enough to be
+    classes."""
+    if y.ndim != 1 or y.dtype.kind != "i":
+        return None
+    classes = np.unique(y)
+    return [int(c) for c in classes] if len(classes) <= cap else None
+
+
+def arrays_schema(numeric: np.ndarray, y: np.ndarray, max_categories: int,
+                  rows_dropped: int = 0) -> DatasetSchema:
+    """The schema of plain arrays (NPZ or JSON X and y, a job's inline data): numeric columns
+    x0..x{d-1}, and a numeric target y (y0..y{k-1} for several columns)."""
+    columns = []
+    for j in range(numeric.shape[1]):
+        lo, hi, mean, std = column_stats(numeric, j)
+        missing = int(np.isnan(numeric[:, j]).sum()) if numeric.dtype.kind == "f" else 0
+        columns.append(ColumnInfo(name=f"x{j}", kind="numeric", missing=missing, min=lo,
+                                  max=hi, mean=mean, std=std))
+    names = ["y"] if y.ndim == 1 else [f"y{k}" for k in range(y.shape[1])]
+    return DatasetSchema(columns=columns, target=TargetInfo(
+        names=names, kind="numeric", rows_dropped=rows_dropped,
+        classes=whole_classes(y, max_categories)))

@@ -110,3 +110,157 @@ def test_penguin_species_from_raw_records_with_species_names(api):
     assert answer.status_code == 200, answer.text
     assert all(label in model["classes"] for label in answer.json()["labels"])
     assert np.allclose(np.sum(answer.json()["outputs"], axis=1), 1.0, atol=1e-5)
+
+
+def test_body_mass_regressed_like_a_scikit_learn_pipeline(api):
+    """body_mass_g from the other columns, in grams: R^2 on held-out rows within 0.03 of
+    scikit-learn's Pipeline(ColumnTransformer(impute + scale, impute + one-hot), MLPRegressor)
+    with the same hidden layer, split, optimizer and epochs."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.metrics import r2_score
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    hidden, epochs, rate, batch = 32, 100, 0.01, 16
+    train_rows, held_out = split_rows(penguin_rows())
+    dataset = upload(api, csv_bytes(train_rows), target="body_mass_g")
+    assert dataset["target"]["kind"] == "numeric" and dataset["target"]["rows_dropped"] == 1
+    network = {"layers": [{"units": hidden, "activation": "relu"},
+                          {"units": 1, "activation": "identity"}], "loss": "squared_error"}
+    job = train(api, dataset["id"], network, epochs=epochs, learning_rate=rate,
+                batch_size=batch)
+    scored = [row for row in held_out if row["body_mass_g"] != "NA"]
+    records = [raw_record(row) for row in scored]
+    answer = api.post(f"/v1/models/{job['model_id']}/predict", json={"inputs": records})
+    assert answer.status_code == 200, answer.text
+    truth = np.array([float(row["body_mass_g"]) for row in scored])
+    ours = r2_score(truth, np.array(answer.json()["outputs"])[:, 0])   # grams, not z-scores
+
+    frame = pd.read_csv(io.BytesIO(csv_bytes(train_rows))).dropna(subset=["body_mass_g"])
+    text = ["species", "island", "sex"]
+    numbers = [c for c in frame.columns if c not in text + ["body_mass_g"]]
+    peer = make_pipeline(
+        ColumnTransformer([
+            ("numeric", make_pipeline(SimpleImputer(), StandardScaler()), numbers),
+            ("text", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
+                                   OneHotEncoder(handle_unknown="ignore")), text)]),
+        MLPRegressor(hidden_layer_sizes=(hidden,), max_iter=epochs, batch_size=batch,
+                     learning_rate_init=rate, alpha=0.0, random_state=0, tol=0,
+                     n_iter_no_change=epochs + 1))
+    with pytest.warns(Warning):  # it reports that max_iter ended the fit, as it should
+        peer.fit(frame[numbers + text], frame["body_mass_g"])
+    test_frame = pd.read_csv(io.BytesIO(csv_bytes(scored)))
+    theirs = r2_score(truth, peer.predict(test_frame[numbers + text]))
+    assert abs(ours - theirs) <= 0.03, (ours, theirs)
+    assert ours > 0.75, ours
+
+
+def small_network(units: int, loss: str = "cross_entropy") -> dict:
+    out = "softmax" if loss == "cross_entropy" else "identity"
+    return {"layers": [{"units": 8, "activation": "tanh"}, {"units": units, "activation": out}],
+            "loss": loss}
+
+
+def submit(api, dataset_id: str, network: dict, **extra):
+    return api.post("/v1/jobs", json={"dataset_id": dataset_id, "network": network,
+                                      "training": {"epochs": 2}, **extra})
+
+
+def test_job_submit_names_what_does_not_fit(api):
+    dataset = upload(api, PENGUINS.read_bytes(), target="species")
+    wrong = submit(api, dataset["id"], small_network(4)).json()["error"]
+    assert wrong["status"] == 422 and wrong["field"] == "network.layers"
+    assert "4 units" in wrong["message"] and "3 classes" in wrong["message"]
+    regression = submit(api, dataset["id"], small_network(1, "squared_error")).json()["error"]
+    assert regression["field"] == "network.loss" and "cross_entropy" in regression["message"]
+    raw = submit(api, dataset["id"], small_network(3), preprocessing="none").json()["error"]
+    assert raw["field"] == "preprocessing" and "island" in raw["message"]
+    unknown = submit(api, dataset["id"], small_network(3),
+                     preprocessing={"ignore": ["nope"]}).json()["error"]
+    assert unknown["field"] == "preprocessing.ignore" and "nope" in unknown["message"]
+    bad_mode = submit(api, dataset["id"], small_network(3), preprocessing="magic").json()
+    assert bad_mode["error"]["status"] == 422 and "auto" in bad_mode["error"]["message"]
+
+
+def test_columns_that_cannot_be_features_are_named_at_submit(api):
+    rows = penguin_rows()
+    for i, row in enumerate(rows):
+        row["tag"] = f"penguin-{i}"                      # an id, unique per row
+        row["seen"] = f"2008-11-{1 + i % 28:02d}"       # a date
+    dataset = upload(api, csv_bytes(rows), target="species")
+    columns = {c["name"]: c for c in dataset["columns"]}
+    assert "id" in columns["tag"]["problem"] and "dates" in columns["seen"]["problem"]
+    refused = submit(api, dataset["id"], small_network(3)).json()["error"]
+    assert refused["field"] == "preprocessing.ignore" and "'tag'" in refused["message"]
+    assert "ignore" in refused["message"]
+    job = submit(api, dataset["id"], small_network(3), preprocessing={"ignore": ["tag", "seen"]})
+    assert job.status_code == 202, job.text
+    assert wait_for_job(api, job.json()["id"])["status"] == "succeeded"
+    declared = upload(api, csv_bytes(rows), target="species", ignore="seen",
+                      columns='{"tag": "ignored", "year": "categorical"}')
+    kinds = {c["name"]: c["kind"] for c in declared["columns"]}
+    assert (kinds["tag"], kinds["seen"], kinds["year"]) == ("ignored", "ignored", "categorical")
+    assert submit(api, declared["id"], small_network(3)).status_code == 202
+
+
+def test_json_records_and_parquet_upload_like_the_csv(api, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.csv as pacsv
+
+    from_csv = upload(api, PENGUINS.read_bytes(), target="species")
+    records = [raw_record(row) for row in penguin_rows()]
+    answer = api.post("/v1/datasets", json={"name": "penguins", "records": records,
+                                            "target": "species"})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["columns"] == from_csv["columns"]
+    table = pacsv.read_csv(PENGUINS, convert_options=pacsv.ConvertOptions(
+        null_values=["NA"], strings_can_be_null=True))
+    pq.write_table(table, tmp_path / "penguins.parquet")
+    parquet = api.post("/v1/datasets", data={"target": "species"}, files={
+        "file": ("penguins.parquet", (tmp_path / "penguins.parquet").read_bytes())})
+    assert parquet.status_code == 201, parquet.text
+    assert parquet.json()["source"] == "parquet"
+    assert parquet.json()["columns"] == from_csv["columns"]
+    assert parquet.json()["sha256"] == from_csv["sha256"]
+
+
+def test_a_csv_file_is_scored_as_csv(api):
+    dataset = upload(api, PENGUINS.read_bytes(), target="species")
+    job = submit(api, dataset["id"], small_network(3))
+    model_id = wait_for_job(api, job.json()["id"])["model_id"]
+    rows = penguin_rows()[:5]
+    answer = api.post(f"/v1/models/{model_id}/predict", content=csv_bytes(rows),
+                      headers={"content-type": "text/csv"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/csv")
+    scored = list(csv.DictReader(io.StringIO(answer.text)))
+    assert [row["bill_length_mm"] for row in scored][:3] == ["39.1", "39.5", "40.3"]
+    assert all(row["species_predicted"] in ("Adelie", "Chinstrap", "Gentoo") for row in scored)
+    total = [sum(float(row[f"p_{c}"]) for c in ("Adelie", "Chinstrap", "Gentoo"))
+             for row in scored]
+    assert np.allclose(total, 1.0, atol=1e-5)
+    as_json = api.post(f"/v1/models/{model_id}/predict",
+                       json={"inputs": [raw_record(row) for row in rows]}).json()
+    assert [row["species_predicted"] for row in scored] == as_json["labels"]
+
+
+def test_numeric_arrays_are_standardized_and_regression_answers_in_target_units(api):
+    rng = np.random.default_rng(0)
+    X = rng.normal(loc=[1000.0, -5.0], scale=[300.0, 0.01], size=(400, 2))
+    y = 2000.0 + 3.0 * X[:, 0] + 50_000.0 * X[:, 1]
+    dataset = api.post("/v1/datasets", json={"X": X.tolist(), "y": y.tolist()}).json()
+    network = {"layers": [{"units": 1, "activation": "identity"}], "loss": "squared_error"}
+    job = api.post("/v1/jobs", json={"dataset_id": dataset["id"], "network": network,
+                                     "training": {"optimizer": "adam", "learning_rate": 0.05,
+                                                  "epochs": 150, "batch_size": 32}})
+    model_id = wait_for_job(api, job.json()["id"])["model_id"]
+    answer = api.post(f"/v1/models/{model_id}/predict", json={"inputs": X[:50].tolist()})
+    predicted = np.array(answer.json()["outputs"])[:, 0]
+    assert np.abs(predicted - y[:50]).max() < 0.01 * np.abs(y).max(), predicted[:5]
+    raw = api.post("/v1/jobs", json={"dataset_id": dataset["id"], "network": network,
+                                     "preprocessing": "none", "training": {"epochs": 1}})
+    assert raw.status_code == 202
+    assert wait_for_job(api, raw.json()["id"])["status"] in ("succeeded", "failed")

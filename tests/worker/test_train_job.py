@@ -28,7 +28,8 @@ def make_job(store: Store, X, y) -> str:
     store.put_job({"id": job_id, "tenant": "t-direct", "status": "queued", "network": NETWORK,
                    "training": TRAINING, "dataset_id": None, "device": "cpu",
                    "dtype": "float64", "seed": 5, "timeout_s": 60, "epochs": 8, "epoch": 0,
-                   "created_at": time.time(), "attempt": 1, "restarts": 0}, (X, y))
+                   "created_at": time.time(), "attempt": 1, "restarts": 0,
+                   "preprocessing": "none"}, (X, y))  # the engine trains on X as it is below
     return job_id
 
 
