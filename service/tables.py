@@ -55,6 +55,9 @@ def read_csv_table(file: BinaryIO, options: TableOptions) -> Table:
             for batch in reader:
                 builder.add(batch)
             return builder.finish()
+        except UnicodeDecodeError:
+            raise invalid("file", "is not UTF-8 text; save the CSV as UTF-8, or upload Parquet "
+                                  "or NPZ") from None
         except pa.ArrowException as exc:
             wider = widened(str(exc), names if "names" in locals() else [], forced)
             if wider is None:
@@ -89,17 +92,19 @@ def csv_problem(message: str) -> str:
 
 
 def count_lines(file: BinaryIO) -> int:
-    """Lines in the file, for either line ending (a last line without one counts); an upper
-    bound of its rows. Leaves the file at its start."""
+    """Lines that hold something (blank lines do not count), for \\n, \\r\\n or \\r line
+    endings: an upper bound of the header and data rows. Leaves the file at its start."""
     file.seek(0)
-    lf = cr = 0
-    last = b"\n"
+    lines, previous_is_text = 0, False
     while block := file.read(COUNT_BLOCK):
-        lf += block.count(b"\n")
-        cr += block.count(b"\r")
-        last = block[-1:]
+        ends = np.frombuffer(block, dtype=np.uint8)
+        ends = (ends == 10) | (ends == 13)
+        # a line ends where text is followed by a line break
+        lines += int(np.count_nonzero(~ends[:-1] & ends[1:]))
+        lines += int(previous_is_text and ends[0])
+        previous_is_text = not ends[-1]
     file.seek(0)
-    return max(lf, cr) + (last not in (b"\n", b"\r"))
+    return lines + previous_is_text
 
 
 # -- Parquet ---------------------------------------------------------------------------------

@@ -264,3 +264,72 @@ def test_numeric_arrays_are_standardized_and_regression_answers_in_target_units(
                                      "preprocessing": "none", "training": {"epochs": 1}})
     assert raw.status_code == 202
     assert wait_for_job(api, raw.json()["id"])["status"] in ("succeeded", "failed")
+
+
+def onnx_feeds(rows: list[dict], model: dict) -> dict:
+    """Raw columns as onnxruntime inputs: numbers as float32 (NaN for NA), text as strings
+    ("" for NA), each of shape (rows, 1)."""
+    feeds = {}
+    for column in model["input_columns"]:
+        values = [row[column["name"]] for row in rows]
+        if column["kind"] == "numeric":
+            feeds[column["name"]] = np.array([math.nan if v == "NA" else float(v)
+                                              for v in values], np.float32).reshape(-1, 1)
+        else:
+            feeds[column["name"]] = np.array(["" if v == "NA" else v for v in values],
+                                             dtype=object).reshape(-1, 1)
+    return feeds
+
+
+@pytest.mark.parametrize("target,network", [
+    ("species", small_network(3)),
+    ("body_mass_g", small_network(1, "squared_error")),
+], ids=["classifier", "regressor"])
+def test_onnx_on_raw_columns_matches_predict(api, target, network):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    dataset = upload(api, PENGUINS.read_bytes(), target=target)
+    model_id = wait_for_job(api, submit(api, dataset["id"], network).json()["id"])["model_id"]
+    model = api.get(f"/v1/models/{model_id}").json()
+    rows = penguin_rows()
+    rows[0]["island"] = "Atlantis"                                 # unseen
+    session = onnxruntime.InferenceSession(api.get(f"/v1/models/{model_id}/onnx").content)
+    names = [c["name"] for c in dataset["columns"]]
+    assert [i.name for i in session.get_inputs()] == [c["name"] for c in model["input_columns"]]
+    assert sorted(c["name"] for c in model["input_columns"]) == sorted(names)
+    results = session.run(None, onnx_feeds(rows, model))
+    served = api.post(f"/v1/models/{model_id}/predict",
+                      json={"inputs": [raw_record(row) for row in rows]}).json()
+    np.testing.assert_allclose(results[0], served["outputs"], rtol=1e-5, atol=1e-5 * (
+        1 if target == "species" else 1000))
+    if target == "species":
+        assert results[1].tolist() == served["labels"]
+
+
+@pytest.mark.parametrize("content,rows", [
+    (b"a,b,label\r1,2,0\r3,4,1\r", 2),                                     # CR-only lines
+    (b"a,b,label\n1," + b"x" * 200_000 + b",0\n2,y,1\n", 2),               # a 200,000-char field
+    (",".join(f"c{i}" for i in range(20_000)).encode() + b"\n" * 500_000 + b"\n", 0),
+    (b"\xef\xbb\xbfa,b,label\n1,2,0\n", 1),                                # UTF-8 BOM
+], ids=["cr-only", "long-field", "wide-header-blank-lines", "bom"])
+def test_awkward_csv_files_answer_json_never_500(api, content, rows):
+    answer = api.post("/v1/datasets", files={"file": ("odd.csv", content)})
+    if rows:
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["n_samples"] == rows
+        assert [c["name"] for c in answer.json()["columns"]] == ["a", "b"]
+    else:
+        assert answer.status_code == 422, answer.text
+        assert "no data rows" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("content,words", [
+    (b"a,b,a\n1,2,3\n", ["'a' appears twice"]),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00", ["UTF-8"]),
+    (b"a,,label\n1,2,3\n", ["column 2 has no name"]),
+], ids=["repeated-name", "binary", "blank-name"])
+def test_csv_files_that_cannot_be_tables_are_named(api, content, words):
+    answer = api.post("/v1/datasets", files={"file": ("odd.csv", content)},
+                      data={"target": "label"} if b"label" in content else {})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["field"] == "file"
+    assert all(word in answer.json()["error"]["message"] for word in words), answer.text
