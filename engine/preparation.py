@@ -15,7 +15,7 @@ OneHotEncoder(handle_unknown="ignore") does.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, NamedTuple, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -166,19 +166,8 @@ class Preparation(_Record):
                              f"{numeric.shape}")
         X = np.empty((n, self.width), dtype=dtype)
         if num_cols:
-            mean = np.array([c.mean for c in num_cols])
-            scale = np.array([c.scale for c in num_cols])
-            # In float64, a chunk of rows at a time: raw values beyond float32's range (1e300
-            # grams) standardize to ordinary numbers, and the temporary stays small.
-            step = max(1, CHUNK_ELEMENTS // max(1, len(num_cols)))
-            for start in range(0, n, step):
-                chunk = np.array(numeric[start:start + step], dtype=np.float64)
-                missing = np.isnan(chunk)
-                if missing.any():
-                    np.copyto(chunk, np.broadcast_to(mean, chunk.shape), where=missing)
-                chunk -= mean
-                chunk /= scale
-                X[start:start + step, :len(num_cols)] = chunk
+            standardize(numeric, np.array([c.mean for c in num_cols]),
+                        np.array([c.scale for c in num_cols]), X[:, :len(num_cols)])
         if cat_cols:
             codes = np.asarray(codes)
             if codes.shape != (n, len(cat_cols)):
@@ -197,18 +186,97 @@ class Preparation(_Record):
         return X
 
 
-def fit_numeric(name: str, values: np.ndarray) -> NumericColumn:
-    """Mean and standard deviation of the non-missing values (scaled first, so that values
-    near the float64 limit do not overflow when squared). All missing: mean 0, scale 1."""
-    present = values[~np.isnan(values)].astype(np.float64)
-    if present.size == 0:
-        return NumericColumn(name=name, mean=0.0, scale=1.0)
-    peak = float(np.abs(present).max())
-    if peak == 0.0:
-        return NumericColumn(name=name, mean=0.0, scale=1.0)
-    unit = present / peak
-    mean, std = float(unit.mean()) * peak, float(unit.std()) * peak
-    return NumericColumn(name=name, mean=mean, scale=std if std > 0 and np.isfinite(std) else 1.0)
+class Moments(NamedTuple):
+    """Per column of a block: count of present values, min, max, mean, standard deviation
+    (NaN where a column has no value)."""
+
+    count: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def column_moments(block: np.ndarray, rows: np.ndarray | None = None) -> Moments:
+    """Moments of the present (non-NaN) values of each column of block (n, p), over `rows`
+    (all rows by default): a chunk of rows at a time in float64, chunks merged as Chan et
+    al.'s parallel variance does. Squares of float32 values cannot overflow float64; float64
+    blocks are first divided by each column's largest magnitude, which costs a second pass."""
+    p = block.shape[1]
+    n_rows = len(block) if rows is None else len(rows)
+    step = max(1, CHUNK_ELEMENTS // max(1, p))
+    chunks = [(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
+
+    def chunk(start: int, end: int) -> np.ndarray:
+        part = block[start:end] if rows is None else block[rows[start:end]]
+        return np.array(part, dtype=np.float64)
+
+    peak = np.ones(p)
+    if block.dtype.itemsize > 4:
+        peak = np.zeros(p)
+        for start, end in chunks:
+            peak = np.fmax(peak, np.fmax.reduce(np.abs(chunk(start, end)), axis=0))
+        peak[~(peak > 0) | ~np.isfinite(peak)] = 1.0
+    count, mean, m2 = np.zeros(p), np.zeros(p), np.zeros(p)
+    low, high = np.full(p, np.nan), np.full(p, np.nan)
+    for start, end in chunks:
+        values = chunk(start, end)
+        low = np.fmin(low, np.fmin.reduce(values, axis=0))
+        high = np.fmax(high, np.fmax.reduce(values, axis=0))
+        values /= peak
+        missing = np.isnan(values)
+        gaps = missing.any()
+        if gaps:
+            values[missing] = 0.0
+        k = (len(values) - missing.sum(axis=0)) if gaps else np.full(p, float(len(values)))
+        chunk_mean = np.divide(values.sum(axis=0), k, out=np.zeros(p), where=k > 0)
+        values -= chunk_mean
+        if gaps:
+            values[missing] = 0.0
+        chunk_m2 = np.einsum("ij,ij->j", values, values)
+        merged = count + k
+        weight = np.divide(k, merged, out=np.zeros(p), where=merged > 0)
+        delta = chunk_mean - mean
+        mean += delta * weight
+        m2 += chunk_m2 + delta * delta * count * weight
+        count = merged
+    present = count > 0
+    std = np.sqrt(np.divide(m2, count, out=np.zeros(p), where=present)) * peak
+    nan = np.full(p, np.nan)
+    return Moments(count, low, high, np.where(present, mean * peak, nan),
+                   np.where(present, std, nan))
+
+
+def fit_numeric(names: list[str], block: np.ndarray,
+                rows: np.ndarray | None = None) -> list[NumericColumn]:
+    """Mean and standard deviation of each column's present values over `rows` of block
+    (n, p) float with NaN for missing. A column without values: mean 0; constant: scale 1."""
+    moments = column_moments(block, rows)
+    return [NumericColumn(name=name, mean=float(m) if np.isfinite(m) else 0.0,
+                          scale=float(sd) if np.isfinite(sd) and sd > 0 else 1.0)
+            for name, m, sd in zip(names, moments.mean, moments.std)]
+
+
+def standardize(numeric: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                out: np.ndarray) -> np.ndarray:
+    """out[...] = (numeric - mean) / scale with NaN taken as the mean (giving 0), a chunk of
+    rows at a time, in the wider of the two arrays' float types: float64 data (values past
+    float32's range) are standardized before they are narrowed."""
+    work = np.promote_types(numeric.dtype, out.dtype) if numeric.dtype.kind == "f" else out.dtype
+    mean, scale = mean.astype(work), scale.astype(work)
+    step = max(1, CHUNK_ELEMENTS // max(1, numeric.shape[1]))
+    for start in range(0, len(numeric), step):
+        target = out[start:start + step]
+        chunk = target if work == out.dtype else np.empty(target.shape, dtype=work)
+        chunk[...] = numeric[start:start + step]
+        missing = np.isnan(chunk)
+        if missing.any():
+            np.copyto(chunk, np.broadcast_to(mean, chunk.shape), where=missing)
+        chunk -= mean
+        chunk /= scale
+        if chunk is not target:
+            target[...] = chunk
+    return out
 
 
 def fit_categorical(name: str, categories: list[str], codes: np.ndarray) -> CategoricalColumn:
@@ -229,7 +297,6 @@ def recode(codes: np.ndarray, categories: list[str], column: CategoricalColumn) 
 
 def fit_scaled_target(names: list[str], y: np.ndarray) -> ScaledTarget:
     """Standardization of regression targets y (n,) or (n, k), from the training rows."""
-    fitted = [fit_numeric(name, column) for name, column in
-              zip(names, np.asarray(y, dtype=np.float64).reshape(len(y), -1).T)]
+    fitted = fit_numeric(names, np.asarray(y, dtype=np.float64).reshape(len(y), -1))
     return ScaledTarget(names=names, mean=[c.mean for c in fitted],
                         scale=[c.scale for c in fitted])

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.errors import ApiError
-from worker.schema import (COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo, column_stats,
+from worker.schema import (COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo, numeric_infos,
                            numeric_targets, whole_classes)
 
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -301,22 +301,20 @@ class TableBuilder:
         if self.target_kind == "numeric":
             y = numeric_targets(y)
             classes = whole_classes(y, self.options.max_categories)
-        columns = [self._column_info(plan, numeric, codes) for plan in self.plans
-                   if plan.role != "target"]
+        numeric_plans = [p for p in self.plans if p.role == "feature" and p.kind == "numeric"]
+        described = dict(zip((p.name for p in numeric_plans),
+                             numeric_infos([p.name for p in numeric_plans], numeric)))
+        columns = [described.get(plan.name) or self._column_info(plan, codes)
+                   for plan in self.plans if plan.role != "target"]
         target = TargetInfo(names=[p.name for p in target_plans], kind=self.target_kind,
                             classes=classes, rows_dropped=dropped)
         return Table(numeric, codes, y, DatasetSchema(columns=columns, target=target))
 
-    def _column_info(self, plan: Plan, numeric: np.ndarray, codes: np.ndarray) -> ColumnInfo:
+    def _column_info(self, plan: Plan, codes: np.ndarray) -> ColumnInfo:
+        """A categorical or ignored column's info (numeric ones come from numeric_infos)."""
         info = ColumnInfo(name=plan.name, kind=plan.kind, declared=plan.declared,
                           problem=plan.problem)
-        if plan.kind == "numeric":
-            column = numeric[:, plan.slot]
-            info.missing = int(np.isnan(column).sum())
-            info.min, info.max, info.mean, info.std = column_stats(numeric, plan.slot)
-            if info.missing == len(column):
-                info.problem = (f"has no values; ignore it (ignore={plan.name})")
-        elif plan.kind == "categorical":
+        if plan.kind == "categorical":
             column = codes[:, plan.slot]
             categories, remap = plan.categories.sorted()
             present = column >= 0

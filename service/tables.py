@@ -40,21 +40,24 @@ def read_csv_table(file: BinaryIO, options: TableOptions) -> Table:
     for _ in range(64):  # each pass widens one column's type; a table has few such columns
         file.seek(0)
         try:
-            reader = pacsv.open_csv(file, read_options=pacsv.ReadOptions(
-                block_size=CSV_BLOCK_BYTES, use_threads=True), parse_options=pacsv.ParseOptions(
-                newlines_in_values=True), convert_options=pacsv.ConvertOptions(
-                null_values=NULL_VALUES, strings_can_be_null=True,
-                column_types={**forced, **{name: DECLARED_TYPES[kind] for name, kind in
-                                           options.kinds.items() if kind in DECLARED_TYPES}}))
-            names = reader.schema.names
-            binary = [n for n, t in zip(names, reader.schema.types) if pa.types.is_binary(t)]
-            if binary:
-                raise invalid("file", f"column {binary[0]!r} is not UTF-8 text; save the file "
-                                      f"as UTF-8")
-            builder = TableBuilder(names, reader.schema.types, options, capacity)
-            for batch in reader:
-                builder.add(batch)
-            return builder.finish()
+            # Closed before any retry: its read-ahead must not share the file with the next.
+            with pacsv.open_csv(file, read_options=pacsv.ReadOptions(
+                    block_size=CSV_BLOCK_BYTES), parse_options=pacsv.ParseOptions(
+                    newlines_in_values=True), convert_options=pacsv.ConvertOptions(
+                    null_values=NULL_VALUES, strings_can_be_null=True,
+                    column_types={**forced, **{name: DECLARED_TYPES[kind] for name, kind in
+                                               options.kinds.items()
+                                               if kind in DECLARED_TYPES}})) as reader:
+                names = reader.schema.names
+                binary = [n for n, t in zip(names, reader.schema.types)
+                          if pa.types.is_binary(t)]
+                if binary:
+                    raise invalid("file", f"column {binary[0]!r} is not UTF-8 text; save the "
+                                          f"file as UTF-8")
+                builder = TableBuilder(names, reader.schema.types, options, capacity)
+                for batch in reader:
+                    builder.add(batch)
+                return builder.finish()
         except UnicodeDecodeError:
             raise invalid("file", "is not UTF-8 text; save the CSV as UTF-8, or upload Parquet "
                                   "or NPZ") from None

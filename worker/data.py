@@ -152,10 +152,11 @@ def prepared_arrays(schema: DatasetSchema, numeric: np.ndarray, codes: np.ndarra
     train_rows, _ = split_rows(len(y), training.validation_split,
                                training.seed if training.seed is not None else seed)
     num_info, cat_info = schema.of_kind("numeric"), schema.of_kind("categorical")
-    fitted = {}
-    for slot in features.numeric:
-        fitted[num_info[slot].name] = fit_numeric(num_info[slot].name,
-                                                  numeric[train_rows, slot])
+    if features.numeric != list(range(numeric.shape[1])):
+        numeric = numeric[:, features.numeric]
+    rows = None if len(train_rows) == len(y) else train_rows
+    fitted = {c.name: c for c in fit_numeric([num_info[slot].name for slot in features.numeric],
+                                             numeric, rows)}
     for slot in features.categorical:
         info = cat_info[slot]
         fitted[info.name] = fit_categorical(info.name, info.categories, codes[train_rows, slot])
@@ -165,9 +166,7 @@ def prepared_arrays(schema: DatasetSchema, numeric: np.ndarray, codes: np.ndarra
     recoded = np.stack([recode(codes[:, slot], cat_info[slot].categories,
                                fitted[cat_info[slot].name]) for slot in features.categorical],
                        axis=1) if features.categorical else None
-    X = preparation.transform(numeric[:, features.numeric], recoded, dtype)
-    engine.check_data(spec, X, Y)
-    return X, Y, preparation
+    return preparation.transform(numeric, recoded, dtype), Y, preparation
 
 
 def prepared_targets(schema: DatasetSchema, spec: engine.NetworkSpec, y: np.ndarray,

@@ -18,8 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-STATS_ROWS = 1 << 16
-"""Rows of a numeric block summarised at a time (a float64 copy of that many rows)."""
+from engine.preparation import column_moments
 
 ColumnKind = Literal["numeric", "categorical", "ignored"]
 COLUMN_KINDS = ("numeric", "categorical", "ignored")
@@ -73,29 +72,18 @@ class DatasetSchema(_Record):
                     if c.min is not None), default=0.0)
 
 
-def column_stats(block: np.ndarray, j: int) -> tuple[float | None, ...]:
-    """(min, max, mean, std) of column j's present values, None when it has none. The mean
-    and std come from values divided by the column's largest magnitude, so that squares of
-    values near float64's limit do not overflow."""
-    lo, hi, count, total = np.inf, -np.inf, 0, 0.0
-    for start in range(0, len(block), STATS_ROWS):
-        chunk = block[start:start + STATS_ROWS, j].astype(np.float64)
-        chunk = chunk[~np.isnan(chunk)]
-        if chunk.size:
-            lo, hi = min(lo, chunk.min()), max(hi, chunk.max())
-            count += chunk.size
-    if count == 0:
-        return None, None, None, None
-    peak = max(abs(lo), abs(hi)) or 1.0
-    for start in range(0, len(block), STATS_ROWS):
-        chunk = block[start:start + STATS_ROWS, j].astype(np.float64) / peak
-        total += np.nansum(chunk)
-    mean = total / count
-    squares = 0.0
-    for start in range(0, len(block), STATS_ROWS):
-        chunk = block[start:start + STATS_ROWS, j].astype(np.float64) / peak - mean
-        squares += np.nansum(chunk * chunk)
-    return float(lo), float(hi), float(mean * peak), float(np.sqrt(squares / count) * peak)
+def numeric_infos(names: list[str], block: np.ndarray) -> list[ColumnInfo]:
+    """ColumnInfo of each column of a numeric block (n, p), NaN a missing value."""
+    moments = column_moments(block)
+    infos = []
+    for j, name in enumerate(names):
+        present = moments.count[j] > 0
+        stats = {key: float(getattr(moments, field)[j]) if present else None for key, field in
+                 (("min", "minimum"), ("max", "maximum"), ("mean", "mean"), ("std", "std"))}
+        infos.append(ColumnInfo(name=name, kind="numeric", missing=len(block) - int(
+            moments.count[j]), problem=None if present else f"has no values; ignore it "
+                                                            f"(ignore={name})", **stats))
+    return infos
 
 
 def numeric_targets(y: np.ndarray) -> np.ndarray:
@@ -119,12 +107,7 @@ def arrays_schema(numeric: np.ndarray, y: np.ndarray, max_categories: int,
                   rows_dropped: int = 0) -> DatasetSchema:
     """The schema of plain arrays (NPZ or JSON X and y, a job's inline data): numeric columns
     x0..x{d-1}, and a numeric target y (y0..y{k-1} for several columns)."""
-    columns = []
-    for j in range(numeric.shape[1]):
-        lo, hi, mean, std = column_stats(numeric, j)
-        missing = int(np.isnan(numeric[:, j]).sum()) if numeric.dtype.kind == "f" else 0
-        columns.append(ColumnInfo(name=f"x{j}", kind="numeric", missing=missing, min=lo,
-                                  max=hi, mean=mean, std=std))
+    columns = numeric_infos([f"x{j}" for j in range(numeric.shape[1])], numeric)
     names = ["y"] if y.ndim == 1 else [f"y{k}" for k in range(y.shape[1])]
     return DatasetSchema(columns=columns, target=TargetInfo(
         names=names, kind="numeric", rows_dropped=rows_dropped,
