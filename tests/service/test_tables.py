@@ -333,3 +333,21 @@ def test_csv_files_that_cannot_be_tables_are_named(api, content, words):
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["field"] == "file"
     assert all(word in answer.json()["error"]["message"] for word in words), answer.text
+
+
+def test_jobs_that_would_fail_in_the_worker_are_422_at_submit(api):
+    """float64 data past float32's range trained as float32, and a validation split that
+    leaves no training rows: refused at submit, naming the field, not failed by a worker."""
+    huge = api.post("/v1/datasets", json={"X": [[1e300, 1.0], [-2e300, 2.0], [3.0, 1.0]],
+                                          "y": [0, 1, 0], "dtype": "float64"}).json()
+    network = small_network(2)
+    raw = submit(api, huge["id"], network, preprocessing="none").json()["error"]
+    assert raw["field"] == "dtype" and "float32" in raw["message"] and "2e+300" in raw["message"]
+    assert submit(api, huge["id"], network, preprocessing="none", dtype="float64"
+                  ).status_code == 202
+    standardized = submit(api, huge["id"], network)      # "auto" standardizes in float64
+    assert standardized.status_code == 202
+    assert wait_for_job(api, standardized.json()["id"])["status"] == "succeeded"
+    split = api.post("/v1/jobs", json={"dataset_id": huge["id"], "network": network,
+                                       "training": {"validation_split": 0.9}}).json()["error"]
+    assert split["field"] == "training.validation_split" and "3 rows" in split["message"]
