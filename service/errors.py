@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from service.responses import JSONBytes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from worker import quota
+
 log = logging.getLogger("backprop.api")
 
 
@@ -89,6 +91,10 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs"
         return JSONBytes(error_body(exc.status_code, message), exc.status_code,
                               headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(quota.QuotaExceeded)
+    async def over_quota(request: Request, exc: quota.QuotaExceeded):
+        return JSONBytes(error_body(413, exc.message, exc.field), 413)
 
     @app.exception_handler(redis.RedisError)
     async def redis_down(request: Request, exc: redis.RedisError):

@@ -25,7 +25,7 @@ from service.deps import KEYLESS_TENANT
 from worker import queues
 from worker.logs import AccessLog
 from worker.settings import Settings
-from worker.status import FINISHED
+from worker.records import FINISHED
 from worker.store import Store
 
 log = logging.getLogger("backprop.api.access")

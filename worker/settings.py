@@ -26,8 +26,6 @@ class Settings(BaseSettings):
 
     api_keys: str = Field(
         "", description="comma-separated `tenant:key` pairs (or bare keys); empty = no auth")
-    url: str = Field("http://127.0.0.1:8000", description="the API the client and CLI talk to")
-    api_key: str = Field("", description="key the client and CLI send as `Authorization: Bearer`")
 
     max_body_bytes: int = Field(64 * 1024 * 1024, description="largest HTTP request body")
     max_dataset_rows: int = Field(1_000_000, description="most rows in one dataset")
@@ -42,6 +40,13 @@ class Settings(BaseSettings):
     max_categories: int = Field(
         1000, description="most distinct values of a text column (more: free text, not a "
                           "category) and most classes of a target")
+    max_tenant_bytes: int = Field(
+        2 * 1024**3, ge=0, description="bytes one tenant may store (datasets, models, inline "
+                                       "job data), all in Redis memory")
+    max_active_jobs_per_tenant: int = Field(
+        8, ge=1, description="jobs of one tenant queued for a worker or running at once; the "
+                             "tenant's further jobs wait in its backlog, so others' jobs "
+                             "queue behind at most this many of its jobs")
 
     job_timeout_s: int = Field(3600, description="a job running longer than this fails")
     result_ttl_s: int = Field(7 * 24 * 3600, description="how long finished jobs are kept")

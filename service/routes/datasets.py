@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -21,7 +21,8 @@ from service.schemas import (DatasetFields, DatasetIn, DatasetList, DatasetOut, 
 from service.table_builder import Table, TableOptions
 from service.tables import read_csv_table, read_parquet_table, read_records, table_from_arrays
 from worker.settings import Settings
-from worker.status import new_id
+from worker.store import BadCursor
+from worker.records import new_id
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))
@@ -165,7 +166,7 @@ async def upload_dataset(request: Request, response: Response, store: StoreDep,
     Form fields (or JSON fields for records): target, ignore, columns, name, dtype."""
     name, source, table = await parse_upload(request, settings)
     meta = await run_in_threadpool(store.put_dataset, dataset_meta(tenant, name, source, table),
-                                   table.numeric, table.codes, table.y)
+                                   table.numeric, table.codes, table.y, settings.max_tenant_bytes)
     response.headers["Location"] = f"/v1/datasets/{meta['id']}"
     return dataset_view(meta)
 
@@ -177,8 +178,15 @@ def dataset_view(meta: dict) -> dict:
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(store: StoreDep, tenant: TenantDep):
-    return {"datasets": [dataset_view(m) for m in store.datasets(tenant)]}
+def list_datasets(store: StoreDep, tenant: TenantDep, limit: int = Query(1000, ge=1, le=1000),
+                  before: str | None = Query(None, max_length=200,
+                                             description="the `next` cursor of the previous page")):
+    """Newest first; follow `next` with `?before=` for older datasets."""
+    try:
+        page = store.datasets(tenant, limit, before)
+    except BadCursor as exc:
+        raise ApiError(422, str(exc), "before") from None
+    return {"datasets": [dataset_view(m) for m in page.items], "next": page.next}
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))

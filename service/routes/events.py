@@ -34,7 +34,7 @@ from service.deps import SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError
 from service.routes.jobs import job_view, owned_job
 from service.schemas import ErrorOut
-from worker.store import Store, is_finished
+from worker.store import Store
 
 @asynccontextmanager
 async def events_lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,7 +119,7 @@ async def job_events(store: Store, client: aioredis.Redis, job_id: str, since: i
             meta = await run_in_threadpool(store.job, None, job_id)
             if meta is None:  # deleted or expired while we streamed
                 return
-            if is_finished(meta):
+            if meta.finished:
                 for event in await cursor.catch_up():
                     yield event
                 yield end_event(meta)
