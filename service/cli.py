@@ -8,7 +8,6 @@ import contextlib
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 
@@ -31,9 +30,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     while not stopping.wait(1.0):
-        if stack.api is not None and stack.api.poll() is not None:
-            print("the API process exited; stopping", file=sys.stderr)
-            break
+        pass  # the stack starts a process that died again (API or worker)
     print("stopping: workers checkpoint running jobs, then the API and Redis stop", flush=True)
     stack.stop()
     return 0
