@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, require_json
+from service import arrays
+from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, parsed, require_json
 from service.errors import ApiError, not_found
 from service.schemas import HistoryOut, JobIn, JobList, JobOut, error_responses
 from service.submission import submit
@@ -41,12 +43,19 @@ def owned_job(store: Store, tenant: str, job_id: str) -> dict:
     return meta
 
 
+JOB_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/JobIn"}}}}}
+
+
 @router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
-             responses=error_responses(413, 415))
-def submit_job(job: JobIn, response: Response, store: StoreDep, settings: SettingsDep,
-               tenant: TenantDep):
+             responses=error_responses(413, 415), openapi_extra=JOB_BODY)
+async def submit_job(request: Request, response: Response, store: StoreDep,
+                     settings: SettingsDep, tenant: TenantDep):
     """Check a network, training settings and data, then queue the training job."""
-    meta = submit(store, settings, tenant, job)
+    # The body (JobIn) is parsed here, in a decoder thread: FastAPI would parse it on the
+    # event loop, and before the key is checked.
+    job = await arrays.off_loop(parsed, JobIn, await request.body())
+    meta = await run_in_threadpool(submit, store, settings, tenant, job)
     response.headers["Location"] = f"/v1/jobs/{meta['id']}"
     return job_view(meta)
 
