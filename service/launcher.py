@@ -51,7 +51,8 @@ class Stack:
 
     def start(self, ready_timeout_s: float = 60.0) -> "Stack":
         if not self.settings.redis_url:
-            self.valkey = EmbeddedValkey(self.settings.data_dir / "valkey").start()
+            self.valkey = EmbeddedValkey(self.settings.data_dir / "valkey",
+                                         maxmemory=self.settings.redis_maxmemory).start()
             self.env["BACKPROP_REDIS_URL"] = self.valkey.url
         for _ in range(self.n_workers):
             self.add_worker()

@@ -9,6 +9,7 @@ import numpy as np
 
 import engine
 from service import arrays
+from service.budgets import check_training_budget
 from service.errors import ApiError
 from service.schemas import JobIn
 from worker import queues
@@ -130,6 +131,7 @@ def submit(store: Store, settings: Settings, tenant: str, job: JobIn) -> dict:
     if n_params > settings.max_parameters:
         raise ApiError(422, f"network: {n_params} parameters for {n_inputs} inputs; at most "
                             f"{settings.max_parameters} (BACKPROP_MAX_PARAMETERS)", "network")
+    check_training_budget(settings, job, n_samples, n_inputs)
     meta = new_job_meta(settings, tenant, job, n_samples, n_inputs)
     # One transaction: a job is never stored without its queue entry, nor queued unstored.
     with store.r.pipeline(transaction=True) as pipe:
