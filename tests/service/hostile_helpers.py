@@ -15,6 +15,27 @@ from typing import Iterator
 
 import httpx
 
+from tests.service.helpers import own_stack
+
+KEYS = {"alice": "alice-key-5d1c0a", "bob": "bob-key-93e2f7"}
+"""Two tenants' keys for the stacks of the hostile-caller tests."""
+
+
+@contextlib.contextmanager
+def keyed_stack(root: Path, **env: str):
+    """A stack of its own (own_stack) whose API takes KEYS."""
+    stack = own_stack(root, extra_env={
+        "BACKPROP_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()), **env})
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def as_tenant(stack, tenant: str) -> httpx.Client:
+    return httpx.Client(base_url=stack.url, timeout=30,
+                        headers={"Authorization": f"Bearer {KEYS[tenant]}"})
+
 
 # -- memory --------------------------------------------------------------------------------------
 def _status_kb(pid: int, field: str) -> int:

@@ -14,20 +14,13 @@ import httpx
 import pytest
 
 from service.embedded_redis import free_port
-from tests.service.helpers import own_stack
-from tests.service.hostile_helpers import (HealthProbe, connect, peak_rss, read_response,
-                                           request_bytes)
-
-KEYS = {"alice": "alice-key-5d1c0a", "bob": "bob-key-93e2f7"}
-
+from tests.service.hostile_helpers import (KEYS, HealthProbe, connect, keyed_stack, peak_rss,
+                                           read_response, request_bytes)
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    root = Path(tmp_path_factory.mktemp("hostile-auth"))
-    stack = own_stack(root, extra_env={
-        "BACKPROP_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items())})
-    yield stack
-    stack.stop()
+    with keyed_stack(Path(tmp_path_factory.mktemp("hostile-auth"))) as stack:
+        yield stack
 
 
 def keyed_operations(stack) -> list[tuple[str, str]]:

@@ -13,26 +13,16 @@ import numpy as np
 import pytest
 import redis
 
-from tests.service.helpers import classifier, own_stack, trained_records
-from tests.service.hostile_helpers import connect, read_response, request_bytes
+from tests.service.helpers import classifier, trained_records
+from tests.service.hostile_helpers import (KEYS, as_tenant, connect, keyed_stack,
+                                           read_response, request_bytes)
 from worker.keys import Keys
 from worker.status import new_id
 
-KEYS = {"alice": "alice-key-77b0e1", "bob": "bob-key-0c4d92"}
-
-
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    root = Path(tmp_path_factory.mktemp("hostile-ids"))
-    stack = own_stack(root, extra_env={
-        "BACKPROP_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items())})
-    yield stack
-    stack.stop()
-
-
-def as_tenant(stack, tenant: str) -> httpx.Client:
-    return httpx.Client(base_url=stack.url, timeout=30,
-                        headers={"Authorization": f"Bearer {KEYS[tenant]}"})
+    with keyed_stack(Path(tmp_path_factory.mktemp("hostile-ids"))) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
