@@ -80,11 +80,15 @@ class StreamSlots:
                                 f"the most one tenant may (BACKPROP_MAX_STREAMS_PER_TENANT); "
                                 f"close one first, or poll GET /v1/jobs/{{id}}",
                            headers={"Retry-After": "5"})
-        if sum(self.open.values()) >= self.total:
+        if self.in_use >= self.total:
             raise ApiError(503, f"this API process has {self.total} event streams open, its "
                                 f"most (BACKPROP_MAX_STREAMS); retry shortly, or poll "
                                 f"GET /v1/jobs/{{id}}", headers={"Retry-After": "5"})
         self.open[tenant] += 1
+
+    @property
+    def in_use(self) -> int:
+        return sum(self.open.values())
 
     def give_back(self, tenant: str) -> None:
         self.open[tenant] -= 1

@@ -34,6 +34,27 @@ def api(valkey, redis_client):
         del os.environ["BACKPROP_MAX_STREAMS"]
 
 
+def streams_open(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("backprop_event_streams_open "):
+            return float(line.split()[1])
+    raise AssertionError("no backprop_event_streams_open in /metrics")
+
+
+@pytest.fixture(autouse=True)
+def all_streams_closed(api):
+    """Each test starts with no stream open."""
+    wait_until_no_streams(api[0])
+
+
+def wait_until_no_streams(client: httpx.Client) -> None:
+    """The API notices a client's closed stream within a moment, and gives its slot back."""
+    deadline = time.monotonic() + 10
+    while (still := streams_open(client)) > 0:
+        assert time.monotonic() < deadline, f"{still} closed streams kept their slots"
+        time.sleep(0.05)
+
+
 def queued(store: Store, tenant: str) -> str:
     job_id = new_id("job")
     put_queued_job(store, tenant, job_id)
@@ -84,9 +105,11 @@ def test_a_tenant_at_its_quota_cannot_starve_another(api):
 def test_the_process_wide_cap_is_a_503_naming_its_setting(api):
     client, store = api
     alices, bobs = queued(store, "alice"), queued(store, "bob")
-    with open_streams(client, "alice", alices, PER_TENANT), \
+    with open_streams(client, "alice", alices, PER_TENANT) as alice_statuses, \
             open_streams(client, "bob", bobs, TOTAL - PER_TENANT) as statuses:
+        assert alice_statuses == [200] * PER_TENANT
         assert statuses == [200] * (TOTAL - PER_TENANT)
+        assert streams_open(client) == TOTAL
         refused = client.get(f"/v1/jobs/{bobs}/events", headers=as_tenant("bob"))
         assert refused.status_code == 503, refused.text
         assert "BACKPROP_MAX_STREAMS" in refused.json()["error"]["message"]
@@ -99,23 +122,13 @@ def test_slots_come_back_when_streams_end_or_are_closed(api):
     for _ in range(PER_TENANT + 5):  # each stream ends by itself: no slot stays taken
         assert epochs_then_end(read_all(client, f"/v1/jobs/{finished}/events",
                                         headers=as_tenant("alice")))[0] == []
+    assert streams_open(client) == 0
     waiting = queued(store, "alice")
     for _ in range(3):  # held to the quota, closed by the client, again
         with open_streams(client, "alice", waiting, PER_TENANT) as statuses:
             assert statuses == [200] * PER_TENANT
-        wait_for_a_slot(client, waiting)
-
-
-def wait_for_a_slot(client: httpx.Client, job_id: str) -> None:
-    """The API notices closed streams within a moment; until then the quota may still be full."""
-    deadline = time.monotonic() + 10
-    while True:
-        with client.stream("GET", f"/v1/jobs/{job_id}/events",
-                           headers=as_tenant("alice")) as answer:
-            if answer.status_code == 200:
-                return
-        assert time.monotonic() < deadline, "closed streams kept their slots"
-        time.sleep(0.1)
+            assert streams_open(client) == PER_TENANT
+        wait_until_no_streams(client)
 
 
 @pytest.mark.parametrize("value", ["99999999999999999999", str(2**63), "1000000001", "١٢",
