@@ -53,7 +53,8 @@ async def get_model_cache(request: Request) -> ModelCache:
 async def get_tenant(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> str:
     """The tenant of the request's API key (`Authorization: Bearer KEY`), or `public` when the
-    service runs without keys. Authenticate has checked it already for every keyed path."""
+    service runs without keys. Authenticate has checked it already for every keyed path;
+    `credentials` is there for the OpenAPI document's security scheme."""
     return authenticated(request.scope)
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from service.responses import JSONBytes
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("backprop.api")
 
@@ -86,6 +87,8 @@ class UnexpectedErrors:
 
         try:
             await self.app(scope, receive, noting_start)
+        except ClientDisconnect:  # the client left mid-body: nobody to answer
+            return
         except Exception:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
             if started:
@@ -100,7 +103,7 @@ def redis_failure(exc: redis.RedisError) -> tuple[int, str, dict[str, str] | Non
         return 507, ("the job store (Redis) is full and refused to store this (its maxmemory, "
                      "BACKPROP_REDIS_MAXMEMORY, is reached); delete datasets, models or "
                      "finished jobs you no longer need, or raise BACKPROP_REDIS_MAXMEMORY"), None
-    if isinstance(exc, redis.ResponseError) and not isinstance(exc, redis.BusyLoadingError):
+    if isinstance(exc, redis.ResponseError):  # WRONGTYPE and the like: not a dropped link
         return 500, (f"the job store (Redis) refused a command ({str(exc).rstrip('.')}); "
                      f"report this with the time"), None
     return 503, (f"the job store (Redis) is unreachable ({str(exc).rstrip('.')}); retry "
