@@ -169,7 +169,7 @@ def row(name: str, latencies: list, idle_p99: float | None, ran: str) -> str:
     ratio = f"{p99 / idle_p99:8.1f}x" if idle_p99 else f"{'1.0x':>9}"
     verdict = "meets" if p99 < TARGET_P99_MS else "MISSES"
     return (f"{name:<34}{len(ms):>7}{p50:>8.1f}{p99:>9.1f}{worst:>9.1f}{ratio}  {verdict:<7}"
-            f"{ran}")
+            f" {ran}")
 
 
 def main() -> int:
@@ -191,7 +191,7 @@ def main() -> int:
                   f"cores; probed every {args.interval_ms:g} ms for {args.seconds:g} s per "
                   f"row, timed from each probe's scheduled start", flush=True)
             print(f"{'scenario':<34}{'probes':>7}{'p50 ms':>8}{'p99 ms':>9}{'max ms':>9}"
-                  f"{'p99/idle':>9}  {'p99<50ms':<8}heavy tenant's requests", flush=True)
+                  f"{'p99/idle':>9}  {'p99<50ms':<8} heavy tenant's requests", flush=True)
             idle, _ = measure(stack.url, args.seconds, interval, [])
             idle_p99 = float(np.percentile(np.array(idle) * 1000, 99))
             print(row("idle", idle, None, "-"), flush=True)
