@@ -32,7 +32,8 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
         "dtype": {"type": "string", "enum": ["float32", "float64"]}}}}}}}
 
 
-async def parse_form(form: FormData) -> tuple[str, str, np.ndarray, np.ndarray, str]:
+async def parse_form(form: FormData, settings: Settings
+                     ) -> tuple[str, str, np.ndarray, np.ndarray, str]:
     """(name, source, X, y, dtype) from a multipart upload: CSV or NPZ in field `file`."""
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
@@ -47,7 +48,8 @@ async def parse_form(form: FormData) -> tuple[str, str, np.ndarray, np.ndarray, 
     file.seek(0)
     # Parsing takes seconds for big files: in a thread, so the event loop keeps answering.
     if filename.endswith(".npz") or magic == b"PK":
-        X, y = await run_in_threadpool(arrays.from_npz, file)
+        X, y = await arrays.off_loop(arrays.from_npz, file, settings.max_dataset_rows,
+                                     settings.max_dataset_bytes, dtype)
         return name, "npz", X, y, dtype
     target = [t.strip() for t in str(form.get("target") or "").split(",") if t.strip()]
     X, y = await run_in_threadpool(read_csv, file, target or None, dtype)
@@ -60,13 +62,18 @@ async def parse_upload(request: Request) -> tuple[str, str, np.ndarray, np.ndarr
     if content_type.startswith("multipart/form-data"):
         form = await read_form(request)
         try:
-            return await parse_form(form)
+            return await parse_form(form, request.app.state.settings)
         finally:
             await form.close()
     if not content_type.startswith("application/json"):
         raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"}) or a multipart file upload "
                             "(CSV or NPZ in field `file`)")
-    body = arrays.parse_json(await request.body())
+    return await arrays.off_loop(json_upload, await request.body())
+
+
+def json_upload(raw: bytes) -> tuple[str, str, np.ndarray, np.ndarray, str]:
+    """(name, source, X, y, dtype) from a JSON upload's body."""
+    body = arrays.parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(422, "body: must be a JSON object with name, X and y", "body")
     payload = validated(DatasetFields, body)
