@@ -7,7 +7,8 @@ every operation works in place on preallocated buffers:
                              read-only all-zero array shaped like z
     derivative(f)            a new array phi'(z), from f
     backprop_inplace(d, f)   d <- d * phi'(z); may overwrite f (no longer needed afterwards)
-    mean_abs_derivative(f)   mean |phi'(z)| as a float, for the epoch record (no big temporaries)
+    mean_abs_derivative(f)   mean |phi'(z)| as a 0-d array (or a float), for the epoch record:
+                             no big temporaries, and no host sync on a GPU
 
 softmax is an output-only activation: its Jacobian is not diagonal, so it is only allowed with
 cross_entropy, whose fused delta f - y never needs it (see losses.py).
@@ -35,18 +36,18 @@ class Activation:
         delta *= self.derivative(f)
         return delta
 
-    def mean_abs_derivative(self, f) -> float:
-        return float(array_module(f).abs(self.derivative(f)).mean())
+    def mean_abs_derivative(self, f):
+        return array_module(f).abs(self.derivative(f)).mean()
 
 
-def _mean_square(f) -> float:
+def _mean_square(f):
     flat = f.reshape(-1)
-    return float(array_module(f).vdot(flat, flat)) / max(flat.size, 1)
+    return array_module(f).vdot(flat, flat) / max(flat.size, 1)
 
 
-def _mean_f_one_minus_f(f) -> float:
+def _mean_f_one_minus_f(f):
     """mean f (1 - f) = mean f - mean f^2, without an (m, n) temporary."""
-    return float(f.mean()) - _mean_square(f)
+    return f.mean() - _mean_square(f)
 
 
 class Identity(Activation):
@@ -61,7 +62,7 @@ class Identity(Activation):
     def backprop_inplace(self, delta, f):
         return delta
 
-    def mean_abs_derivative(self, f) -> float:
+    def mean_abs_derivative(self, f):
         return 1.0
 
 
@@ -84,7 +85,7 @@ class Sigmoid(Activation):
         delta *= f
         return delta
 
-    def mean_abs_derivative(self, f) -> float:
+    def mean_abs_derivative(self, f):
         return _mean_f_one_minus_f(f)
 
 
@@ -104,7 +105,7 @@ class Tanh(Activation):
         delta *= f
         return delta
 
-    def mean_abs_derivative(self, f) -> float:
+    def mean_abs_derivative(self, f):
         return 1.0 - _mean_square(f)
 
 
@@ -124,8 +125,8 @@ class Relu(Activation):
     def backprop_inplace(self, delta, f):
         return array_module(f).multiply(delta, f > 0, out=delta)
 
-    def mean_abs_derivative(self, f) -> float:     # the share of active units (f >= 0)
-        return int(array_module(f).count_nonzero(f)) / max(f.size, 1)
+    def mean_abs_derivative(self, f):              # the share of active units (f > 0)
+        return array_module(f).count_nonzero(f) / max(f.size, 1)
 
 
 class LeakyRelu(Activation):
@@ -174,7 +175,7 @@ class Softmax(Activation):
         """The Jacobian's diagonal f (1 - f); reported per epoch, never used for backprop."""
         return f * (1 - f)
 
-    def mean_abs_derivative(self, f) -> float:
+    def mean_abs_derivative(self, f):
         return _mean_f_one_minus_f(f)
 
     def backprop_inplace(self, delta, f):

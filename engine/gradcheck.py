@@ -23,7 +23,7 @@ def gradcheck(net, X, Y, eps: float = 1e-6, max_entries: int = GRADCHECK_MAX_ENT
     from .network import Network
 
     if net.n_inputs is None:
-        net._ensure_params(np.shape(X)[1])
+        net.build(np.shape(X)[1])
     twin = Network(net.spec, seed=net.seed, dtype="float64", device="cpu")
     twin.params = net.params
     _, grads = twin.loss_and_grads(X, Y)
