@@ -76,9 +76,12 @@ def small_rows(widths: list[int], dtype: str = "float32") -> int:
 def predict_bytes(widths: list[int], rows: int, dtype: str = "float32") -> int:
     """Bytes Network.predict allocates for `rows` rows, at most: the input converted to
     `dtype` (rows, n_0) (no copy when it already is), the output (rows, n_L) and one chunk's
-    workspace (at most WORKSPACE_BYTES, or one row where a row alone is larger)."""
+    workspace (at most WORKSPACE_BYTES, or one row where a row alone is larger; small_rows
+    rows for a small predict, whose buffers its thread keeps for the next one). NumPy's
+    buffers only: Python's own objects add a few KB."""
     s = itemsize(dtype)
-    chunk = min(rows, chunk_rows(widths, dtype))
+    small = small_rows(widths, dtype)
+    chunk = small if rows <= small else min(rows, chunk_rows(widths, dtype))
     return rows * (widths[0] + widths[-1]) * s + forward_workspace_bytes(widths, chunk, dtype)
 
 
