@@ -96,7 +96,7 @@ def main() -> int:
             except httpx.HTTPError:
                 return False
 
-        wait_for(ready, 90, "the API and a worker")
+        wait_for(ready, 60, "the API and a worker")
         print(f"API on port {port}, Valkey at {valkey.url}; workers on training-gpu and "
               "training", flush=True)
         X, y = blobs()
@@ -116,7 +116,7 @@ def main() -> int:
         for device, job_id in jobs.items():
             done[device] = wait_for(
                 lambda: (j := api.get(f"/v1/jobs/{job_id}").json())["status"]
-                in ("succeeded", "failed", "canceled") and j, 240, f"the {device} job")
+                in ("succeeded", "failed", "canceled") and j, 120, f"the {device} job")
         gpu_job, cpu_job = done["gpu"], done["cpu"]
         check("gpu job trained", gpu_job["status"] == "succeeded" and gpu_job["device"] == "gpu",
               f"status {gpu_job['status']} on {gpu_job['device']} in "
