@@ -79,10 +79,18 @@ def _split(net, run: RunState, training: TrainingSpec, n: int) -> tuple[np.ndarr
     return rows_outside(n, run.val_idx), run.val_idx
 
 
-def _grad_norm(xp, dW, scale: float):
-    """||dW|| / scale as a 0-d array (no host sync on a GPU)."""
-    flat = dW.ravel()
-    return xp.sqrt(xp.vdot(flat, flat)) / scale
+def _squared_norm(xp, a):
+    """||a||^2 as a 0-d array (no host sync on a GPU)."""
+    flat = a.ravel()
+    return xp.vdot(flat, flat)
+
+
+def _total(xp, values: list) -> float:
+    """The sum of a batch quantity over an epoch: Python floats (CPU, summed in order), or 0-d
+    device arrays (GPU: one float64 reduction and one transfer for the whole epoch)."""
+    if not values or isinstance(values[0], float):
+        return float(sum(values))
+    return float(xp.stack(values).sum(dtype=np.float64))
 
 
 def _evaluate(net, X, T, idx, metric, ss_tot):
@@ -108,7 +116,7 @@ def _diverged(net, epoch: int, batch: int, loss: float, lr: float, ws, x) -> Tra
     norms = [0.0] * len(net.weights)
 
     def measure(l, W, b, dW, db):
-        norm = float(_grad_norm(xp, dW, 1.0))
+        norm = math.sqrt(float(_squared_norm(xp, dW)))
         norms[l] = math.inf if math.isnan(norm) else norm
 
     backward(xp, net.weights, net.activations, x, ws, measure)
@@ -141,8 +149,14 @@ class _Epochs:
         self.ss_tot_val = total_sum_of_squares(T[be.asarray(val_idx)]) if len(val_idx) else 0.0
         self.sync = be.is_cpu                                     # GPU: one host sync per epoch
         self.n_batches = n_batches = -(-n_train // self.batch)
-        self.probes = set(np.linspace(0, n_batches - 1, min(PROBE_BATCHES, n_batches))
-                          .round().astype(int))
+        probes = np.unique(np.linspace(0, n_batches - 1, min(PROBE_BATCHES, n_batches)).round())
+        self.probes = {int(k): p for p, k in enumerate(probes)}    # batch -> probe slot
+        # Per probe batch and layer: ||dW||^2 and the sum of |phi'|, written where they are
+        # computed (no host sync) and read once per epoch. Entries (rows * units) per slot:
+        self.probe_values = be.xp.zeros((len(probes), 2, len(net.weights)), np.float64)
+        units = np.array(net.widths[1:])
+        self.probe_entries = np.array([min(self.batch, n_train - int(k) * self.batch) * units
+                                       for k in probes])
         self.fuse = be.is_cpu and run.optimizer.fused_step and blas.available(net.dtype)
 
     def epoch(self, epoch: int) -> dict | None:
@@ -159,25 +173,26 @@ class _Epochs:
             # if training had never stopped.
             run.rng.bit_generator.state = rng_at_start
             return None
-        if start is not None and not math.isfinite(float(sums[0])):
+        if start is not None and not math.isfinite(sums[0]):
             # A GPU checks the loss once per epoch, after the weights have moved on: train the
             # epoch again from its start, checking every batch as the CPU does, so that the
             # error names the batch and layer the CPU would.
             start.restore()
             sums = self._batches(epoch, order, lr, sync=True, may_stop=False)
-        loss_sum, score, norms, phis = sums
-        to_host, n_probes = net.backend.to_host, len(self.probes)
+        loss_sum, score = sums
+        probed = net.backend.to_host(self.probe_values)
+        scale = run.optimizer.grad_scale(lr)      # the factor in the dW the probes measured
         return {
             "epoch": epoch + 1,
-            "loss": float(loss_sum) / self.n_train,
+            "loss": loss_sum / self.n_train,
             "val_loss": None,
-            "metric": self.metric.finish(float(score), self.n_train, self.ss_tot_train),
+            "metric": self.metric.finish(score, self.n_train, self.ss_tot_train),
             "metric_name": self.metric.name,
             "val_metric": None,
             "learning_rate": float(lr),
             "seconds": 0.0,
-            "grad_norms": (to_host(norms) / n_probes).tolist(),
-            "phi_prime_mean": (to_host(phis) / n_probes).tolist(),
+            "grad_norms": (np.sqrt(probed[:, 0]) / scale).mean(axis=0).tolist(),
+            "phi_prime_mean": (probed[:, 1] / self.probe_entries).mean(axis=0).tolist(),
         }
 
     def validate(self, record: dict) -> None:
@@ -187,21 +202,18 @@ class _Epochs:
                 self.ss_tot_val)
 
     def _batches(self, epoch: int, order, lr: float, sync: bool, may_stop: bool):
-        """One pass over the batches in `order`: (loss sum, score sum, per-layer gradient norm
-        and |phi'| sums over the probed batches), or None when should_stop said so. With sync,
-        every batch's loss is checked on the host and a non-finite one raises TrainingDiverged
-        before that batch's update."""
+        """One pass over the batches in `order`: (loss sum, score sum), the probed batches'
+        figures in probe_values, or None when should_stop said so. With sync, every batch's
+        loss is checked on the host and a non-finite one raises TrainingDiverged before that
+        batch's update."""
         net, ws, opt = self.net, self.ws, self.run.optimizer
         be, xp = net.backend, net.backend.xp
         params, acts, loss_fn = net.weights, net.activations, net.loss_function
         X, T, batch, n_train = self.X, self.T, self.batch, self.n_train
         scale = opt.grad_scale(lr)
         order_d = be.asarray(order) if not self.contiguous else None
-        # float64 sums: on a GPU they stay on the device, so float32 batch losses cannot
-        # overflow the epoch's sum where the CPU's Python floats would not.
-        loss_sum, score = (0.0, 0.0) if sync else (xp.zeros((), np.float64),
-                                                   xp.zeros((), np.float64))
-        norms, phis = xp.zeros(len(params)), xp.zeros(len(params))
+        losses, scores = [], []          # per batch: floats (sync), else 0-d device arrays
+        probed = self.probe_values
         for k in range(self.n_batches):
             if may_stop and self.should_stop is not None and self.should_stop():
                 return None
@@ -215,10 +227,10 @@ class _Epochs:
                 t = gather_rows(xp, T, rows, ws.t[:m])
             f, batch_loss = forward(xp, params, acts, x, ws, loss_fn, t)
             z = ws.z_out[:m]
-            probe = k in self.probes
-            if probe:
+            probe = self.probes.get(k)
+            if probe is not None:
                 for l, act in enumerate(acts):
-                    phis[l] += act.mean_abs_derivative(ws.acts[l][:m])
+                    probed[probe, 1, l] = act.sum_abs_derivative(ws.acts[l][:m])
             batch_score = self.metric.batch_score(f, t)
             if sync:
                 batch_loss = float(batch_loss)
@@ -226,18 +238,20 @@ class _Epochs:
                     output_delta(xp, loss_fn, acts[-1], z, f, t, 1.0 / m, ws.deltas[-1][:m])
                     raise _diverged(net, epoch + 1, k + 1, batch_loss, lr, ws, x)
                 batch_score = float(batch_score)
-            loss_sum += batch_loss
-            score += batch_score
+            losses.append(batch_loss)
+            scores.append(batch_score)
             opt.begin_step()
             output_delta(xp, loss_fn, acts[-1], z, f, t, scale / m, ws.deltas[-1][:m])
 
             def update(l, W, b, dW, db, probe=probe):
-                if probe:
-                    norms[l] += _grad_norm(xp, dW, scale)
+                if probe is not None:
+                    probed[probe, 0, l] = _squared_norm(xp, dW)
                 opt.update(l, W, b, dW, db, lr)
 
-            backward(xp, params, acts, x, ws, update, fused_step=self.fuse and not probe)
-        return loss_sum, score, norms, phis
+            backward(xp, params, acts, x, ws, update,
+                     fused_step=self.fuse and probe is None)
+        # On a GPU, summed once in float64: float32 batch losses cannot overflow the sum.
+        return _total(xp, losses), _total(xp, scores)
 
 
 class _Snapshot:
