@@ -82,3 +82,36 @@ def test_a_run_is_one_epoch_over_every_row_unless_told_otherwise():
     out = run_bench("--rows", "25000", "--run-rows", "3000", "--rounds", "1",
                     "--configs", "relu-ce-b256", "--contenders", "engine")
     assert "3000 rows per run" in out
+
+
+def run_script(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_gpu_checks_run_without_a_gpu_in_a_dry_run():
+    """bench/gpu_check.py and gpu_service.py with NumPy standing in for CuPy: the scripts a
+    GPU machine runs stay runnable (their checks pass here: the GPU path on NumPy is the CPU's
+    arithmetic, but the service runs for real)."""
+    out = run_script("gpu_check.py", "--dry-run")
+    assert out.count("  ok   ") >= 33 and "FAIL" not in out
+    assert "gpu_check: all checks passed" in out
+    out = run_script("gpu_service.py", "--dry-run")
+    assert "gpu job trained: status succeeded on gpu" in out
+    assert "labels equal" in out and "gpu_service: all checks passed" in out
+
+
+def test_the_gpu_speed_table_runs_in_a_dry_run():
+    pytest.importorskip("torch")                              # the table's peer
+    out = run_script("gpu_speed.py", "--dry-run", "--rows", "1024", "--cpu-rows", "512",
+                     "--rounds", "1", "--epochs", "2", "--batches", "256",
+                     "--profile-rows", "512")
+    row = re.search(r"^ +256 +([\d,]+) +([\d,]+) +([\d,]+) +([\d.]+) +([\d.]+)$", out, re.M)
+    gpu, torch_rate, cpu, vs_torch, vs_cpu = (number(v) for v in row.groups())
+    assert min(gpu, torch_rate, cpu) > 0
+    assert vs_torch == pytest.approx(gpu / torch_rate, abs=0.006)
+    assert vs_cpu == pytest.approx(gpu / cpu, abs=0.006)
+    assert re.search(r"engine GPU / torch CUDA, batch 256: [\d.]+ \(target >= 0\.80\) "
+                     r"(met|MISSED)", out)
