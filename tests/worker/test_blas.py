@@ -44,16 +44,16 @@ def test_the_stack_gives_each_worker_its_share_of_the_cores_unless_told(monkeypa
 
 
 ENV_PROBE = ("import json, os; before = dict(os.environ); "
-             "import service, service.app, service.cli, service.client, worker.process, engine; "
+             "import service, service.app, service.cli, worker.process, engine; "
              "changed = {k for k in set(before) | set(os.environ) "
              "if before.get(k) != os.environ.get(k)}; "
              "print(json.dumps(sorted(changed)))")
 
 
 def test_importing_the_service_changes_no_environment_variable():
-    """BLAS kernels are the deployment's choice (README, Performance knobs): importing our
-    packages, as a client's process or the server's does, sets nothing (it once set
-    OPENBLAS_CORETYPE on one CPU family, before NumPy loaded)."""
+    """BLAS kernels are the deployment's choice (README, Performance knobs): importing the
+    server's packages sets nothing (it once set OPENBLAS_CORETYPE on one CPU family, before
+    NumPy loaded)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS")}
     out = subprocess.run([sys.executable, "-c", ENV_PROBE], capture_output=True, text=True,
                          check=True, timeout=60, env=env)
