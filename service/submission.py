@@ -8,6 +8,7 @@ import numpy as np
 
 import engine
 from service import arrays
+from service.budgets import check_training_budget
 from service.errors import ApiError
 from service.schemas import JobIn
 from service.table_builder import TableOptions
@@ -156,6 +157,7 @@ def submit(store: Store, settings: Settings, tenant: str, job: JobIn) -> JobReco
     if n_params > settings.max_parameters:
         raise ApiError(422, f"network: {n_params} parameters for {n_inputs} inputs; at most "
                             f"{settings.max_parameters} (BACKPROP_MAX_PARAMETERS)", "network")
+    check_training_budget(settings, job, n_samples, n_inputs)
     check_worker(store, settings, job.device)
     blobs = Store.inline_blobs(*inline) if inline is not None else None
     data_bytes = sum(map(len, blobs.values())) if blobs else 0

@@ -71,7 +71,7 @@ def read_file(file, filename: str, options: TableOptions) -> tuple[str, Table]:
     magic = file.read(4)
     file.seek(0)
     if filename.endswith(".npz") or magic.startswith(b"PK"):
-        X, y = arrays.from_npz(file)
+        X, y = arrays.from_npz(file, options.max_rows, options.max_bytes, options.dtype)
         arrays.rows_match(X, y)
         return "npz", table_from_arrays(X, y, options)
     if filename.endswith(".parquet") or magic == b"PAR1":
@@ -91,10 +91,10 @@ async def parse_form(form: FormData, settings: Settings) -> tuple[str, str, Tabl
                             names_list(str(form.get("ignore") or "")),
                             declared_kinds(str(form.get("columns") or "")))
     name = str(form.get("name") or upload.filename or "dataset")[:200]
-    # Parsing takes seconds for big files: in a thread, so the event loop keeps answering.
-    # The file is spooled to disk past 1 MB: read from there in blocks, never whole.
-    source, table = await run_in_threadpool(read_file, upload.file,
-                                            (upload.filename or "").lower(), options)
+    # Parsing takes seconds for big files: in a decoder thread, so the event loop keeps
+    # answering. The file is spooled to disk past 1 MB: read from there in blocks, never whole.
+    source, table = await arrays.off_loop(read_file, upload.file,
+                                          (upload.filename or "").lower(), options)
     return name, source, table
 
 
@@ -133,8 +133,7 @@ async def parse_upload(request: Request, settings: Settings) -> tuple[str, str, 
         raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"} or {\"name\", \"records\", "
                             "\"target\"}) or a multipart file upload (CSV, Parquet or NPZ in "
                             "field `file`)")
-    body = await request.body()
-    return await run_in_threadpool(parse_json_upload, body, settings)
+    return await arrays.off_loop(parse_json_upload, await request.body(), settings)
 
 
 def validated(model, body: dict):
