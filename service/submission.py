@@ -14,7 +14,7 @@ from service.schemas import JobIn
 from service.table_builder import TableOptions
 from service.tables import table_from_arrays
 from worker import fairness, queues, quota
-from worker.data import DataMismatch, check_job_data, checked_arrays, split_rows
+from worker.data import DataMismatch, check_job_data, checked_arrays
 from worker.records import JobRecord
 from worker.schema import DatasetSchema
 from worker.settings import Settings
@@ -108,9 +108,13 @@ def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
         y = None
     try:
         features = check_job_data(schema, job.network, job.preprocessing, job.dtype)
-        split_rows(n_samples, job.training.validation_split, 0)
     except DataMismatch as exc:
         raise ApiError(422, f"{exc.field}: {exc}", exc.field) from None
+    try:
+        engine.check_split(n_samples, job.training.validation_split)
+    except ValueError as exc:
+        raise ApiError(422, f"training.validation_split: {exc}",
+                       "training.validation_split") from None
     mapped = (job.preprocessing.mode == "auto" and job.network.loss == "cross_entropy"
               and len(schema.target.names) == 1)
     if not mapped:  # classes mapped to units were checked by count; anything else by value

@@ -149,8 +149,8 @@ def prepared_arrays(schema: DatasetSchema, numeric: np.ndarray, codes: np.ndarra
     if prep.mode == "none":
         X, Y = checked_arrays(spec, numeric, y, dtype)
         return X, Y, None
-    train_rows, _ = split_rows(len(y), training.validation_split,
-                               training.seed if training.seed is not None else seed)
+    train_rows, _ = engine.split_rows(len(y), training.validation_split,
+                                      training.seed if training.seed is not None else seed)
     num_info, cat_info = schema.of_kind("numeric"), schema.of_kind("categorical")
     if features.numeric != list(range(numeric.shape[1])):
         numeric = numeric[:, features.numeric]
@@ -185,21 +185,6 @@ def prepared_targets(schema: DatasetSchema, spec: engine.NetworkSpec, y: np.ndar
         return scaled.encode(y, dtype), scaled
     _, Y = training_arrays(spec, np.empty((len(y), 0)), y, dtype)
     return Y, None
-
-
-def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """TEMPORARY copy of engine.training._split's rule until engine.split_rows lands."""
-    from engine.training import SPLIT_SEED_SALT
-    if fraction == 0:
-        return np.arange(n), np.arange(0)
-    n_val = int(round(n * fraction))
-    if not 0 < n_val < n:
-        raise DataMismatch("training.validation_split", f"validation_split {fraction} of {n} "
-                           f"rows leaves {n_val} validation and {n - n_val} training rows")
-    val = np.sort(np.random.default_rng([seed, SPLIT_SEED_SALT]).permutation(n)[:n_val])
-    mask = np.ones(n, bool)
-    mask[val] = False
-    return np.flatnonzero(mask), val
 
 
 def input_columns(preparation: Preparation) -> list[dict]:
