@@ -9,10 +9,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np
 import redis
 
 import engine
+from engine.preparation import Preparation
 from worker.codec import npz_to_arrays
 from worker.store import Store
 
@@ -21,6 +21,12 @@ from worker.store import Store
 class LoadedModel:
     meta: dict
     net: engine.Network
+    preparation: Preparation | None = None
+
+    @property
+    def input_width(self) -> int:
+        """Values per row predict takes: the raw columns of a model with a preparation."""
+        return len(self.preparation.columns) if self.preparation else self.meta["n_inputs"]
 
 
 def network_from_weights(meta: dict, weights: bytes) -> engine.Network:
@@ -30,6 +36,12 @@ def network_from_weights(meta: dict, weights: bytes) -> engine.Network:
     net = engine.Network(meta["network"], n_inputs=meta["n_inputs"], dtype=meta["dtype"])
     net.params = [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(n_layers)]
     return net
+
+
+def loaded_model(meta: dict, weights: bytes) -> LoadedModel:
+    preparation = meta.get("preparation")
+    return LoadedModel(meta, network_from_weights(meta, weights),
+                       None if preparation is None else Preparation.model_validate(preparation))
 
 
 log = logging.getLogger("backprop.api")
@@ -71,7 +83,7 @@ class ModelCache:
             found = self.store.model_with_weights(None, model_id)  # the one round trip
             if found is None:
                 return None
-            loaded = LoadedModel(found[0], network_from_weights(*found))
+            loaded = loaded_model(*found)
             with self._lock:
                 # Kept only if no deletion can have slipped by while it loaded: none was
                 # announced for it, and the listener stayed subscribed throughout.
@@ -148,11 +160,3 @@ class DeletionListener(threading.Thread):
                 except (redis.RedisError, OSError):
                     pass
 
-
-def labels_from_outputs(spec, outputs: np.ndarray) -> np.ndarray:
-    """What net.predict_labels gives, from outputs already computed (one forward pass, not two):
-    argmax for softmax, f > 0.5 for sigmoid ((n,) for one unit)."""
-    if spec.layers[-1].activation == "softmax":
-        return outputs.argmax(axis=1)
-    labels = (outputs > 0.5).astype(np.int64)
-    return labels[:, 0] if labels.shape[1] == 1 else labels

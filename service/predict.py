@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine import labels_from_outputs, memory
+from engine.preparation import ClassTarget, ScaledTarget
 from service import arrays
 from service.errors import ApiError
-from service.model_cache import LoadedModel, labels_from_outputs
+from service.model_cache import LoadedModel
 from worker.settings import Settings
 
 MB = 1024 * 1024
@@ -54,7 +56,8 @@ class Prediction:
     outputs: np.ndarray
     """(rows, n_outputs) in the model's dtype; probabilities for a softmax output."""
     labels: np.ndarray | None
-    """int64 (rows,) or (rows, n_outputs) for multilabel; None for regressors."""
+    """int64 (rows,) or (rows, n_outputs) for multilabel, or the classes' own values (text,
+    numbers) for a model whose preparation mapped them; None for regressors."""
 
 
 LIGHT_BODY_BYTES = 16 * 1024
@@ -63,51 +66,54 @@ LIGHT_MULTIPLY_ADDS = 8_000_000
 
 def light(body: bytes, loaded: LoadedModel) -> bool:
     """Whether predicting from `body` is sure to be light work (well under a millisecond), fit
-    for the event loop: a small body, and at most one row per n_inputs of its bytes (every
-    value takes one byte or more) through the network's multiply-adds."""
+    for the event loop: a small body, and at most one row per input_width of its bytes (every
+    value or cell takes one byte or more) through the network's multiply-adds."""
     widths = loaded.net.widths
-    rows = len(body) // widths[0] + 1
+    rows = len(body) // loaded.input_width + 1
     return (len(body) <= LIGHT_BODY_BYTES and
             rows * sum(a * b for a, b in zip(widths, widths[1:])) <= LIGHT_MULTIPLY_ADDS)
 
 
-def forward_bytes(widths: list[int], rows: int, itemsize: int) -> int:
-    """Memory of a forward pass over `rows` rows: an activation per layer (stand-in for the
-    engine's own estimate)."""
-    return rows * sum(widths) * itemsize
-
-
-def predict_outputs(loaded: LoadedModel, X: np.ndarray, budget: Budget, field: str
-                    ) -> Prediction:
-    """Outputs (and labels for classifiers) of X (rows, n_inputs) of finite numbers; `field`
-    names the input in errors ("inputs" in /v1, "input 'input'" in /v2)."""
-    meta, net = loaded.meta, loaded.net
-    width = meta["n_inputs"]
-    if X.ndim != 2 or X.shape[1] != width or X.shape[0] == 0:
-        raise ApiError(422, f"{field}: shape must be [rows, {width}] with rows >= 1: each row "
-                            f"needs {width} values (the model's input width); got "
-                            f"{list(X.shape)}", field)
+def predict_outputs(loaded: LoadedModel, X: np.ndarray, budget: Budget, field: str,
+                    codes: np.ndarray | None = None) -> Prediction:
+    """Outputs (and labels for classifiers) of X: rows of numbers (rows, n_inputs), or for a
+    model with a preparation its raw numeric columns and, from records or CSV, their category
+    `codes`. `field` names the input in errors ("inputs" in /v1, "input 'input'" in /v2)."""
+    meta, net, prep = loaded.meta, loaded.net, loaded.preparation
+    if codes is None:                   # a matrix of numbers: the readers of records check theirs
+        width = loaded.input_width
+        if X.ndim != 2 or X.shape[1] != width or X.shape[0] == 0:
+            raise ApiError(422, f"{field}: shape must be [rows, {width}] with rows >= 1: each "
+                                f"row needs {width} values (the model's input width); got "
+                                f"{list(X.shape)}", field)
+        if prep is not None and not prep.all_numeric:
+            raise ApiError(422, f"{field}: this model takes text columns "
+                                f"{[c.name for c in prep.categorical]}; send records "
+                                f"{{\"inputs\": [{{\"column\": value, ...}}]}} or a CSV body to "
+                                f"/v1/models/{{id}}/predict", field)
     rows = X.shape[0]
     if rows > budget.max_rows:
         raise ApiError(413, f"{field}: {rows} rows; at most {budget.max_rows} per request "
                             f"(BACKPROP_MAX_PREDICT_ROWS)", field)
-    itemsize = np.dtype(meta["dtype"]).itemsize
-    held = rows * (width + meta["n_outputs"]) * itemsize
-    if held > budget.max_bytes:
-        raise budget.refuse(field, f"{rows} rows of input and output", held)
-    per_row = forward_bytes(net.widths, 1, itemsize)
-    chunk = (budget.max_bytes - held) // per_row
-    if chunk < 1:
-        raise budget.refuse(field, "the forward pass of one row through this network",
-                            held + per_row)
-    X = arrays.as_float(arrays.finite(X, field), field, meta["dtype"])
-    if rows <= chunk:
-        outputs = net.predict(X)
-    else:
-        outputs = np.empty((rows, meta["n_outputs"]), dtype=meta["dtype"])
-        for start in range(0, rows, chunk):
-            outputs[start:start + chunk] = net.predict(X[start:start + chunk])
+    one_row = memory.predict_bytes(net.widths, 1, meta["dtype"])
+    if one_row > budget.max_bytes:
+        raise budget.refuse(field, "one row through this network (its buffers)", one_row,
+                            "raise the setting, or train a narrower network")
+    need = memory.predict_bytes(net.widths, rows, meta["dtype"])
+    if need > budget.max_bytes:
+        raise budget.refuse(field, f"{rows} rows (input, outputs and the forward pass's "
+                                   f"buffers)", need)
+    if codes is None:
+        X = arrays.as_float(arrays.finite(X, field), field, meta["dtype"])
+    if prep is not None:
+        X = prep.transform(X, codes, meta["dtype"])
+    outputs = net.predict(X)            # in chunks of rows within memory.WORKSPACE_BYTES
+    target = prep.target if prep is not None else None
+    if isinstance(target, ScaledTarget):
+        target.decode(outputs)
     labels = None
     if meta.get("task") in ("classification", "multilabel"):
         labels = labels_from_outputs(net.spec, outputs)
+        if isinstance(target, ClassTarget):
+            labels = np.asarray(target.labels(labels))
     return Prediction(outputs, labels)

@@ -201,19 +201,32 @@ def select_outputs(request: InferRequest, produced: dict[str, np.ndarray]
             for name, binary in request.outputs.items()]
 
 
+def bytes_blob(values: np.ndarray) -> bytes:
+    """A BYTES tensor's binary form: each element's UTF-8 bytes after their length (4 bytes,
+    little-endian)."""
+    parts = []
+    for value in values.tolist():
+        raw = str(value).encode()
+        parts += [len(raw).to_bytes(4, "little"), raw]
+    return b"".join(parts)
+
+
 def encode_response(model_name: str, request_id: str | None,
                     outputs: list[tuple[str, np.ndarray, bool]]) -> tuple[bytes, dict[str, str]]:
     """(body, extra headers): JSON alone, or the JSON header then the binary outputs."""
     tensors, blobs = [], []
     for name, array, binary in outputs:
-        tensor = {"name": name, "datatype": DATATYPE_OF[array.dtype],
+        text = array.dtype.kind in "US"     # BYTES: the classes' own names
+        tensor = {"name": name, "datatype": "BYTES" if text else DATATYPE_OF[array.dtype],
                   "shape": list(array.shape)}
         if binary:
-            blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            blob = bytes_blob(array.ravel()) if text else np.ascontiguousarray(
+                array, dtype=array.dtype.newbyteorder("<")).tobytes()
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            tensor["data"] = np.ascontiguousarray(array).ravel()
+            tensor["data"] = array.ravel().tolist() if text else np.ascontiguousarray(
+                array).ravel()
         tensors.append(tensor)
     answer: dict = {"model_name": model_name}
     if request_id is not None:

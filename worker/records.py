@@ -10,6 +10,7 @@ default to the class: nothing else changes.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from functools import lru_cache
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from engine.preparation import PreparationSpec
 
 
 class JobStatus(str, Enum):
@@ -37,11 +40,20 @@ class JobStatus(str, Enum):
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
 ID_PREFIXES = {"dataset": "ds", "job": "job", "model": "mdl"}
+ID_BYTES = 12  # 96 random bits: 16 URL-safe base64 characters
+ID_FORMATS = {kind: re.compile(rf"{prefix}_[A-Za-z0-9_-]{{{ID_BYTES * 4 // 3}}}")
+              for kind, prefix in ID_PREFIXES.items()}
 
 
 def new_id(kind: str) -> str:
     """A random, unguessable id such as `job_Xy3...` (96 random bits)."""
-    return f"{ID_PREFIXES[kind]}_{secrets.token_urlsafe(12)}"
+    return f"{ID_PREFIXES[kind]}_{secrets.token_urlsafe(ID_BYTES)}"
+
+
+def is_id(kind: str, value: str) -> bool:
+    """Whether `value` has the form of a `kind` id (what new_id makes); checked before an id
+    from a request reaches Redis, where `job_x:history` would name another key."""
+    return ID_FORMATS[kind].fullmatch(value) is not None
 
 
 class Record(BaseModel):
@@ -95,6 +107,7 @@ class JobRecord(Record):
     network: dict[str, Any]
     training: dict[str, Any]
     dataset_id: str | None = None
+    preprocessing: PreparationSpec = Field(default_factory=PreparationSpec)
     device: Literal["cpu", "gpu", "auto"] = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
     seed: int = 0

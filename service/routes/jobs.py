@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, require_json
+from service import arrays
+from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, parsed, require_json
 from service.errors import ApiError, not_found
 from service.schemas import HistoryOut, JobIn, JobList, JobOut, error_responses
 from service.submission import submit
@@ -56,12 +58,19 @@ def owned_job(store: Store, tenant: str, job_id: str) -> JobRecord:
     return job
 
 
+JOB_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/JobIn"}}}}}
+
+
 @router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
-             responses=error_responses(413, 415))
-def submit_job(job: JobIn, response: Response, store: StoreDep, settings: SettingsDep,
-               tenant: TenantDep):
+             responses=error_responses(413, 415), openapi_extra=JOB_BODY)
+async def submit_job(request: Request, response: Response, store: StoreDep,
+                     settings: SettingsDep, tenant: TenantDep):
     """Check a network, training settings and data, then queue the training job."""
-    record = submit(store, settings, tenant, job)
+    # The body (JobIn) is parsed here, in a decoder thread: FastAPI would parse it on the
+    # event loop, and before the key is checked.
+    job = await arrays.off_loop(parsed, JobIn, await request.body())
+    record = await run_in_threadpool(submit, store, settings, tenant, job)
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return viewed(store, settings, [record])[0]
 

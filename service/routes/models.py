@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
-from service.responses import JSONBytes
 
-from service import arrays, offload
-from service.deps import ModelCacheDep, StoreDep, TenantDep, hot_route_docs, request_tenant
+from service import arrays
+from service.deps import ModelCacheDep, StoreDep, TenantDep, authenticated, hot_route_docs
 from service.errors import ApiError, not_found
 from service.model_cache import LoadedModel
 from service.predict import Budget, Prediction, check_json_size, light, predict_outputs
+from service.responses import JSONBytes
 from service.schemas import ModelOut, PredictIn, PredictOut, WeightsOut, error_responses
+from service.scored_csv import scored_csv
+from service.table_inputs import csv_table, records_blocks, table_blocks
 from worker.codec import array_to_bytes, arrays_to_npz
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
                    responses=error_responses(401, 404, 422, 503))
 
-NPZ, NPY = "application/x-npz", "application/x-npy"
+NPZ, NPY, CSV = "application/x-npz", "application/x-npy", "text/csv"
 PREDICT_PATH = "/{model_id}/predict"
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/PredictIn"}},
     NPY: {"schema": {"type": "string", "format": "binary",
                      "description": "a 2-D .npy array (rows x n_inputs); answered as .npy "
-                                    "when Accept is application/x-npy"}}}}}
+                                    "when Accept is application/x-npy"}},
+    CSV: {"schema": {"type": "string", "description": (
+        "for a model trained with preprocessing: a CSV with a header row, answered as the same "
+        "CSV with the predictions appended")}}}}}
 
 
 def loaded_model(models, tenant: str, model_id: str) -> LoadedModel:
@@ -38,19 +43,31 @@ def loaded_model(models, tenant: str, model_id: str) -> LoadedModel:
 
 
 async def model_for(request: Request, tenant: str, model_id: str) -> LoadedModel:
-    """The tenant's model, from this process's cache, else loaded in a work thread (a load
-    takes up to a second for a large model: never on the event loop)."""
+    """The tenant's model, from this process's cache, else loaded off the event loop (a load
+    takes up to a second for a large model)."""
     models = request.app.state.models
     loaded = models.peek(tenant, model_id)
     if loaded is None:
-        loaded = await offload.run(request, partial(models.get, tenant, model_id))
+        loaded = await arrays.off_loop(models.get, tenant, model_id)
         if loaded is None:
             raise not_found("model", model_id)
     return loaded
 
 
-def json_inputs(body: bytes, budget: Budget) -> np.ndarray:
-    """`{"inputs": [[...], ...]}`: rows of numbers."""
+@dataclass(frozen=True)
+class Rows:
+    """A predict body decoded: numbers (n, n_inputs), or for a model with a preparation its
+    raw numeric columns (n, p) and category codes (n, q); a CSV body keeps its table, answered
+    as a scored CSV."""
+
+    X: np.ndarray
+    codes: np.ndarray | None = None
+    table: Any = None
+
+
+def json_rows(body: bytes, loaded: LoadedModel, budget: Budget) -> Rows:
+    """`{"inputs": [[...], ...]}`, or `{"inputs": [{column: value}, ...]}` (records) for a
+    model with a preparation."""
     check_json_size(body, budget, "inputs")
     payload = arrays.parse_json(body)
     if not isinstance(payload, dict):
@@ -61,20 +78,33 @@ def json_inputs(body: bytes, budget: Budget) -> np.ndarray:
                             f"{{\"inputs\": [[...], ...]}}", unknown[0])
     if "inputs" not in payload:
         raise ApiError(422, "inputs: required (rows x n_inputs numbers)", "inputs")
-    return arrays.matrix(payload["inputs"], "inputs")
+    inputs = payload["inputs"]
+    if loaded.preparation is not None and isinstance(inputs, list) and inputs and \
+            isinstance(inputs[0], dict):
+        return Rows(*records_blocks(inputs, loaded.preparation, budget.max_rows))
+    return Rows(arrays.matrix(inputs, "inputs"))
 
 
-def npy_inputs(body: bytes, budget: Budget) -> np.ndarray:
+def npy_rows(body: bytes, loaded: LoadedModel, budget: Budget) -> Rows:
     """A 2-D .npy array, rows x n_inputs."""
-    return arrays.from_npy(body, "inputs")
+    return Rows(arrays.from_npy(body, "inputs"))
 
 
-INPUT_CODECS: dict[str, Callable[[bytes, Budget], np.ndarray]] = {
-    "application/json": json_inputs, NPY: npy_inputs}
-"""Request media type -> the input rows it carries (no Content-Type: JSON)."""
+def csv_rows(body: bytes, loaded: LoadedModel, budget: Budget) -> Rows:
+    """A CSV with a header row, for a model with a preparation (which names its columns)."""
+    if loaded.preparation is None:
+        raise ApiError(415, "body: CSV is read for models trained with preprocessing; send "
+                            "JSON {\"inputs\": [[...]]} or .npy to this model", "body")
+    table = csv_table(body, loaded.preparation, budget.max_rows)
+    return Rows(*table_blocks(table, loaded.preparation), table=table)
 
 
-def input_codec(content_type: str) -> Callable[[bytes, Budget], np.ndarray]:
+INPUT_CODECS: dict[str, Callable[[bytes, LoadedModel, Budget], Rows]] = {
+    "application/json": json_rows, NPY: npy_rows, CSV: csv_rows}
+"""Request media type -> its rows (no Content-Type: JSON)."""
+
+
+def input_codec(content_type: str) -> Callable[[bytes, LoadedModel, Budget], Rows]:
     """The codec of `application/json; charset=utf-8` and the like, or 415."""
     media = content_type.split(";")[0].strip().lower() or "application/json"
     codec = INPUT_CODECS.get(media)
@@ -84,14 +114,18 @@ def input_codec(content_type: str) -> Callable[[bytes, Budget], np.ndarray]:
     return codec
 
 
-def rendered(model_id: str, prediction: Prediction, accept: str) -> tuple[str, bytes]:
-    """(content type, body) of a predict answer: the outputs as .npy when Accept asks for it,
-    else JSON {model_id, outputs, labels?}."""
-    if NPY in accept:
-        return NPY, array_to_bytes(prediction.outputs)
+def rendered(model_id: str, rows: Rows, prediction: Prediction, accept: str,
+             loaded: LoadedModel) -> tuple[str, bytes]:
+    """(content type, body) of a predict answer: a CSV body's table with the predictions
+    appended; the outputs as .npy when Accept asks for it; else JSON {model_id, outputs,
+    labels?}."""
     answer = {"model_id": model_id, "outputs": prediction.outputs}
     if prediction.labels is not None:
         answer["labels"] = prediction.labels
+    if rows.table is not None:
+        return CSV, scored_csv(rows.table, loaded, answer)
+    if NPY in accept:
+        return NPY, array_to_bytes(prediction.outputs)
     return "application/json", orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -101,7 +135,7 @@ def rendered(model_id: str, prediction: Prediction, accept: str) -> tuple[str, b
              responses=error_responses(413, 415))
 async def predict(request: Request):
     """Outputs for each input row, and labels for classifiers."""
-    model_id, tenant = request.path_params["model_id"], request_tenant(request)
+    model_id, tenant = request.path_params["model_id"], authenticated(request.scope)
     headers = request.headers
     decode = input_codec(headers.get("content-type", ""))
     loaded = await model_for(request, tenant, model_id)
@@ -109,10 +143,11 @@ async def predict(request: Request):
     budget = Budget.of(request.app.state.settings)
 
     def work() -> tuple[str, bytes]:
-        prediction = predict_outputs(loaded, decode(body, budget), budget, "inputs")
-        return rendered(model_id, prediction, headers.get("accept", ""))
+        rows = decode(body, loaded, budget)
+        prediction = predict_outputs(loaded, rows.X, budget, "inputs", rows.codes)
+        return rendered(model_id, rows, prediction, headers.get("accept", ""), loaded)
 
-    content_type, answer = await offload.run(request, work, light(body, loaded))
+    content_type, answer = work() if light(body, loaded) else await arrays.off_loop(work)
     return Response(answer, media_type=content_type)
 
 

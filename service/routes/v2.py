@@ -13,14 +13,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import offload
-from service.deps import (ModelCacheDep, SettingsDep, StoreDep, TenantDep, hot_route_docs,
-                          request_tenant)
+from engine.preparation import ClassTarget
+from service import arrays
+from service.deps import (ModelCacheDep, SettingsDep, StoreDep, TenantDep, authenticated,
+                          hot_route_docs)
 from service.errors import ApiError, validation_details
 from service.onnx_export import INPUT, LABEL, OUTPUT
 from service.predict import Budget, Prediction, light, predict_outputs
 from service.responses import JSONBytes
 from service.routes.health import readiness
+from service.model_cache import LoadedModel
 from service.routes.models import loaded_model, model_for
 from service.v2_schemas import (InferRequestIn, InferResponseOut, Live, ModelMetadata,
                                 ModelReady, ProtocolError, Ready, ServerMetadata, inline_schema)
@@ -101,7 +103,8 @@ def model_input(request: InferRequest) -> np.ndarray:
 def model_outputs(prediction: Prediction) -> dict[str, np.ndarray]:
     produced = {OUTPUT: prediction.outputs}
     if prediction.labels is not None:
-        produced[LABEL] = prediction.labels.astype(np.int64, copy=False)
+        labels = prediction.labels      # the classes' own values: numbers, or text (BYTES)
+        produced[LABEL] = labels.astype(np.int64) if labels.dtype.kind in "iub" else labels
     return produced
 
 
@@ -114,7 +117,7 @@ def model_outputs(prediction: Prediction) -> dict[str, np.ndarray]:
 async def infer(request: Request):
     """Tensors in, tensors out: JSON `data`, or raw bytes with the binary tensor extension."""
     model_id = request.path_params["model_id"]
-    loaded = await model_for(request, request_tenant(request), model_id)
+    loaded = await model_for(request, authenticated(request.scope), model_id)
     header_length = request.headers.get(HEADER_LENGTH)
     body = await request.body()
     budget = Budget.of(request.app.state.settings)
@@ -125,7 +128,7 @@ async def infer(request: Request):
         return encode_response(model_id, parsed.id, select_outputs(parsed,
                                                                    model_outputs(prediction)))
 
-    answer, headers = await offload.run(request, work, light(body, loaded))
+    answer, headers = work() if light(body, loaded) else await arrays.off_loop(work)
     return Response(answer, media_type=headers.pop("content-type"), headers=headers)
 
 
@@ -148,23 +151,34 @@ def server_metadata(request: Request):
             "extensions": [BINARY_EXTENSION]}
 
 
-def output_metadata(meta: dict) -> list[dict]:
+def label_datatype(loaded: LoadedModel) -> str:
+    """INT64 class indices, or the type of the classes a preparation maps them to."""
+    target = loaded.preparation.target if loaded.preparation is not None else None
+    if not isinstance(target, ClassTarget):
+        return "INT64"
+    if any(isinstance(c, str) for c in target.classes):
+        return "BYTES"
+    return "FP64" if any(isinstance(c, float) for c in target.classes) else "INT64"
+
+
+def output_metadata(loaded: LoadedModel) -> list[dict]:
+    meta = loaded.meta
     outputs = [{"name": OUTPUT, "datatype": DATATYPE_OF[np.dtype(meta["dtype"])],
                 "shape": [-1, meta["n_outputs"]]}]
     if meta["task"] in ("classification", "multilabel"):
         multilabel = meta["task"] == "multilabel" and meta["n_outputs"] > 1
-        outputs.append({"name": LABEL, "datatype": "INT64",
+        outputs.append({"name": LABEL, "datatype": label_datatype(loaded),
                         "shape": [-1, meta["n_outputs"]] if multilabel else [-1]})
     return outputs
 
 
 @router.get("/models/{model_id}", response_model=ModelMetadata, responses=errors(401, 404, 503))
 def model_metadata(model_id: str, tenant: TenantDep, models: ModelCacheDep):
-    meta = loaded_model(models, tenant, model_id).meta
+    loaded = loaded_model(models, tenant, model_id)
     return {"name": model_id, "platform": PLATFORM,
-            "inputs": [{"name": INPUT, "datatype": DATATYPE_OF[np.dtype(meta["dtype"])],
-                        "shape": [-1, meta["n_inputs"]]}],
-            "outputs": output_metadata(meta)}
+            "inputs": [{"name": INPUT, "datatype": DATATYPE_OF[np.dtype(loaded.meta["dtype"])],
+                        "shape": [-1, loaded.input_width]}],
+            "outputs": output_metadata(loaded)}
 
 
 @router.get("/models/{model_id}/ready", response_model=ModelReady,

@@ -197,7 +197,7 @@ def test_keys_never_reach_the_logs_or_redis(keyed_stack, alice_records):
 
 
 def test_keys_are_compared_as_digests_in_constant_time():
-    source = inspect.getsource(deps.tenant_for_key)  # get_tenant and request_tenant use it
+    source = inspect.getsource(deps.tenant_for_key)  # authenticated() uses it
     assert "hmac.compare_digest" in source and "key_digest(" in source
     digest = deps.key_digest(ALICE_KEY)
     assert len(digest) == 32 and ALICE_KEY.encode() not in digest

@@ -23,7 +23,7 @@ from service.embedded_redis import free_port
 from tests.service.helpers import (blobs, classifier, job_record, private_settings, started,
                                    submitted, wait_for_job)
 from worker import fairness
-from worker.records import JobRecord, JobStatus, Owner
+from worker.records import JobRecord, JobStatus, Owner, new_id
 from worker.settings import Settings
 from worker.store import Store
 
@@ -211,20 +211,21 @@ def keyed(valkey, redis_client):
 
 def test_another_tenants_job_is_not_found(keyed):
     client, store = keyed
-    put_queued_job(store, "alice", "job_alices")
-    fairness.finish(store, settings_for(store), "job_alices", "alice", JobStatus.CANCELED,
+    job_id = new_id("job")  # ids of another form read as missing
+    put_queued_job(store, "alice", job_id)
+    fairness.finish(store, settings_for(store), job_id, "alice", JobStatus.CANCELED,
                     Owner(1, JobStatus.QUEUED))
-    assert client.get("/v1/jobs/job_alices/events").status_code == 401
-    answer = client.get("/v1/jobs/job_alices/events", headers=as_tenant("bob"))
+    assert client.get(f"/v1/jobs/{job_id}/events").status_code == 401
+    answer = client.get(f"/v1/jobs/{job_id}/events", headers=as_tenant("bob"))
     assert answer.status_code == 404
-    events = read_all(client, "/v1/jobs/job_alices/events", headers=as_tenant("alice"))
+    events = read_all(client, f"/v1/jobs/{job_id}/events", headers=as_tenant("alice"))
     assert epochs_then_end(events) == ([], events[-1]["data"])
     assert events[-1]["data"]["status"] == "canceled"
 
 
 def test_stream_follows_epochs_skips_repeats_and_fills_gaps(keyed):
     client, store = keyed
-    job_id = "job_followed"
+    job_id = new_id("job")
     worker = started(store, settings_for(store), put_queued_job(store, "alice", job_id))
     worker.append_epoch(record(1))
     worker.append_epoch(record(2))
@@ -251,7 +252,7 @@ def test_end_is_sent_even_when_its_message_is_lost(keyed):
     """A job that finished without a message on the channel (Redis restarted, say) still ends
     the stream: the stream re-reads the job's status after events_recheck_s of silence."""
     client, store = keyed
-    job_id = "job_silent_end"
+    job_id = new_id("job")
     put_queued_job(store, "alice", job_id)
     with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=as_tenant("alice"),
                        timeout=30) as stream:
@@ -268,9 +269,10 @@ def test_open_stream_does_not_hold_up_api_shutdown(valkey, redis_client):
     the API must cut it after its grace period instead of hanging until SIGKILL."""
     prefix = f"evtstop{os.getpid()}"
     store = Store(redis_client, prefix)
-    put_queued_job(store, "alice", "job_waiting")
+    job_id = new_id("job")
+    put_queued_job(store, "alice", job_id)
     with api_process(valkey.url, prefix, KEYS) as client:
-        with client.stream("GET", "/v1/jobs/job_waiting/events",
+        with client.stream("GET", f"/v1/jobs/{job_id}/events",
                            headers=as_tenant("alice")) as stream:
             assert stream.status_code == 200
             client.process.send_signal(signal.SIGTERM)
