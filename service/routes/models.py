@@ -120,8 +120,9 @@ def rendered(model_id: str, rows: Rows, prediction: Prediction, accept: str,
     appended; the outputs as .npy when Accept asks for it; else JSON {model_id, outputs,
     labels?}."""
     answer = {"model_id": model_id, "outputs": prediction.outputs}
-    if prediction.labels is not None:
-        answer["labels"] = prediction.labels
+    if prediction.labels is not None:            # text classes as str (orjson writes numbers)
+        labels = prediction.labels
+        answer["labels"] = labels.tolist() if labels.dtype.kind in "US" else labels
     if rows.table is not None:
         return CSV, scored_csv(rows.table, loaded, answer)
     if NPY in accept:

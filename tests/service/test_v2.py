@@ -310,3 +310,42 @@ def test_json_beyond_the_memory_budget_is_413_in_protocol_form(keyed_api, models
     assert answer.status_code == 413, answer.text
     assert set(answer.json()) == {"error"}
     assert "BACKPROP_PREDICT_MEMORY_BYTES=1048576" in answer.json()["error"]
+
+
+def test_a_model_of_a_table_answers_its_class_names_as_bytes(api):
+    """A table with a text target: the model takes the raw columns and answers the classes'
+    own names, as JSON strings or as the binary BYTES form (4-byte length, then UTF-8)."""
+    X, y = blobs(n=60, features=2, seed=4)
+    names = np.array(["adélie", "chinstrap", "gentoo"])[y]
+    table = "x1,x2,species\n" + "".join(f"{a},{b},{c}\n" for (a, b), c in zip(X, names))
+    dataset = api.post("/v1/datasets", files={"file": ("t.csv", table.encode())},
+                       data={"target": "species"})
+    assert dataset.status_code == 201, dataset.text
+    job = api.post("/v1/jobs", json={"dataset_id": dataset.json()["id"],
+                                     "network": classifier(hidden=8),
+                                     "training": {"epochs": 30, "learning_rate": 0.05}})
+    assert job.status_code == 202, job.text
+    done = wait_for_job(api, job.json()["id"])
+    assert done["status"] == "succeeded", done
+    url = f"/v2/models/{done['model_id']}"
+    meta = api.get(url).json()
+    assert meta["inputs"][0]["shape"] == [-1, 2]
+    assert meta["outputs"][1] == {"name": "label", "datatype": "BYTES", "shape": [-1]}
+    v1 = api.post(f"/v1/models/{done['model_id']}/predict", json={"inputs": X[:6].tolist()})
+    assert v1.status_code == 200, v1.text
+    answer = api.post(f"{url}/infer", json={"inputs": [tensor(X[:6])]})
+    assert answer.status_code == 200, answer.text
+    label = answer.json()["outputs"][1]
+    assert label["datatype"] == "BYTES" and label["data"] == v1.json()["labels"]
+    assert set(label["data"]) <= set(names)
+    body, headers = binary_request(X[:6], "FP32", outputs=[
+        {"name": "label", "parameters": {"binary_data": True}}])
+    binary = api.post(f"{url}/infer", content=body, headers=headers)
+    assert binary.status_code == 200, binary.text
+    raw = binary.content[int(binary.headers[HEADER]):]
+    decoded, offset = [], 0
+    while offset < len(raw):
+        size = int.from_bytes(raw[offset:offset + 4], "little")
+        decoded.append(raw[offset + 4:offset + 4 + size].decode())
+        offset += 4 + size
+    assert decoded == v1.json()["labels"]
