@@ -1,5 +1,6 @@
 """MLServer (Seldon's Open Inference Protocol server, with its scikit-learn runtime) as the
-peer of bench/service.py's predict rows: the same weights as a scikit-learn MLPClassifier.
+peer of bench/service.py's predict rows: the same weights as a scikit-learn MLPClassifier,
+after a StandardScaler doing what our model's preparation does to its inputs.
 
 MLServer pins an older FastAPI than ours, so it lives in a venv of its own, `.venv-mlserver`,
 made on first use (`pip install mlserver mlserver-sklearn`, a few minutes; never a dependency
@@ -48,13 +49,17 @@ class MLServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v2/models/{MODEL}/infer"
 
-    def start(self, weights_npz: bytes, free_port) -> None:
+    def start(self, weights_npz: bytes, scaling: dict | None, free_port) -> None:
+        """scaling: {"mean": [...], "scale": [...]} of the inputs (our model's preparation),
+        applied by a StandardScaler ahead of the network; None: the network alone."""
         python = ensure_venv()
         model = self.folder / MODEL
         model.mkdir(parents=True, exist_ok=True)
         (self.folder / "weights.npz").write_bytes(weights_npz)
+        (self.folder / "scaling.json").write_text(json.dumps(scaling))
         subprocess.run([str(python), __file__, "build", str(self.folder / "weights.npz"),
-                        str(model / "model.joblib")], check=True)
+                        str(self.folder / "scaling.json"), str(model / "model.joblib")],
+                       check=True)
         # predict_proba: answer the class probabilities, as our `output` tensor does.
         (model / "model-settings.json").write_text(json.dumps({
             "name": MODEL, "implementation": "mlserver_sklearn.SKLearnModel",
@@ -100,14 +105,17 @@ class MLServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def build(weights: str, out: str) -> None:
+def build(weights: str, scaling: str, out: str) -> None:
     """(inside .venv-mlserver) our W0, b0, W1, ... as a fitted MLPClassifier: relu hidden
-    layers, softmax output, float32 weights (W transposed: scikit-learn's are (in, out))."""
+    layers, softmax output, float32 weights (W transposed: scikit-learn's are (in, out)); after
+    a StandardScaler with our preparation's means and scales when there is one."""
     import warnings
 
     import joblib
     import numpy as np
     from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     arrays = np.load(weights)
     n = sum(name.startswith("W") for name in arrays.files)
@@ -121,8 +129,16 @@ def build(weights: str, out: str) -> None:
         clf.fit(X.astype(np.float32), np.arange(2 * classes) % classes)  # shapes and classes
     clf.coefs_ = [np.ascontiguousarray(W.T, dtype=np.float32) for W in Ws]
     clf.intercepts_ = [b.astype(np.float32) for b in bs]
+    moments = json.loads(Path(scaling).read_text())
+    if moments is not None:
+        scaler = StandardScaler()
+        scaler.mean_ = np.asarray(moments["mean"], dtype=np.float64)
+        scaler.scale_ = np.asarray(moments["scale"], dtype=np.float64)
+        scaler.var_ = scaler.scale_ ** 2
+        scaler.n_features_in_, scaler.n_samples_seen_ = len(scaler.mean_), 1
+        clf = make_pipeline(scaler, clf)
     joblib.dump(clf, out)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["build"]:
-    build(*sys.argv[2:4])
+    build(*sys.argv[2:5])

@@ -11,7 +11,8 @@ It starts the stack as `backprop up` does (service.launcher.Stack: embedded Valk
 endpoint run through the same service.cli.serve (uvicorn options, process count) that reads
 the body and answers a canned payload of the predict response's exact size: the framework's
 ceiling. The peer is MLServer (bench/mlserver_peer.py; its own venv, .venv-mlserver, made on
-first use) serving the same weights as a scikit-learn MLPClassifier, twice: as shipped
+first use) serving the same weights as a scikit-learn MLPClassifier (after a StandardScaler
+with the moments our model's preparation standardizes its inputs with), twice: as shipped
 (parallel_workers=1, inference in a process of its own; with --api-workers N, N of them) and
 inferring in its HTTP process (parallel_workers=0); each inferring process gets the BLAS
 threads of one of our API processes (BACKPROP_API_BLAS_THREADS, 1). Load comes from wrk (Debian
@@ -167,7 +168,8 @@ def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: BareApp,
     print_table(f"Predict, 784-512-256-10 (and a 16-8-2 model: the service's own overhead), "
                 f"JSON, wrk -t1 -c8 (medians of {cfg['rounds']} interleaved rounds of "
                 f"{cfg['wrk_s']:g} s); MLServer {VERSION} + mlserver-sklearn serving the same "
-                f"weights as an MLPClassifier, sent /v2's OIP JSON body: " +
+                f"weights as an MLPClassifier (after a StandardScaler with our preparation's "
+                f"moments), sent /v2's OIP JSON body: " +
                 ", ".join(f"{who} parallel_workers={peer.parallel_workers}"
                           for who, peer in peers.items()),
                 ["case", "req/s", "p50 ms", "p99 ms", "server CPU us/req", "wrk CPU",
@@ -248,8 +250,9 @@ def main() -> int:
             if "predict" in only:
                 weights = api.get(f"/v1/models/{model_id}/weights", headers={"accept": NPZ})
                 weights.raise_for_status()
+                scaling = cases.input_scaling(stack, model_id)
                 for peer in peers.values():
-                    peer.start(weights.content, free_port)
+                    peer.start(weights.content, scaling, free_port)
                 predict_section(cfg, api, stack, bare, peers, model_id, targets)
                 for peer in peers.values():
                     peer.stop()

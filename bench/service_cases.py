@@ -89,6 +89,23 @@ def train_predict_model(api: httpx.Client, tiny: bool = False) -> str:
     return job["model_id"]
 
 
+def input_scaling(stack, model_id: str) -> dict | None:
+    """The means and scales the model's preparation ("auto", the default) standardizes its
+    inputs with, read from the stack's Redis (the API does not show them), for a peer to do
+    the same; None for a model trained without one."""
+    from worker.store import Store
+
+    store = Store(redis.Redis.from_url(stack.env["BACKPROP_REDIS_URL"]), stack.settings.key_prefix)
+    preparation = store.model(None, model_id).get("preparation")
+    if preparation is None:
+        return None
+    columns = preparation["columns"]
+    assert all(c["kind"] == "numeric" for c in columns), "the peer standardizes numbers only"
+    classes = (preparation.get("target") or {}).get("classes")
+    assert classes in (None, list(range(len(classes or [])))), classes  # labels are indices
+    return {"mean": [c["mean"] for c in columns], "scale": [c["scale"] for c in columns]}
+
+
 # -- rows of the table -------------------------------------------------------------------------
 
 def large_predict(api: httpx.Client, model_id: str, reps: int) -> list[list]:
