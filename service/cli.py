@@ -1,5 +1,6 @@
 """The `backprop` command: `up` (the whole local stack), `api`, `worker`; the client commands
-(train, jobs, status, history, predict, cancel) live in service/cli_client.py."""
+(train, jobs, status, history, predict, cancel) are the client distribution's own
+(backprop_client.cli, also run as `backprop-client`), offered here too."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import sys
 import tempfile
 import threading
 
-from service.cli_client import add_client_commands
+from backprop_client.cli import add_client_commands
+
 from worker.settings import get_settings
 
 

@@ -26,8 +26,6 @@ class Settings(BaseSettings):
 
     api_keys: str = Field(
         "", description="comma-separated `tenant:key` pairs (or bare keys); empty = no auth")
-    url: str = Field("http://127.0.0.1:8000", description="the API the client and CLI talk to")
-    api_key: str = Field("", description="key the client and CLI send as `Authorization: Bearer`")
 
     max_body_bytes: int = Field(64 * 1024 * 1024, description="largest HTTP request body")
     max_dataset_rows: int = Field(1_000_000, description="most rows in one dataset")

@@ -1,95 +1,38 @@
-"""Python client of backprop-service: upload data, train, follow a job, predict.
+"""Client, Job and Model: upload data, train, follow a job, predict.
 
-    from service.client import Client
+    from backprop_client import Client
     client = Client()                          # BACKPROP_URL, BACKPROP_API_KEY
     job = client.train(network, {"epochs": 40, "validation_split": 0.1}, X=X, y=y)
     job.wait()                                 # progress bar on stderr; JobFailed if it failed
     curves = job.history()                     # {"epoch", "loss", "val_loss", ...} as arrays
     labels = job.model().predict_labels(X_test)
 
-Every error the API answers becomes an ApiError subclass carrying the API's message and field.
+A pandas DataFrame goes wherever X does (with target="column" instead of y).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 import numpy as np
 
-from worker.settings import get_settings
+from backprop_client import codec, tables
+from backprop_client.errors import (ApiError, JobFailed, ServiceUnavailable, ValidationFailed,
+                                    error_from)
+from backprop_client.progress import ProgressBar
 
-NPZ, NPY = "application/x-npz", "application/x-npy"
+DEFAULT_URL = "http://127.0.0.1:8000"  # what `backprop up` serves
+JSON = "application/json"
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
 PREDICT_CHUNK_ROWS = 50_000
 """Rows per predict request: below the service's default BACKPROP_MAX_PREDICT_ROWS."""
-
-
-class ApiError(Exception):
-    """What the API refused, and why: `status` (HTTP, or None when no answer came), the API's
-    `message` (it says what to change) and the `field` it names, if any."""
-
-    def __init__(self, status: int | None, message: str, field: str | None = None,
-                 details: list | None = None):
-        super().__init__(message)
-        self.status, self.message, self.field, self.details = status, message, field, details
-
-    def __str__(self) -> str:
-        return self.message if self.status is None else f"{self.message} (HTTP {self.status})"
-
-
-class NotFound(ApiError):
-    """404: no such dataset, job or model for this API key."""
-
-
-class Unauthorized(ApiError):
-    """401/403: the API key is missing or not valid."""
-
-
-class ValidationFailed(ApiError):
-    """400/413/415/422: the request does not fit; `field` names what to change."""
-
-
-class ServiceUnavailable(ApiError):
-    """503, or no answer at all: the service, its Redis or its workers are not reachable."""
-
-
-class JobFailed(ApiError):
-    """The job ended as failed: `message` and `epoch` are the worker's, `job` the final Job."""
-
-    def __init__(self, job: Job):
-        error = job.info.get("error") or {}
-        self.job, self.epoch = job, error.get("epoch")
-        where = f" at epoch {self.epoch}" if self.epoch else ""
-        super().__init__(None, f"job {job.id} failed{where}: {error.get('message', 'no reason')}")
-
-
-ERRORS_BY_STATUS = {400: ValidationFailed, 401: Unauthorized, 403: Unauthorized, 404: NotFound,
-                    413: ValidationFailed, 415: ValidationFailed, 422: ValidationFailed,
-                    503: ServiceUnavailable}
-
-
-def error_from(answer: httpx.Response) -> ApiError:
-    """The typed error for an HTTP error answer (the API's JSON error body when it has one)."""
-    try:
-        error = answer.json()["error"]
-        message, field, details = error["message"], error.get("field"), error.get("details")
-    except (ValueError, KeyError, TypeError):
-        message, field, details = answer.text.strip()[:500] or answer.reason_phrase, None, None
-    kind = ERRORS_BY_STATUS.get(answer.status_code,
-                                ServiceUnavailable if answer.status_code >= 500 else ApiError)
-    return kind(answer.status_code, message, field, details)
-
-
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+PREDICT_CHUNK_BYTES = 8 * 1024 * 1024
+"""About this much body per predict request: well below the service's default body limit."""
 
 
 def history_arrays(records: list[dict]) -> dict[str, np.ndarray]:
@@ -118,14 +61,14 @@ def history_arrays(records: list[dict]) -> dict[str, np.ndarray]:
 
 
 class Client:
-    """A connection to one backprop-service. `url` and `api_key` default to BACKPROP_URL and
-    BACKPROP_API_KEY (http://127.0.0.1:8000, no key: what `backprop up` serves)."""
+    """A connection to one backprop-service. `url` and `api_key` default to the environment's
+    BACKPROP_URL and BACKPROP_API_KEY (http://127.0.0.1:8000, no key: what `backprop up`
+    serves)."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None,
                  timeout: float = 60.0):
-        settings = get_settings()
-        self.url = (url or settings.url).rstrip("/")
-        key = settings.api_key if api_key is None else api_key
+        self.url = (url or os.environ.get("BACKPROP_URL") or DEFAULT_URL).rstrip("/")
+        key = os.environ.get("BACKPROP_API_KEY", "") if api_key is None else api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -159,18 +102,42 @@ class Client:
         return self.get("/readyz")
 
     # -- datasets ----------------------------------------------------------------------------
-    def upload(self, X, y, name: str = "data", dtype: str = "float32") -> dict:
-        """Upload NumPy arrays (sent as NPZ, binary); returns the dataset (id, n_samples, ...)."""
-        X, y = np.asarray(X), np.asarray(y)
-        return self._upload_file(f"{name}.npz", npz_bytes(X=X, y=y), name=name, dtype=dtype)
+    def upload(self, X, y=None, *, target: str | list[str] | None = None,
+               name: str | None = None, ignore: str | list[str] | None = None,
+               columns: dict[str, str] | None = None, dtype: str | None = None) -> dict:
+        """Upload a table or arrays; returns the dataset as the API shows it (a dict: id,
+        n_samples, and for a table its `columns` and `target` schema).
+
+        - a pandas DataFrame, `target` naming its label column: sent as CSV (NaN, None and NA
+          become empty cells, which the service reads as missing); `ignore` leaves columns
+          out, `columns` overrides a guessed kind ({"year": "categorical"});
+        - arrays X (n, features) and y (n,) or (n, outputs): sent as NPZ, binary."""
+        if tables.is_dataframe(X):
+            if y is not None:
+                raise ValueError("a DataFrame holds its labels: name their column with "
+                                 "target=..., instead of passing y")
+            name = name or "table"
+            return self._upload_file(f"{name}.csv", tables.dataframe_csv(X), name=name,
+                                     dtype=dtype, **tables.table_form(target, ignore, columns))
+        if y is None:
+            raise ValueError("X given without y: pass the targets as y=..., or a pandas "
+                             "DataFrame with target='column'")
+        if target or ignore or columns:
+            raise ValueError("target=, ignore= and columns= name a DataFrame's columns; arrays "
+                             "take their labels as y=...")
+        name = name or "data"
+        return self._upload_file(f"{name}.npz", codec.npz_bytes(X=np.asarray(X), y=np.asarray(y)),
+                                 name=name, dtype=dtype)
 
     def upload_csv(self, path: str | os.PathLike, target: str | list[str] | None = None,
-                   name: str | None = None, dtype: str = "float32") -> dict:
-        """Upload a CSV with a header row; `target` names the label column(s) (default: last)."""
+                   name: str | None = None, dtype: str | None = None,
+                   ignore: str | list[str] | None = None,
+                   columns: dict[str, str] | None = None) -> dict:
+        """Upload a CSV file with a header row, as it is; `target` names the label column(s)
+        (default: the last), `ignore` and `columns` as in upload()."""
         path = Path(path)
-        targets = ",".join([target] if isinstance(target, str) else target or [])
         return self._upload_file(path.name, path.read_bytes(), name=name or path.stem,
-                                 dtype=dtype, target=targets or None)
+                                 dtype=dtype, **tables.table_form(target, ignore, columns))
 
     def _upload_file(self, filename: str, content: bytes, **form: str | None) -> dict:
         return self.request("POST", "/v1/datasets", files={"file": (filename, content)},
@@ -184,15 +151,18 @@ class Client:
 
     # -- jobs --------------------------------------------------------------------------------
     def train(self, network: dict, training: dict | None = None, *,
-              dataset: str | dict | None = None, X=None, y=None, **options: Any) -> Job:
-        """Submit a training job on an uploaded `dataset` (id or upload() result) or on
-        arrays X, y (uploaded first). `options`: device, dtype, seed, timeout_s."""
+              dataset: str | dict | None = None, X=None, y=None,
+              target: str | list[str] | None = None, ignore: str | list[str] | None = None,
+              columns: dict[str, str] | None = None, **options: Any) -> Job:
+        """Submit a training job on an uploaded `dataset` (id or upload() result), or on X
+        uploaded first (arrays with y, or a DataFrame with target; see upload()). `options`
+        are the job's other fields: device, dtype, seed, timeout_s, ..."""
         if (dataset is None) == (X is None):
-            raise ValueError("give either dataset=... or X=..., y=...")
+            raise ValueError("give either dataset=... or the data: X=..., y=... (arrays) or "
+                             "X=frame, target='column' (a DataFrame)")
         if dataset is None:
-            if y is None:
-                raise ValueError("X given without y: pass the targets as y=...")
-            dataset = self.upload(X, y, dtype=options.get("dtype", "float32"))
+            dataset = self.upload(X, y, target=target, ignore=ignore, columns=columns,
+                                  dtype=options.get("dtype"))
         dataset_id = dataset["id"] if isinstance(dataset, dict) else dataset
         body = {"network": network, "training": training or {}, "dataset_id": dataset_id,
                 **options}
@@ -288,101 +258,82 @@ class Job:
 
 
 class Model:
-    """A trained model: predictions run in the API process, never through the queue."""
+    """A trained model: predictions run in the API process, never through the queue.
+    `input_columns` and `classes` are the API's own description (None for a model trained on
+    plain arrays without them)."""
 
     def __init__(self, client: Client, info: dict):
         self.client, self.info = client, info
 
     def __repr__(self) -> str:
-        return f"Model({self.id!r}, task={self.task!r}, {self.n_inputs}->{self.n_outputs})"
+        return (f"Model({self.id!r}, task={self.task!r}, "
+                f"{self.info.get('n_inputs')}->{self.info.get('n_outputs')})")
 
     id = property(lambda self: self.info["id"])
     task = property(lambda self: self.info["task"])
     n_inputs = property(lambda self: self.info["n_inputs"])
     n_outputs = property(lambda self: self.info["n_outputs"])
+    input_columns = property(lambda self: self.info.get("input_columns"))
+    classes = property(lambda self: self.info.get("classes"))
 
-    def _post_rows(self, X, accept: str) -> list[httpx.Response]:
-        """X as .npy bodies, PREDICT_CHUNK_ROWS rows per request (one row may come as 1-D)."""
+    def _bodies(self, X) -> tuple[Iterator[bytes], str]:
+        """(predict bodies, their Content-Type): a table (DataFrame, dict records) as JSON
+        records, an array as .npy; each body below the service's row and size limits."""
+        rows = tables.records(X)
+        if rows is not None:
+            return tables.records_bodies(rows, PREDICT_CHUNK_BYTES, PREDICT_CHUNK_ROWS), JSON
         X = np.asarray(X)
         X = X.reshape(1, -1) if X.ndim == 1 else X
         X = X if X.dtype.kind == "f" else X.astype(np.float64)
-        return [self.client.request("POST", f"/v1/models/{self.id}/predict",
-                                    content=npy_bytes(X[start:start + PREDICT_CHUNK_ROWS]),
-                                    headers={"Content-Type": NPY, "Accept": accept})
-                for start in range(0, max(X.shape[0], 1), PREDICT_CHUNK_ROWS)]
+        step = max(1, min(PREDICT_CHUNK_ROWS, PREDICT_CHUNK_BYTES // max(X[:1].nbytes, 1)))
+        return (codec.npy_bytes(X[start:start + step])
+                for start in range(0, max(X.shape[0], 1), step)), codec.NPY
+
+    def _post(self, bodies: Iterator[bytes], content_type: str,
+              accept: str) -> Iterator[httpx.Response]:
+        for body in bodies:
+            yield self.client.request("POST", f"/v1/models/{self.id}/predict", content=body,
+                                      headers={"Content-Type": content_type, "Accept": accept})
 
     def predict(self, X) -> np.ndarray:
-        """The network's outputs, one row per input row (class probabilities for softmax)."""
-        return np.concatenate([np.load(io.BytesIO(answer.content), allow_pickle=False)
-                               for answer in self._post_rows(X, NPY)])
+        """The network's outputs, one row per input row (class probabilities for softmax,
+        a regression in the target's units). X: an array (one row may come as 1-D), or a
+        table (a pandas DataFrame, a list of {column: value} dicts; None/NaN are missing)."""
+        bodies, content_type = self._bodies(X)
+        if content_type == codec.NPY:
+            return np.concatenate([codec.load_npy(answer.content)
+                                   for answer in self._post(bodies, codec.NPY, codec.NPY)])
+        return np.concatenate([np.asarray(answer.json()["outputs"], dtype=np.float64)
+                               for answer in self._post(bodies, JSON, JSON)])
 
     def predict_labels(self, X) -> np.ndarray:
-        """Class labels (classifiers only): argmax for softmax, 0/1 per output for multilabel."""
+        """Class labels (classifiers only), as the service names them: a table's original
+        class values (strings stay str, in an object array), else argmax for softmax and 0/1
+        per output for multilabel (int64)."""
         if self.task == "regression":
             raise ValidationFailed(None, f"model {self.id} is a regression model: it has no "
                                          f"labels; use predict()")
-        return np.concatenate([np.asarray(answer.json()["labels"], dtype=np.int64)
-                               for answer in self._post_rows(X, "application/json")])
+        bodies, content_type = self._bodies(X)
+        labels = [label for answer in self._post(bodies, content_type, JSON)
+                  for label in answer.json()["labels"]]
+        if any(isinstance(label, str) for label in labels):
+            return np.array(labels, dtype=object)
+        return np.asarray(labels, dtype=np.int64)
+
+    def predict_csv(self, path: str | os.PathLike) -> Iterator[tuple[bytes, int]]:
+        """Score a CSV file (header row): (answer CSV, rows) per piece sent, each the input rows
+        with the predicted label and class probabilities appended. The header comes once,
+        with the first piece."""
+        for i, (body, rows) in enumerate(tables.csv_bodies(Path(path), PREDICT_CHUNK_BYTES,
+                                                           PREDICT_CHUNK_ROWS)):
+            answer = self.client.request("POST", f"/v1/models/{self.id}/predict", content=body,
+                                         headers={"Content-Type": "text/csv",
+                                                  "Accept": "text/csv"}).content
+            yield (answer if i == 0 else answer.partition(b"\n")[2]), rows
 
     def weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(W (units_out, units_in), b (units_out,)), ...] per layer, fetched as NPZ."""
         answer = self.client.request("GET", f"/v1/models/{self.id}/weights",
-                                     headers={"Accept": NPZ})
-        with np.load(io.BytesIO(answer.content), allow_pickle=False) as npz:
-            return [(npz[f"W{i}"], npz[f"b{i}"]) for i in range(len(npz.files) // 2)]
-
-
-def npy_bytes(X: np.ndarray) -> bytes:
-    """One array as .npy bytes (the predict endpoint's binary body)."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(X), allow_pickle=False)
-    return buf.getvalue()
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-class ProgressBar:
-    """One line per job: rewritten in place on a terminal; on a pipe or log file, a line per
-    new epoch at most every `every_s` seconds, and the last one always."""
-
-    def __init__(self, stream, width: int = 24, every_s: float = 1.0):
-        self.stream, self.width, self.every_s = stream, width, every_s
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.last_line, self.last_at, self.shown = "", 0.0, False
-
-    @staticmethod
-    def render(info: dict, width: int = 24) -> str:
-        progress, metrics = info["progress"], info.get("metrics") or {}
-        filled = int(round(width * progress["fraction"]))
-        digits = len(str(progress["epochs"]))
-        line = (f"{info['id']} {info['status']:<9} [{'#' * filled}{'.' * (width - filled)}] "
-                f"epoch {progress['epoch']:>{digits}}/{progress['epochs']}")
-        for name in ("loss", "val_loss"):
-            if metrics.get(name) is not None:
-                line += f"  {name} {metrics[name]:.4g}"
-        return line + f"  ETA {duration(progress.get('eta_s'))}"
-
-    def show(self, job: Job) -> None:
-        line, now = self.render(job.info, self.width), time.monotonic()
-        if line == self.last_line:
-            return
-        if self.tty:
-            self.stream.write("\r" + line.ljust(len(self.last_line)))
-        elif job.done or now - self.last_at >= self.every_s:
-            self.stream.write(line + "\n")
-            self.last_at = now
-        else:
-            return
-        self.stream.flush()
-        self.last_line, self.shown = line, True
-
-    def close(self) -> None:
-        if self.tty and self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
+                                     headers={"Accept": codec.NPZ})
+        npz = codec.load_npz(answer.content)
+        return [(npz[f"W{i}"], npz[f"b{i}"]) for i in range(len(npz) // 2)]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from service.client import (ApiError, Client, JobFailed, NotFound, ServiceUnavailable,
-                            ValidationFailed)
+import backprop_client.client
+from backprop_client import (ApiError, Client, JobFailed, NotFound, ServiceUnavailable,
+                             ValidationFailed)
 from service.embedded_redis import free_port
 from tests.service.helpers import blobs, classifier
 
@@ -78,6 +80,7 @@ def test_model_predict_matches_a_numpy_forward_pass_of_its_weights(trained):
     assert labels.dtype == np.int64 and labels.tolist() == outputs.argmax(axis=1).tolist()
     assert (labels == y).mean() >= 0.9
     assert model.predict(X[0]).shape == (1, 3)  # one row given as a vector
+    assert model.input_columns is None and model.classes is None  # plain arrays have no names
     with pytest.raises(ValidationFailed) as width:
         model.predict(X[:, :3])
     assert width.value.field == "inputs" and "each row needs 4 values" in width.value.message
@@ -97,6 +100,47 @@ def test_upload_csv_and_train_on_arrays(client, tmp_path):
     assert job.refresh().info["dataset_id"] != dataset["id"]  # X, y were uploaded anew
     assert job.wait(progress=False, timeout=60).status == "succeeded"
     assert any(j.id == job.id for j in client.jobs(status="succeeded"))
+
+
+def test_a_dataframe_is_uploaded_as_csv_and_trained_on(client):
+    X, y = blobs(n=90, classes=3, features=3, seed=6)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(label=y)
+    dataset = client.upload(frame, target="label", name="frame")
+    assert (dataset["name"], dataset["source"]) == ("frame", "csv")
+    assert (dataset["n_samples"], dataset["n_features"], dataset["classes"]) == (90, 3, 3)
+    job = client.train(classifier(hidden=8), TRAINING, X=frame, target="label")
+    assert job.wait(progress=False, timeout=60).status == "succeeded"
+    with pytest.raises(ValueError, match="target="):
+        client.upload(frame, y)
+    with pytest.raises(ValueError, match="y=..."):
+        client.upload(X, target="label")
+
+
+def test_wide_predicts_are_cut_below_the_services_limits(trained, monkeypatch):
+    """Bodies of about PREDICT_CHUNK_BYTES each, concatenated back in order."""
+    client, job, X, _ = trained
+    model = job.model()
+    whole = model.predict(X)
+    monkeypatch.setattr(backprop_client.client, "PREDICT_CHUNK_BYTES", 7 * X[:1].nbytes)
+    requests = []
+    client.http.event_hooks["request"].append(requests.append)
+    try:
+        pieces, labels = model.predict(X), model.predict_labels(X)
+    finally:
+        client.http.event_hooks["request"].remove(requests.append)
+    assert len(requests) == 2 * 22  # 150 rows, 7 per body: 22 bodies for each call
+    np.testing.assert_array_equal(pieces, whole)
+    assert labels.tolist() == whole.argmax(axis=1).tolist()
+
+
+def test_url_and_key_come_from_the_environment(stack, monkeypatch):
+    monkeypatch.setenv("BACKPROP_URL", stack.url + "/")
+    monkeypatch.setenv("BACKPROP_API_KEY", "some-key")
+    with Client() as c:
+        assert c.url == stack.url and c.http.headers["Authorization"] == "Bearer some-key"
+        assert c.ready()["status"] == "ok"
+    with Client(api_key="") as c:
+        assert "Authorization" not in c.http.headers
 
 
 def test_progress_bar_shows_epoch_loss_val_loss_and_eta(client, capsys):

@@ -1,17 +1,21 @@
-"""The `backprop` commands that talk to a running service through the Python client:
-train, jobs, status, history, predict, cancel. `--url` / `--api-key` (or BACKPROP_URL,
-BACKPROP_API_KEY) choose the service; the default is what `backprop up` serves."""
+"""The client commands: train, jobs, status, history, predict, cancel. They run as
+`backprop-client COMMAND` and, through add_client_commands, as `backprop COMMAND` in the
+server's distribution. `--url` / `--api-key` (or BACKPROP_URL, BACKPROP_API_KEY) choose the
+service; the default is what `backprop up` serves."""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from backprop_client.client import Client
+from backprop_client.errors import ApiError
+from backprop_client.progress import ProgressBar
 
 TRAINING_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "optimizer": "optimizer",
                     "batch_size": "batch_size", "validation_split": "validation_split",
@@ -22,9 +26,7 @@ class UsageError(Exception):
     """A local file or option the user should change (exit status 2)."""
 
 
-def client_from(args: argparse.Namespace):
-    from service.client import Client
-
+def client_from(args: argparse.Namespace) -> Client:
     return Client(url=args.url, api_key=args.api_key)
 
 
@@ -42,11 +44,12 @@ def read_json(path: str, what: str) -> dict:
 
 def job_request(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     """(network, training, options) from spec.json (a network spec, or {"network", "training",
-    ...}), then --training FILE, then the inline options, each overriding the one before."""
+    ...other job fields}), then --training FILE, then the inline options, each overriding the
+    one before."""
     spec = read_json(args.spec, "spec")
     if "network" in spec:
         network, training = spec["network"], dict(spec.get("training") or {})
-        options = {k: spec[k] for k in ("device", "dtype", "seed", "timeout_s") if k in spec}
+        options = {k: v for k, v in spec.items() if k not in ("network", "training")}
     else:
         network, training, options = spec, {}, {}
     if args.training:
@@ -58,18 +61,36 @@ def job_request(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     return network, training, options
 
 
-def upload_data(client, path: str, target: str | None, dtype: str) -> dict:
-    """A CSV (header row; --target names the label column(s)) or an NPZ holding X and y."""
-    file = Path(path)
+def column_kinds(text: str | None) -> dict | None:
+    """--columns '{"year": "categorical"}' as a dict."""
+    if text is None:
+        return None
+    try:
+        kinds = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--columns must be a JSON object such as "
+                         f"'{{\"year\": \"categorical\"}}' ({exc})") from None
+    if not isinstance(kinds, dict):
+        raise UsageError("--columns must be a JSON object such as '{\"year\": \"categorical\"}'")
+    return kinds
+
+
+def upload_data(client: Client, args: argparse.Namespace, dtype: str | None) -> dict:
+    """A CSV sent as it is (--target names the label column(s), --ignore and --columns shape
+    the table) or an NPZ holding X and y."""
+    file = Path(args.data)
     if not file.is_file():
-        raise UsageError(f"no data file {path}")
+        raise UsageError(f"no data file {args.data}")
     if file.suffix.lower() == ".npz":
+        if args.target or args.ignore or args.columns:
+            raise UsageError("--target, --ignore and --columns name CSV columns; an NPZ holds "
+                             "its labels as the array y")
         with np.load(file, allow_pickle=False) as npz:
             if not {"X", "y"} <= set(npz.files):
-                raise UsageError(f"{path} holds {npz.files}; the NPZ needs arrays X and y")
+                raise UsageError(f"{args.data} holds {npz.files}; the NPZ needs arrays X and y")
             return client.upload(npz["X"], npz["y"], name=file.stem, dtype=dtype)
-    targets = [t.strip() for t in target.split(",")] if target else None
-    return client.upload_csv(file, target=targets, dtype=dtype)
+    return client.upload_csv(file, target=args.target, dtype=dtype, ignore=args.ignore,
+                             columns=column_kinds(args.columns))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -79,20 +100,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         dataset_id = args.dataset
         if args.data:
-            dataset = upload_data(client, args.data, args.target, options.get("dtype", "float32"))
+            dataset = upload_data(client, args, options.get("dtype"))
             dataset_id = dataset["id"]
-            say(f"uploaded {args.data}: dataset {dataset_id} ({dataset['n_samples']} rows, "
-                f"{dataset['n_features']} features)")
+            say(f"uploaded {args.data}: dataset {dataset_id} ({dataset['n_samples']} rows)")
         job = client.train(network, training, dataset=dataset_id, **options)
         if not args.follow:
-            say(f"submitted job {job.id} ({job.status}); follow it with `backprop status {job.id}`")
+            say(f"submitted job {job.id} ({job.status}); follow it with "
+                f"`{args.prog} status {job.id}`")
             print(job.id)
             return 0
         say(f"training job {job.id}: {job.epochs} epochs (Ctrl-C stops following, not the job)")
         try:
             job.wait(progress=True)
         except KeyboardInterrupt:
-            say(f"\nstopped following; job {job.id} goes on: `backprop status {job.id}`")
+            say(f"\nstopped following; job {job.id} goes on: `{args.prog} status {job.id}`")
             return 130
     return report_end(job)
 
@@ -138,8 +159,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from service.client import ProgressBar
-
     with client_from(args) as client:
         job = client.job(args.job_id)
     if args.json:
@@ -180,7 +199,8 @@ def plot_history(history: dict, job_id: str, loss_name: str, path: Path) -> None
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'backprop-service[plot]'") from None
+        raise UsageError("--plot needs matplotlib: pip install 'backprop-client[plot]' "
+                         "(or matplotlib itself)") from None
     fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -200,53 +220,37 @@ def plot_history(history: dict, job_id: str, loss_name: str, path: Path) -> None
     fig.savefig(path, format="png")
 
 
-def read_rows(path: str, drop: str | None) -> np.ndarray:
-    """A CSV with a header row -> float rows, leaving out the --target column(s)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            rows = [row for row in reader if row]
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    dropped = [t.strip() for t in drop.split(",")] if drop else []
-    missing = [t for t in dropped if t not in header]
-    if missing:
-        raise UsageError(f"--target column(s) {missing} are not in the header of {path}: {header}")
-    keep = [i for i, h in enumerate(header) if h not in dropped]
-    try:
-        return np.array([[float(row[i]) for i in keep] for row in rows], dtype=np.float64)
-    except (ValueError, IndexError) as exc:
-        raise UsageError(f"{path}: every row needs {len(header)} numbers ({exc})") from None
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    X = read_rows(args.data, args.target)
-    with client_from(args) as client:
-        model = client.model(args.model_id)
-        if X.ndim != 2 or X.shape[1] != model.n_inputs:
-            width = X.shape[1] if X.ndim == 2 else 0
-            raise UsageError(f"{args.data} has {width} feature columns; model {model.id} takes "
-                             f"{model.n_inputs} (name the label column(s) with --target)")
-        outputs = model.predict(X)
-        labels = model.predict_labels(X) if model.task != "regression" else None
-    header = [f"output_{j}" for j in range(outputs.shape[1])]
-    if labels is not None:
-        labels = labels.reshape(len(X), -1)
-        header = (["label"] if labels.shape[1] == 1 else
-                  [f"label_{j}" for j in range(labels.shape[1])]) + header
-        outputs = np.hstack([labels, outputs])
-    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    """The service scores the CSV (columns by name; ones the model does not use are passed
+    through); the answer is written as it comes, the output file opened only once the first
+    piece was scored."""
+    if not Path(args.data).is_file():
+        raise UsageError(f"no data file {args.data}")
+    out, rows = None, 0
     try:
-        writer = csv.writer(out)
-        writer.writerow(header)
-        n_labels = 0 if labels is None else labels.shape[1]
-        writer.writerows([[int(v) for v in row[:n_labels]] + [f"{v:.7g}" for v in row[n_labels:]]
-                          for row in outputs])
+        with client_from(args) as client:
+            model = client.model(args.model_id)
+            try:
+                for answer, n in model.predict_csv(args.data):
+                    if out is None:
+                        out = open(args.output, "wb") if args.output else sys.stdout.buffer
+                    out.write(answer)
+                    out.flush()
+                    rows += n
+            except ValueError as exc:  # an empty file, or one that is not UTF-8 text
+                raise UsageError(f"{args.data}: {exc}") from None
+            except ApiError as exc:
+                if exc.status == 415:
+                    raise ApiError(415, f"the service at {client.url} does not score CSV files "
+                                        f"(it answered: {exc.message}); update the service, or "
+                                        f"predict arrays from Python with backprop_client's "
+                                        f"Model.predict") from None
+                raise
     finally:
-        if args.output:
+        if args.output and out is not None:
             out.close()
-            say(f"wrote {len(X)} predictions of model {model.id} to {args.output}")
+    if args.output:
+        say(f"wrote {rows} predictions of model {model.id} to {args.output}")
     return 0
 
 
@@ -265,8 +269,6 @@ def say(message: str) -> None:
 def guarded(command):
     """Run a command, turning API and usage errors into a one-line message and exit status."""
     def run(args: argparse.Namespace) -> int:
-        from service.client import ApiError
-
         try:
             return command(args)
         except ApiError as exc:
@@ -279,13 +281,15 @@ def guarded(command):
 
 
 def add_client_commands(parser: argparse.ArgumentParser, sub) -> None:
-    """The client subcommands, and --url/--api-key both before and after the command name."""
+    """The client subcommands on `parser` (whose prog names them in hints), and --url/--api-key
+    both before and after the command name."""
     def connection(target: argparse.ArgumentParser, default) -> None:
         target.add_argument("--url", default=default, help="the service's URL (default: "
                                                            "BACKPROP_URL or http://127.0.0.1:8000)")
         target.add_argument("--api-key", default=default,
                             help="sent as `Authorization: Bearer` (default: BACKPROP_API_KEY)")
     connection(parser, None)
+    parser.set_defaults(prog=parser.prog)
     common = argparse.ArgumentParser(add_help=False)
     connection(common, argparse.SUPPRESS)  # after the command too, without hiding the global one
 
@@ -297,10 +301,14 @@ def add_client_commands(parser: argparse.ArgumentParser, sub) -> None:
     train = command("train", cmd_train, "upload data, submit a training job and (with --follow) "
                                          "show its progress until it ends with a model id")
     train.add_argument("spec", help="JSON file: a network spec, or "
-                                    "{\"network\": ..., \"training\": ...}")
+                                    "{\"network\": ..., \"training\": ..., other job fields}")
     train.add_argument("--data", help="CSV with a header row, or NPZ with arrays X and y")
     train.add_argument("--dataset", help="an uploaded dataset's id, instead of --data")
     train.add_argument("--target", help="CSV label column(s), comma-separated (default: the last)")
+    train.add_argument("--ignore", help="CSV columns to leave out, comma-separated")
+    train.add_argument("--columns", metavar="JSON",
+                       help="column kinds that override the guessed ones, e.g. "
+                            "'{\"year\": \"categorical\"}'")
     train.add_argument("--training", help="JSON file of training settings")
     train.add_argument("--epochs", type=int)
     train.add_argument("--lr", type=float, help="learning rate")
@@ -326,11 +334,29 @@ def add_client_commands(parser: argparse.ArgumentParser, sub) -> None:
     history.add_argument("job_id")
     history.add_argument("--plot", metavar="PNG", help="write the loss/val_loss curve to this PNG")
 
-    predict = command("predict", cmd_predict, "predict with a model on the rows of a CSV")
+    predict = command("predict", cmd_predict,
+                      "score a CSV file: its rows with the predicted label and class "
+                      "probabilities appended")
     predict.add_argument("model_id")
-    predict.add_argument("data", help="CSV with a header row")
-    predict.add_argument("--target", help="column(s) to leave out, e.g. the label column")
+    predict.add_argument("data", help="CSV with a header row (columns the model does not use, "
+                                      "such as the label, pass through)")
     predict.add_argument("--output", "-o", help="CSV to write (default: stdout)")
 
     cancel = command("cancel", cmd_cancel, "cancel a queued or running job")
     cancel.add_argument("job_id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backprop-client",
+                                     description="talk to a running backprop-service")
+    add_client_commands(parser, parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,5 @@
-"""`backprop train|jobs|status|history|predict` run as real subprocesses against real stacks."""
+"""`backprop-client train|jobs|status|history|predict` (and the same commands under the server's
+`backprop`) run as real subprocesses against real stacks."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+import httpx
 import pytest
 
-from service.client import Client, Unauthorized
+from backprop_client import Client, Unauthorized
 from service.embedded_redis import free_port
 from service.launcher import Stack
 from tests.service.helpers import blobs, classifier
@@ -24,12 +25,22 @@ ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def backprop(*argv: str, url: str, **env: str) -> subprocess.CompletedProcess:
-    """`python -m service.cli ARGV` with BACKPROP_URL=url (no API key unless given in env)."""
+def run(module: str, argv: tuple[str, ...], url: str, env: dict) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGV` with BACKPROP_URL=url (no API key unless given in env)."""
     environ = {k: v for k, v in os.environ.items() if k != "BACKPROP_API_KEY"}
     environ.update({"BACKPROP_URL": url, **env})
-    return subprocess.run([sys.executable, "-m", "service.cli", *argv], cwd=ROOT, env=environ,
+    return subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, env=environ,
                           capture_output=True, text=True, timeout=120)
+
+
+def client_cli(*argv: str, url: str, **env: str) -> subprocess.CompletedProcess:
+    """The client distribution's own command, `backprop-client ARGV`."""
+    return run("backprop_client.cli", argv, url, env)
+
+
+def backprop(*argv: str, url: str, **env: str) -> subprocess.CompletedProcess:
+    """The server's `backprop ARGV`, which offers the same client commands."""
+    return run("service.cli", argv, url, env)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +76,7 @@ def test_train_follow_shows_progress_and_ends_with_the_model_id(followed, stack)
     assert progress, run.stderr
     assert "epoch 8/8" in progress[-1] and "succeeded" in progress[-1]
     assert "loss " in progress[-1] and "val_loss " in progress[-1] and "ETA" in progress[-1]
-    status = backprop("status", followed["job_id"], "--json", url=stack.url)
+    status = client_cli("status", followed["job_id"], "--json", url=stack.url)
     training = json.loads(status.stdout)["training"]
     # spec.json said 50 epochs of sgd; the inline options win
     assert training["epochs"] == 8 and training["optimizer"] == "adam"
@@ -85,7 +96,7 @@ def test_jobs_lists_the_job_in_a_table(followed, stack):
 
 
 def test_status_shows_progress_and_model(followed, stack):
-    done = backprop("status", followed["job_id"], url=stack.url)
+    done = client_cli("status", followed["job_id"], url=stack.url)
     assert done.returncode == 0, done.stderr
     assert "succeeded" in done.stdout and "epoch 8/8" in done.stdout
     assert f"model:    {followed['model_id']}" in done.stdout
@@ -93,7 +104,7 @@ def test_status_shows_progress_and_model(followed, stack):
 
 def test_history_prints_the_epochs_and_plots_a_png(followed, stack, files):
     png = files["folder"] / "plots" / "loss.png"
-    done = backprop("history", followed["job_id"], "--plot", str(png), url=stack.url)
+    done = client_cli("history", followed["job_id"], "--plot", str(png), url=stack.url)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["EPOCH", "LOSS", "VAL_LOSS", "ACCURACY", "SECONDS"]
@@ -104,24 +115,20 @@ def test_history_prints_the_epochs_and_plots_a_png(followed, stack, files):
     assert (width, height) == (640, 400)
 
 
-def test_predict_writes_a_csv_of_labels_and_outputs(followed, stack, files):
-    out = files["folder"] / "predictions.csv"
-    done = backprop("predict", followed["model_id"], files["data"], "--target", "label",
-                    "--output", str(out), url=stack.url)
-    assert done.returncode == 0, done.stderr
-    with open(out, newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["label", "output_0", "output_1", "output_2"]
-    table = np.array(rows[1:], dtype=np.float64)
-    assert table.shape == (120, 4)
-    np.testing.assert_allclose(table[:, 1:].sum(axis=1), 1.0, atol=1e-5)
-    assert (table[:, 0] == table[:, 1:].argmax(axis=1)).all()
-    assert (table[:, 0] == files["y"]).mean() >= 0.9
-    to_stdout = backprop("predict", followed["model_id"], files["data"], "--target", "label",
-                         url=stack.url)
-    assert to_stdout.stdout.splitlines()[0] == "label,output_0,output_1,output_2"
-    unlabeled = backprop("predict", followed["model_id"], files["data"], url=stack.url)
-    assert unlabeled.returncode == 2 and "has 5 feature columns" in unlabeled.stderr
+def test_predict_on_a_service_without_csv_scoring_says_what_to_do(followed, stack, files):
+    """Services older than CSV scoring answer 415 to a text/csv body: the command says so."""
+    probe = httpx.post(f"{stack.url}/v1/models/{followed['model_id']}/predict",
+                       content=b"f1\n1\n", headers={"Content-Type": "text/csv"})
+    if probe.status_code != 415:
+        pytest.skip("this service scores CSV files (tests/client/test_tables.py checks that)")
+    out = files["folder"] / "never.csv"
+    done = client_cli("predict", followed["model_id"], files["data"], "-o", str(out),
+                      url=stack.url)
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"the service at {stack.url} does not score CSV files" in done.stderr, done.stderr
+    assert "update the service" in done.stderr and not out.exists()
+    missing = client_cli("predict", followed["model_id"], "nowhere.csv", url=stack.url)
+    assert missing.returncode == 2 and "no data file nowhere.csv" in missing.stderr
 
 
 def test_train_without_follow_prints_the_job_id(stack, files):
@@ -129,10 +136,11 @@ def test_train_without_follow_prints_the_job_id(stack, files):
     spec.write_text(json.dumps(classifier(hidden=4)))
     training = files["folder"] / "training.json"
     training.write_text(json.dumps({"epochs": 2, "learning_rate": 0.1}))
-    done = backprop("train", str(spec), "--data", files["data"], "--training", str(training),
-                    url=stack.url)
+    done = client_cli("train", str(spec), "--data", files["data"], "--training", str(training),
+                      url=stack.url)
     assert done.returncode == 0, done.stderr
     job = Client(stack.url).job(done.stdout.strip())
+    assert f"follow it with `backprop-client status {job.id}`" in done.stderr
     assert job.info["training"]["epochs"] == 2 and job.info["training"]["learning_rate"] == 0.1
     assert job.wait(progress=False, timeout=60).status == "succeeded"
 
@@ -142,7 +150,7 @@ def test_train_exits_non_zero_with_the_apis_message(stack, files):
     spec.write_text(json.dumps({"layers": [{"units": 4, "activation": "swish"},
                                            {"units": 3, "activation": "softmax"}],
                                 "loss": "cross_entropy"}))
-    done = backprop("train", str(spec), "--data", files["data"], "--follow", url=stack.url)
+    done = client_cli("train", str(spec), "--data", files["data"], "--follow", url=stack.url)
     assert done.returncode == 1 and done.stdout == ""
     assert "error: network.layers[0].activation: unknown activation 'swish'" in done.stderr
     assert "(HTTP 422)" in done.stderr
@@ -156,19 +164,42 @@ def test_failed_job_exits_non_zero_with_its_epoch_and_message(stack, files):
                                 "training": {"optimizer": "sgd", "learning_rate": 1e4}}))
     data = files["folder"] / "big.csv"
     data.write_text("a,b,y\n" + "".join(f"{i * 100},{i * 50},{i * 1e5}\n" for i in range(32)))
-    done = backprop("train", str(spec), "--data", str(data), "--follow", url=stack.url)
+    done = client_cli("train", str(spec), "--data", str(data), "--follow", url=stack.url)
     assert done.returncode == 1 and done.stdout == ""
     assert re.search(r"error: job job_\S+ failed at epoch \d+: the training loss became",
                      done.stderr), done.stderr
 
 
 def test_errors_name_what_to_change(stack, files):
-    missing = backprop("history", "job_nope", url=stack.url)
+    missing = client_cli("history", "job_nope", url=stack.url)
     assert missing.returncode == 1 and "no job with id 'job_nope'" in missing.stderr
-    no_data = backprop("train", files["spec"], "--data", "nowhere.csv", url=stack.url)
+    no_data = client_cli("train", files["spec"], "--data", "nowhere.csv", url=stack.url)
     assert no_data.returncode == 2 and "no data file nowhere.csv" in no_data.stderr
-    down = backprop("jobs", url=f"http://127.0.0.1:{free_port()}")
+    down = client_cli("jobs", url=f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 1 and "cannot reach the API" in down.stderr
+
+
+def test_train_checks_its_table_options_before_uploading(stack, files, tmp_path):
+    npz = tmp_path / "data.npz"
+    npz.write_bytes(b"PK")  # never read: the options are refused first
+    done = client_cli("train", files["spec"], "--data", str(npz), "--ignore", "f1", url=stack.url)
+    assert done.returncode == 2
+    assert "--target, --ignore and --columns name CSV columns" in done.stderr
+    done = client_cli("train", files["spec"], "--data", files["data"], "--columns", "year",
+                      url=stack.url)
+    assert done.returncode == 2 and "--columns must be a JSON object" in done.stderr
+
+
+def test_backprop_offers_the_client_commands_and_backprop_client_only_those():
+    server = subprocess.run([sys.executable, "-m", "service.cli", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    client = subprocess.run([sys.executable, "-m", "backprop_client.cli", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    commands = re.compile(r"\{([a-z,]+)\}")
+    assert commands.search(server.stdout).group(1).split(",") == [
+        "up", "api", "worker", "train", "jobs", "status", "history", "predict", "cancel"]
+    assert commands.search(client.stdout).group(1).split(",") == [
+        "train", "jobs", "status", "history", "predict", "cancel"]
 
 
 @pytest.fixture(scope="module")
@@ -190,13 +221,13 @@ def test_client_and_cli_send_the_api_key_as_bearer(keyed_stack, files):
     with Client(url, api_key="key-a") as alice:
         assert alice.upload(*blobs(n=20))["n_samples"] == 20
 
-    trained = backprop("train", files["spec"], "--data", files["data"], "--epochs", "2",
+    trained = client_cli("train", files["spec"], "--data", files["data"], "--epochs", "2",
                        "--follow", url=url, BACKPROP_API_KEY="key-a")
     assert trained.returncode == 0, trained.stderr
     assert trained.stdout.startswith("mdl_")
     listed = backprop("--api-key", "key-a", "jobs", url=url)
     assert listed.returncode == 0 and "succeeded" in listed.stdout
-    wrong = backprop("jobs", "--api-key", "key-b", url=url)
+    wrong = client_cli("jobs", "--api-key", "key-b", url=url)
     assert wrong.returncode == 1 and "the API key is not valid" in wrong.stderr
     assert wrong.stderr.rstrip().endswith("(HTTP 401)")
     keyless = backprop("jobs", url=url)
