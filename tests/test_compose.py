@@ -327,7 +327,8 @@ def test_cpu_services_build_the_default_stage_of_the_plain_dockerfile(services):
 @needs_compose
 def test_base_images_are_build_arguments(tmp_path):
     result = compose_config(tmp_path, **TEST_ENV, BACKPROP_PYTHON_IMAGE="mirror/python:3.11",
-                            BACKPROP_CUDA_IMAGE="mirror/cuda:12", BACKPROP_REDIS_IMAGE="mirror/valkey:8")
+                            BACKPROP_CUDA_IMAGE="mirror/cuda:12",
+                            BACKPROP_REDIS_IMAGE="mirror/valkey:8")
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     for name in ("api", "worker"):

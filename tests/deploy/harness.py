@@ -58,7 +58,8 @@ class EngineUnavailable(Exception):
 
 
 def docker_client() -> str:
-    """Debian's client first: it has BuildKit built in (another `docker` on PATH may lack buildx)."""
+    """Debian's client first: it has BuildKit built in (another `docker` on PATH may lack
+    buildx)."""
     for path in ("/usr/bin/docker", shutil.which("docker")):
         if path and os.access(path, os.X_OK):
             return path

@@ -62,13 +62,16 @@ def epochs_recorded(api: httpx.Client, job: str) -> list[int]:
     return [e["epoch"] for e in answer.json()["epochs"]]
 
 
-def container_running(project: Project, service: str, job: str) -> str:
-    """The container of `service` whose log says it started training `job`."""
-    for container in project.containers(service):
-        logs = run(docker_client(), "logs", container, check=False)
-        if job in logs.stdout + logs.stderr and "training started" in logs.stdout + logs.stderr:
-            return container
-    raise AssertionError(f"no {service} container logged that it started {job}")
+def containers_logging(project: Project, service: str, job: str, phrase: str) -> list[str]:
+    """The containers of `service` (running or stopped) with a log line naming `job` and
+    saying `phrase`, e.g. "training started" or "resuming from checkpoint"."""
+    found = []
+    for container in project.compose("ps", "-q", "-a", service).stdout.split():
+        said = run(docker_client(), "logs", container, check=False)
+        if any(job in line and phrase in line
+               for line in (said.stdout + said.stderr).splitlines()):
+            found.append(container)
+    return found
 
 
 def wait_ready(url: str, workers: int, timeout_s: float = 180) -> None:

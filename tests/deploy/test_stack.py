@@ -10,7 +10,7 @@ import subprocess
 import httpx
 
 from tests.deploy.harness import clean_env, docker_client, readme_block, run, timed
-from tests.deploy.jobs import (container_running, epochs_recorded, finished, submit, upload,
+from tests.deploy.jobs import (containers_logging, epochs_recorded, finished, submit, upload,
                                wait_for, wait_ready)
 
 
@@ -62,7 +62,7 @@ def test_stopped_worker_checkpoints_and_the_other_resumes(engine, stack):
     with timed("test: docker stop of a busy worker"), stack.client() as api:
         job = submit(api, upload(api), epochs=epochs)
         wait_for(api, job, lambda j: j["progress"]["epoch"] >= 5, 180, "epoch 5")
-        busy = container_running(stack.project, "worker", job)
+        [busy] = containers_logging(stack.project, "worker", job, "training started")
         engine("stop", busy, timeout=120)  # SIGTERM, as `docker-compose stop` sends
         said = run(docker_client(), "logs", busy)
         logs = said.stdout + said.stderr
@@ -70,8 +70,8 @@ def test_stopped_worker_checkpoints_and_the_other_resumes(engine, stack):
         record = finished(api, job, timeout_s=600)
         assert record["restarts"] == 0, "a graceful stop is not a lost worker"
         assert epochs_recorded(api, job) == list(range(1, epochs + 1))
-        other = container_running(stack.project, "worker", job)
-        assert other != busy
+        resumed = containers_logging(stack.project, "worker", job, "resuming from checkpoint")
+        assert len(resumed) == 1 and resumed != [busy], "the other worker resumed it"
     stack.project.compose("up", "-d", "--no-build", "--scale", "worker=2")
     wait_ready(stack.url, workers=2)
 

@@ -13,7 +13,7 @@ import pytest
 
 from service.embedded_redis import free_port
 from tests.deploy.harness import Project, run, timed
-from tests.deploy.jobs import (container_running, epochs_recorded, finished, submit, upload,
+from tests.deploy.jobs import (containers_logging, epochs_recorded, finished, submit, upload,
                                wait_ready)
 
 # The other "host" reaches this one by a name, as a real worker host would: Docker's
@@ -65,7 +65,7 @@ def test_workers_of_another_project_train_through_the_published_redis(
                 job = submit(api, upload(api, rows=400, seed=3), epochs=30)
                 finished(api, job, timeout_s=300)
                 assert epochs_recorded(api, job) == list(range(1, 31))
-            assert container_running(remote, "worker", job)
+            assert containers_logging(remote, "worker", job, "training started")
             networks = json.loads(engine("inspect", remote.containers("worker")[0]).stdout)[0][
                 "NetworkSettings"]["Networks"]
             assert list(networks) == [f"{remote.name}_default"], "its own network only"
