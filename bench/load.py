@@ -154,7 +154,7 @@ async def job_load(client: httpx.AsyncClient, store: Store, n: int, deadline: fl
         outcome[job["status"]] = outcome.get(job["status"], 0) + 1
     per_worker: dict[str, int] = {}
     for job_id in ids:
-        worker = (store.job(None, job_id) or {}).get("worker", "?")
+        worker = getattr(store.job(None, job_id), "worker", None) or "?"
         per_worker[worker] = per_worker.get(worker, 0) + 1
     turnaround = [done[i]["finished_at"] - done[i]["created_at"] for i in ids]
     return {"jobs": n, "outcome": outcome, "per_worker": sorted(per_worker.values()),

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service.body_limit import BodySizeLimit
-from service.deps import key_digest
-from service.errors import install_error_handlers
+from service.deps import Authenticate, check_path_ids, key_digest
+from service.errors import UnexpectedErrors, install_error_handlers
 from service.fast_predict import FastPredict
 from service.model_cache import ModelCache
 from service.metrics import install_metrics
 from service.routes import dashboard, datasets, events, health, jobs, models
 from service.routes import onnx, v2
-from service.schemas import PredictIn, document_errors
+from service.schemas import JobIn, PredictIn, document_errors
 from worker import queues
 from worker.blas import limit_blas_threads
 from worker.logs import setup_logging
@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     setup_logging("api")
     limit_blas_threads(settings.api_blas_threads)  # requests, not BLAS threads, fill the cores
     app = FastAPI(title="backprop-service", version="0.1.0",
-                  description="Train neural networks by backpropagation over HTTP.")
+                  description="Train neural networks by backpropagation over HTTP.",
+                  dependencies=[Depends(check_path_ids)])
     store = Store(queues.connect(settings), settings.key_prefix)
     app.state.settings = settings
     app.state.store = store
@@ -38,9 +39,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(onnx.router)
     app.include_router(v2.router)
+    # Middleware, innermost first: each add_middleware wraps the ones before it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(FastPredict)  # the common predict, before routing (outside the limit)
-    install_metrics(app, store, settings)  # outermost: it also times the body limit's answers
+    app.add_middleware(Authenticate)  # the key, before anything reads a body
+    app.add_middleware(UnexpectedErrors)  # any exception left: the JSON 500, connection kept
+    install_metrics(app, store, settings)  # outermost: it also times the answers above
     app.openapi = lambda: _openapi(app)
     return app
 
@@ -51,7 +55,10 @@ def _openapi(app: FastAPI) -> dict:
         schema = get_openapi(title=app.title, version=app.version,
                              description=app.description, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components["PredictIn"] = PredictIn.model_json_schema(
-            ref_template="#/components/schemas/{model}")
+        for model in (PredictIn, JobIn):
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, nested in body.pop("$defs", {}).items():
+                components.setdefault(name, nested)
+            components[model.__name__] = body
         app.openapi_schema = document_errors(schema)
     return app.openapi_schema

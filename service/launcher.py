@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -16,8 +18,9 @@ from service.embedded_redis import EmbeddedValkey
 from worker.settings import Settings
 
 
-# A worker that died is started again, but not more often than this (a crash loop).
+# A process that died is started again, but not more often than this (a crash loop).
 REVIVE_EVERY_S = 5.0
+log = logging.getLogger("backprop.up")
 
 
 class Stack:
@@ -48,7 +51,8 @@ class Stack:
 
     def start(self, ready_timeout_s: float = 60.0) -> "Stack":
         if not self.settings.redis_url:
-            self.valkey = EmbeddedValkey(self.settings.data_dir / "valkey").start()
+            self.valkey = EmbeddedValkey(self.settings.data_dir / "valkey",
+                                         maxmemory=self.settings.redis_maxmemory).start()
             self.env["BACKPROP_REDIS_URL"] = self.valkey.url
         for _ in range(self.n_workers):
             self.add_worker()
@@ -58,11 +62,29 @@ class Stack:
 
     def start_api(self, ready_timeout_s: float = 60.0) -> "Stack":
         """Start the API process (again, after stop_api) and wait until it is ready."""
-        self.api = self._spawn("api", [sys.executable, "-m", "service.cli", "api", "--host",
-                                       self.host, "--port", str(self.port), "--workers",
-                                       str(self.api_workers)])
+        self.api = self._spawn("api", self._api_argv())
         self.wait_ready(ready_timeout_s)
         return self
+
+    def _api_argv(self) -> list[str]:
+        return [sys.executable, "-m", "service.cli", "api", "--host", self.host, "--port",
+                str(self.port), "--workers", str(self.api_workers)]
+
+    def revive_api(self) -> subprocess.Popen | None:
+        """Start the API again if it died (killed, out of memory, crashed): it has no reason to
+        exit while the stack runs, and workers and Redis carry on meanwhile. Its process group
+        goes first, so no orphaned uvicorn process of several (--api-workers) keeps the port."""
+        with self._lock:
+            dead = self.api
+            if (dead is None or self._stopping.is_set() or dead.poll() is None
+                    or time.monotonic() - self._spawned.get(dead.pid, 0.0) < REVIVE_EVERY_S):
+                return None
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(dead.pid, signal.SIGKILL)
+            log.warning("the API process exited with status %s; starting it again",
+                        dead.returncode)
+            self.api = self._spawn("api", self._api_argv())
+            return self.api
 
     def stop_api(self, timeout_s: float = 30.0) -> None:
         """Stop the API alone; workers keep training and Redis keeps every record."""
@@ -96,6 +118,7 @@ class Stack:
     def _supervise(self, interval_s: float = 1.0) -> None:
         while not self._stopping.wait(interval_s):
             self.revive_workers()
+            self.revive_api()
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         out = None

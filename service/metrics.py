@@ -25,7 +25,7 @@ from service.deps import KEYLESS_TENANT
 from worker import queues
 from worker.logs import AccessLog
 from worker.settings import Settings
-from worker.status import FINISHED
+from worker.records import FINISHED
 from worker.store import Store
 
 log = logging.getLogger("backprop.api.access")
@@ -102,6 +102,19 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily("backprop_workers", "live RQ worker processes", value=workers)
 
 
+class StreamsCollector(Collector):
+    """Job event streams open in the API process that answers /metrics (service.routes.events
+    StreamSlots, made on the first stream)."""
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+
+    def collect(self):
+        slots = getattr(self.app.state, "stream_slots", None)
+        yield GaugeMetricFamily("backprop_event_streams_open", "job event streams open in "
+                                "this API process", value=slots.in_use if slots else 0)
+
+
 def route_of(scope: dict) -> str:
     """The template of the route that served the request, e.g. /v1/jobs/{job_id}."""
     return getattr(scope.get("route"), "path", None) or UNMATCHED
@@ -154,7 +167,7 @@ router = APIRouter(tags=["operations"])
 @router.get("/metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 def metrics(request: Request):
-    """Prometheus text format: requests, latency, jobs, queues, epochs, workers."""
+    """Prometheus text format: requests, latency, jobs, queues, epochs, workers, streams."""
     return Response(generate_latest(request.app.state.metrics_registry),
                     media_type=CONTENT_TYPE_LATEST)
 
@@ -172,6 +185,7 @@ def install_metrics(app: FastAPI, store: Store, settings: Settings) -> None:
         home = None
     http = HttpMetrics(home)
     registry.register(StoreCollector(store, settings))
+    registry.register(StreamsCollector(app))
     app.state.metrics_registry, app.state.metrics_home = registry, home
     app.add_middleware(RequestMetrics, http=http, access_log=settings.access_log)
     app.include_router(router)

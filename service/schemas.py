@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 import engine
+from worker.records import JobError, JobStatus
 
 Matrix = list[list[float]]
 Targets = list[float] | list[list[float]]
@@ -69,14 +70,15 @@ class Progress(BaseModel):
     eta_s: float | None
 
 
-class JobError(BaseModel):
-    message: str
-    epoch: int | None = None
+class Waiting(BaseModel):
+    """Why a queued job has not been handed to a worker yet."""
+    position: int = Field(..., description="1 = the next of this tenant's jobs to be queued")
+    reason: str
 
 
 class JobOut(BaseModel):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobStatus
     dataset_id: str | None
     network: dict[str, Any]
     training: dict[str, Any]
@@ -91,19 +93,24 @@ class JobOut(BaseModel):
     model_id: str | None
     restarts: int
     cancel_requested: bool
+    waiting: Waiting | None = Field(
+        None, description="set while the job waits in its tenant's backlog "
+                          "(BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT)")
 
 
 class JobList(BaseModel):
     jobs: list[JobOut]
+    next: str | None = Field(None, description="cursor of the next page: pass it as ?before=")
 
 
 class DatasetList(BaseModel):
     datasets: list[DatasetOut]
+    next: str | None = Field(None, description="cursor of the next page: pass it as ?before=")
 
 
 class HistoryOut(BaseModel):
     job_id: str
-    status: str
+    status: JobStatus
     epochs: list[dict[str, Any]] = Field(
         ..., description="per epoch: epoch, loss, val_loss, metric, seconds, grad_norms, ...")
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
 import engine
 from service import arrays
+from service.budgets import check_training_budget
 from service.errors import ApiError
 from service.schemas import JobIn
-from worker import queues
+from worker import fairness, queues, quota
 from worker.data import checked_arrays
+from worker.records import JobRecord
 from worker.settings import Settings
-from worker.status import JobStatus, new_id
 from worker.store import Store
 
 
@@ -106,36 +106,50 @@ def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
     return meta["n_samples"], meta["n_features"], None
 
 
-def new_job_meta(settings: Settings, tenant: str, job: JobIn, n_samples: int,
-                 n_inputs: int) -> dict:
-    job_id = new_id("job")
-    return {
-        "id": job_id, "tenant": tenant, "status": JobStatus.QUEUED.value,
-        "network": job.network.model_dump(mode="json", exclude_unset=True),
-        "training": job.training.model_dump(mode="json", exclude_unset=True),
-        "dataset_id": job.dataset_id, "device": job.device, "dtype": job.dtype,
-        "seed": job.seed, "timeout_s": job.timeout_s or settings.job_timeout_s,
-        "n_samples": n_samples, "n_inputs": n_inputs, "epochs": job.training.epochs,
-        "epoch": 0, "created_at": time.time(), "started_at": None, "finished_at": None,
-        "attempt": 1, "rq_id": queues.rq_job_id(job_id, 1), "restarts": 0,
-        "metrics": None, "error": None, "model_id": None, "cancel_requested": False,
-    }
+def job_record(settings: Settings, tenant: str, job: JobIn, n_samples: int, n_inputs: int,
+               data_bytes: int) -> JobRecord:
+    return JobRecord(
+        tenant=tenant, network=job.network.model_dump(mode="json", exclude_unset=True),
+        training=job.training.model_dump(mode="json", exclude_unset=True),
+        dataset_id=job.dataset_id, device=job.device, dtype=job.dtype, seed=job.seed,
+        timeout_s=job.timeout_s or settings.job_timeout_s, n_samples=n_samples,
+        n_inputs=n_inputs, data_bytes=data_bytes, epochs=job.training.epochs)
 
 
-def submit(store: Store, settings: Settings, tenant: str, job: JobIn) -> dict:
-    """Validate, store and enqueue; returns the job meta. Raises ApiError (4xx) when unfit."""
+def check_worker(store: Store, settings: Settings, device: str) -> None:
+    """503 when no live worker serves the queue the job would go to: it would wait forever."""
+    name = queues.queue_name(settings, device)
+    if queues.workers_serving(store.r, settings, (name,))[name]:
+        return
+    start = (f"`backprop worker --queues {name}` on a machine with CuPy (pip install .[gpu]), "
+             f"or submit with \"device\": \"cpu\"" if name == settings.gpu_queue else
+             "`backprop worker` (or `backprop up --workers N`)")
+    raise ApiError(503, f"device: no worker serves queue {name!r}, so a {device!r} job would "
+                        f"wait forever; start one with {start}", "device",
+                   headers={"Retry-After": "30"})
+
+
+def submit(store: Store, settings: Settings, tenant: str, job: JobIn) -> JobRecord:
+    """Validate, store and queue (or backlog); returns the job record. Raises ApiError (4xx,
+    or 503 when no worker serves its queue) when it cannot run."""
     check_spec_limits(settings, job)
     n_samples, n_inputs, inline = resolve_data(store, settings, tenant, job)
     n_params = parameter_count(job.network, n_inputs)
     if n_params > settings.max_parameters:
         raise ApiError(422, f"network: {n_params} parameters for {n_inputs} inputs; at most "
                             f"{settings.max_parameters} (BACKPROP_MAX_PARAMETERS)", "network")
-    meta = new_job_meta(settings, tenant, job, n_samples, n_inputs)
-    # One transaction: a job is never stored without its queue entry, nor queued unstored.
-    with store.r.pipeline(transaction=True) as pipe:
-        pipe.multi()  # RQ's enqueue expects the transaction already open
-        store.put_job(meta, inline, pipe)
-        queues.enqueue_training(store.r, settings, meta["id"], job.device, 1, meta["timeout_s"],
-                                pipeline=pipe)
-        pipe.execute()
-    return meta
+    check_training_budget(settings, job, n_samples, n_inputs)
+    check_worker(store, settings, job.device)
+    blobs = Store.inline_blobs(*inline) if inline is not None else None
+    data_bytes = sum(map(len, blobs.values())) if blobs else 0
+    # The model it will store: its weights as float32 or float64 (the npz adds a little).
+    model_bytes = n_params * np.dtype(job.dtype).itemsize
+    try:
+        quota.check(store.r, store.keys, tenant, data_bytes + model_bytes,
+                    settings.max_tenant_bytes,
+                    "this job's inline data and the model it will store" if blobs else
+                    "the model this job will store", "data.X" if blobs else "network")
+        return fairness.submit(store, settings, job_record(settings, tenant, job, n_samples,
+                                                           n_inputs, data_bytes), blobs)
+    except quota.QuotaExceeded as exc:
+        raise ApiError(413, exc.message, exc.field) from None

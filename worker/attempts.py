@@ -13,49 +13,50 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import redis
 
-from worker import queues
+from worker import fairness, queues
+from worker.records import JobRecord, JobStatus, Owner
 from worker.settings import Settings
-from worker.status import JobStatus
-from worker.store import Store, decode_meta, encode_meta
+from worker.store import Store
 
 log = logging.getLogger("backprop.worker")
 T = TypeVar("T")
 
 # Redis errors that mean "not reachable right now" (restart, failover, network blip).
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
-RUNNING = json.dumps(JobStatus.RUNNING.value)
-CANCEL_FLAG = json.dumps(True)
+CANCEL_FLAG = JobRecord.encode_fields(cancel_requested=True)["cancel_requested"]
 
-# KEYS: job hash, lease. ARGV: attempt (JSON), holder, lease ms, running (JSON), cancel flag.
+# Both scripts first check that the job is this attempt's and running (KEYS[1] the job hash;
+# ARGV[1] the attempt, ARGV[2] the running status, both as the record encodes them).
+# KEYS: job hash, lease. ARGV: attempt, running, cancel flag, holder, lease ms.
 # Returns -1 when the job is no longer this attempt's, else 1/0: cancel requested or not.
 RENEW_LEASE = """
 local f = redis.call('HMGET', KEYS[1], 'attempt', 'status', 'cancel_requested')
-if f[1] ~= ARGV[1] or f[2] ~= ARGV[4] then return -1 end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-if f[3] == ARGV[5] then return 1 end
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return -1 end
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+if f[3] == ARGV[3] then return 1 end
 return 0
 """
 
-# KEYS: job hash, history list, counters hash. ARGV: attempt (JSON), epoch, record line,
-# events channel, event, cancel flag, then field/value pairs for the job hash.
+# KEYS: job hash, history list, counters hash. ARGV: attempt, running, cancel flag, epoch,
+# record line, events channel, event, then field/value pairs for the job hash.
 # Returns -1: not this attempt's job; -2: epochs before this one are missing; else 1/0 (cancel).
 APPEND_EPOCH = """
-local f = redis.call('HMGET', KEYS[1], 'attempt', 'cancel_requested')
-if f[1] ~= ARGV[1] then return -1 end
+local f = redis.call('HMGET', KEYS[1], 'attempt', 'status', 'cancel_requested')
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return -1 end
 local recorded = redis.call('LLEN', KEYS[2])
-local epoch = tonumber(ARGV[2])
+local epoch = tonumber(ARGV[4])
 if recorded < epoch - 1 then return -2 end
 if recorded == epoch - 1 then
-  redis.call('RPUSH', KEYS[2], ARGV[3])
-  if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
+  redis.call('RPUSH', KEYS[2], ARGV[5])
+  if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
   redis.call('HINCRBY', KEYS[3], 'epochs_trained', 1)
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
 end
-if f[2] == ARGV[6] then return 1 end
+if f[3] == ARGV[3] then return 1 end
 return 0
 """
 
@@ -65,80 +66,81 @@ class AttemptLost(Exception):
 
 
 class Attempt:
-    """One attempt's hold on job `job_id`: start, lease renewal and epoch appends, all checked."""
+    """One attempt's hold on a job. Every write it makes (start, rewind, lease, epoch,
+    checkpoint, requeue, finish) checks in its own transaction or script that the attempt
+    still owns the job, and raises AttemptLost, having written nothing, when it does not."""
 
-    def __init__(self, store: Store, job_id: str, number: int, holder: str, lease_s: float):
-        self.store, self.job_id, self.number, self.holder = store, job_id, number, holder
-        self.lease_ms = int(lease_s * 1000)
-        self._number = json.dumps(number)
+    def __init__(self, store: Store, settings: Settings, job: JobRecord, holder: str):
+        self.store, self.settings, self.holder = store, settings, holder
+        self.job_id, self.tenant, self.number = job.id, job.tenant, job.attempt
+        self.owner = Owner(job.attempt, JobStatus.RUNNING)
+        self.lease_ms = int(settings.lease_s * 1000)
+        fence = JobRecord.encode_fields(attempt=job.attempt, status=JobStatus.RUNNING)
+        self._fence = [fence["attempt"], fence["status"]]
         self._renew = store.r.register_script(RENEW_LEASE)
         self._append = store.r.register_script(APPEND_EPOCH)
 
-    def start(self, **fields) -> dict:
+    def _lost(self, job: JobRecord | None) -> AttemptLost:
+        state = "deleted" if job is None else f"{job.status.value}, attempt {job.attempt}"
+        return AttemptLost(f"attempt {self.number} found the job {state}")
+
+    def _owned(self, pipe, status: JobStatus = JobStatus.RUNNING) -> JobRecord:
+        """The job, read inside the transaction; AttemptLost unless this attempt owns it."""
+        job = self.store.job(None, self.job_id, reader=pipe)
+        if not Owner(self.number, status).holds(job):
+            raise self._lost(job)
+        return job
+
+    def start(self, **fields: Any) -> JobRecord:
         """queued -> running with a lease, only if the job is still queued for this attempt.
 
-        Returns the job meta as it was; raises AttemptLost when it is not this attempt's to run
+        Returns the job as it was; raises AttemptLost when it is not this attempt's to run
         (canceled while its RQ job was being picked up, or already handed on)."""
         k = self.store.keys
-        with self.store.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(k.job(self.job_id))
-                    raw = pipe.hgetall(k.job(self.job_id))
-                    meta = decode_meta(raw) if raw else None
-                    if meta is None or meta.get("status") != JobStatus.QUEUED.value or \
-                            int(meta.get("attempt") or 1) != self.number:
-                        state = "deleted" if meta is None else (
-                            f"{meta.get('status')}, attempt {meta.get('attempt')}")
-                        raise AttemptLost(f"attempt {self.number} found the job {state}")
-                    pipe.multi()
-                    pipe.set(k.job_lease(self.job_id), self.holder, px=self.lease_ms)
-                    self.store.update_job(self.job_id, pipe, status=JobStatus.RUNNING.value,
-                                          attempt=self.number, **fields)
-                    pipe.execute()
-                    return meta
-                except redis.WatchError:
-                    continue
+
+        def write(pipe) -> JobRecord:
+            job = self._owned(pipe, JobStatus.QUEUED)
+            pipe.multi()
+            pipe.set(k.job_lease(self.job_id), self.holder, px=self.lease_ms)
+            self.store.set_status(pipe, job, JobStatus.RUNNING, **fields)
+            return job
+
+        return self.store.transact(write, k.job(self.job_id))
 
     def rewind(self, epochs: int) -> None:
         """Keep the first `epochs` epochs of the history (those the checkpoint holds): the
         epochs after it will be trained again, and recorded again."""
         k = self.store.keys
-        with self.store.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(k.job(self.job_id))
-                    if pipe.hget(k.job(self.job_id), "attempt") != self._number.encode():
-                        raise AttemptLost(f"attempt {self.number} no longer owns the job")
-                    pipe.multi()
-                    if epochs <= 0:
-                        pipe.delete(k.job_history(self.job_id))
-                    else:
-                        pipe.ltrim(k.job_history(self.job_id), 0, epochs - 1)
-                    self.store.update_job(self.job_id, pipe, epoch=epochs)
-                    pipe.execute()
-                    return
-                except redis.WatchError:
-                    continue
+
+        def write(pipe) -> None:
+            self._owned(pipe)
+            pipe.multi()
+            if epochs <= 0:
+                pipe.delete(k.job_history(self.job_id))
+            else:
+                pipe.ltrim(k.job_history(self.job_id), 0, epochs - 1)
+            self.store.update_job(pipe, self.job_id, epoch=epochs)
+
+        self.store.transact(write, k.job(self.job_id))
 
     def renew(self) -> bool:
         """Extend the lease; returns whether a cancel was requested."""
         k = self.store.keys
         answer = self._renew(keys=[k.job(self.job_id), k.job_lease(self.job_id)],
-                             args=[self._number, self.holder, self.lease_ms, RUNNING, CANCEL_FLAG])
+                             args=[*self._fence, CANCEL_FLAG, self.holder, self.lease_ms])
         if answer == -1:
             raise AttemptLost(f"attempt {self.number} no longer owns the job")
         return answer == 1
 
-    def append_epoch(self, record: dict, **fields) -> bool:
+    def append_epoch(self, record: dict, **fields: Any) -> bool:
         """Record epoch record["epoch"] once; returns whether a cancel was requested."""
         k = self.store.keys
         line = json.dumps(record)
-        pairs = [item for pair in encode_meta(fields).items() for item in pair]
+        pairs = [item for pair in JobRecord.encode_fields(**fields).items() for item in pair]
         answer = self._append(
             keys=[k.job(self.job_id), k.job_history(self.job_id), k.counters()],
-            args=[self._number, record["epoch"], line, k.job_events(self.job_id),
-                  f'{{"event": "epoch", "record": {line}}}', CANCEL_FLAG, *pairs])
+            args=[*self._fence, CANCEL_FLAG, record["epoch"], line, k.job_events(self.job_id),
+                  f'{{"event": "epoch", "record": {line}}}', *pairs])
         if answer == -1:
             raise AttemptLost(f"attempt {self.number} no longer owns the job")
         if answer == -2:
@@ -146,45 +148,72 @@ class Attempt:
                               f"(Redis lost writes); resuming from the last checkpoint")
         return answer == 1
 
+    def checkpoint(self, data: bytes, epoch: int) -> None:
+        """Store the network's state after `epoch` epochs."""
+        def write(pipe) -> None:
+            self._owned(pipe)
+            pipe.multi()
+            self._write_checkpoint(pipe, data, epoch)
+
+        self.store.transact(write, self.store.keys.job(self.job_id))
+
+    def _write_checkpoint(self, pipe, data: bytes, epoch: int) -> None:
+        pipe.set(self.store.keys.job_checkpoint(self.job_id), data)
+        self.store.update_job(pipe, self.job_id, checkpoint_epoch=epoch,
+                              checkpoint_at=time.time())
+
+    def requeue(self, data: bytes, epoch: int) -> None:
+        """Checkpoint and put the job back at the front of its queue for a next attempt (a
+        graceful shutdown), both only if this attempt still owns the job."""
+        taken = hand_on(self.store, self.settings, self.job_id,
+                        lambda job, alive: {} if self.owner.holds(job) else None,
+                        also=lambda pipe: self._write_checkpoint(pipe, data, epoch))
+        if taken is None:
+            raise AttemptLost(f"attempt {self.number} no longer owns the job")
+
+    def finish(self, status: JobStatus, model: tuple[dict, bytes] | None = None,
+               owner: Owner | None = None, **fields: Any) -> None:
+        """End the job (with its model, if any): worker.fairness.finish, fenced by this
+        attempt (or `owner`: a queued job this attempt cancels before starting it)."""
+        if fairness.finish(self.store, self.settings, self.job_id, self.tenant, status,
+                           owner or self.owner, model, **fields) is None:
+            raise AttemptLost(f"attempt {self.number} no longer owns the job")
+
 
 def hand_on(store: Store, settings: Settings, job_id: str,
-            decide: Callable[[dict, bool], dict | None], requeue: bool = True) -> dict | None:
+            decide: Callable[[JobRecord, bool], dict | None], requeue: bool = True,
+            also: Callable[[redis.client.Pipeline], None] | None = None) -> JobRecord | None:
     """Give job `job_id` to a new attempt at the front of its queue, in one transaction.
 
-    decide(meta, lease_alive) returns extra job fields to set, or None to leave the job alone;
+    decide(job, lease_alive) returns extra job fields to set, or None to leave the job alone;
     it sees the job as it is inside the transaction (WATCHed with its lease), so a lease renewed
     meanwhile, or another hand-on, makes this one retry with fresh data. With requeue=False the
     job is only taken from its attempt (which can then write nothing), not queued: what comes
-    before failing it. Returns the meta seen when the job was handed on.
+    before failing it. `also(pipe)` adds writes to the transaction. Returns the job as it was
+    when handed on, or None.
     """
     k = store.keys
-    with store.r.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(k.job(job_id), k.job_lease(job_id))
-                raw = pipe.hgetall(k.job(job_id))
-                meta = decode_meta(raw) if raw else None
-                fields = None if meta is None else decide(meta, bool(pipe.exists(
-                    k.job_lease(job_id))))
-                if fields is None:
-                    pipe.unwatch()
-                    return None
-                attempt = int(meta.get("attempt") or 1) + 1
-                pipe.multi()
-                pipe.delete(k.job_lease(job_id))
-                if not requeue:
-                    store.update_job(job_id, pipe, attempt=attempt, **fields)
-                    pipe.execute()
-                    return meta
-                store.update_job(job_id, pipe, status=JobStatus.QUEUED.value, attempt=attempt,
-                                 rq_id=queues.rq_job_id(job_id, attempt), **fields)
-                queues.enqueue_training(store.r, settings, job_id, meta.get("device", "cpu"),
-                                        attempt, queues.remaining_timeout(meta),
-                                        at_front=True, pipeline=pipe)
-                pipe.execute()
-                return meta
-            except redis.WatchError:
-                continue
+
+    def write(pipe) -> JobRecord | None:
+        job = store.job(None, job_id, reader=pipe)
+        fields = None if job is None else decide(job, bool(pipe.exists(k.job_lease(job_id))))
+        if fields is None:
+            return None
+        attempt = job.attempt + 1
+        pipe.multi()
+        pipe.delete(k.job_lease(job_id))
+        if also is not None:
+            also(pipe)
+        if not requeue:
+            store.update_job(pipe, job_id, attempt=attempt, **fields)
+            return job
+        store.set_status(pipe, job, JobStatus.QUEUED, attempt=attempt,
+                         rq_id=queues.rq_job_id(job_id, attempt), **fields)
+        queues.enqueue_training(store.r, settings, job_id, job.device, attempt,
+                                job.remaining_timeout(), at_front=True, pipeline=pipe)
+        return job
+
+    return store.transact(write, k.job(job_id), k.job_lease(job_id))
 
 
 def patiently(action: Callable[[], T], what: str, give_up_s: float | None = None) -> T:

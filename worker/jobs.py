@@ -1,7 +1,7 @@
 """The RQ job function: train one network on one dataset, reporting every epoch to Redis.
 
 `train(job_id)` takes only the job id (JSON-safe), so a test can call it directly as well as
-through a worker. Everything it needs is in the job's meta record written by the API.
+through a worker. Everything it needs is in the job's record (worker.records.JobRecord).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from rq.timeouts import JobTimeoutException
 
 import engine
 from worker import queues
-from worker.attempts import Attempt, AttemptLost, hand_on, patiently
+from worker.attempts import Attempt, AttemptLost, patiently
 from worker.codec import arrays_to_npz
 from worker.data import task_of, training_arrays
 from worker.logs import ContextLogger
+from worker.records import JobRecord, JobStatus, Owner, new_id
 from worker.settings import Settings, get_settings
-from worker.status import JobStatus, new_id
-from worker.store import Store, is_finished
+from worker.store import Store
 
 log = logging.getLogger("backprop.worker")
 
@@ -43,21 +43,20 @@ def train(job_id: str) -> str:
     rq_job = get_current_job()
     connection = rq_job.connection if rq_job is not None else queues.connect(settings)
     store = Store(connection, settings.key_prefix)
-    meta = patiently(lambda: store.job(None, job_id), "loading the job")
-    if meta is None:
+    job = patiently(lambda: store.job(None, job_id), "loading the job")
+    if job is None:
         log.warning("job %s is gone; nothing to train", job_id, extra={"job_id": job_id})
         return "missing"
-    if is_finished(meta):
-        return meta["status"]
-    if rq_job is not None and meta.get("rq_id") not in (None, rq_job.id):
-        log.warning("RQ job %s is stale: job %s is at %s", rq_job.id, job_id, meta.get("rq_id"),
+    if job.finished:
+        return job.status.value
+    if rq_job is not None and job.rq_id not in (None, rq_job.id):
+        log.warning("RQ job %s is stale: job %s is at %s", rq_job.id, job_id, job.rq_id,
                     extra={"job_id": job_id})
         return SUPERSEDED
-    run = TrainingRun(store, settings, meta, rq_job.worker_name if rq_job else "inline")
-    if meta.get("cancel_requested"):
+    run = TrainingRun(store, settings, job, rq_job.worker_name if rq_job else "inline")
+    if job.cancel_requested:
         if store.checkpoint(job_id) is None:
-            store.finish_job(job_id, JobStatus.CANCELED, settings.result_ttl_s)
-            return JobStatus.CANCELED.value
+            return run.cancel_unstarted()
         run.cancel.set()  # resume only to keep the checkpointed weights as the model
     return run.run()
 
@@ -65,29 +64,40 @@ def train(job_id: str) -> str:
 class TrainingRun:
     """One attempt at a job: load data and network, fit, and record how it ended.
 
-    Every write goes through the attempt's checks (worker.attempts): once the job has been
-    handed on (this worker was presumed dead), the run stops and writes nothing more. While
-    Redis is unreachable (a restart), the run waits for it instead of failing.
+    Every write goes through the attempt (worker.attempts), which checks that it still owns
+    the job: once the job has been handed on (this worker was presumed dead), ended or deleted,
+    the run stops and writes nothing more. While Redis is unreachable (a restart), the run
+    waits for it instead of failing.
     """
 
-    def __init__(self, store: Store, settings: Settings, meta: dict, worker_name: str | None):
-        self.store, self.settings, self.meta = store, settings, meta
-        self.job_id: str = meta["id"]
+    def __init__(self, store: Store, settings: Settings, job: JobRecord, worker_name: str | None):
+        self.store, self.settings, self.job = store, settings, job
+        self.job_id = job.id
         self.worker = worker_name or "worker"
-        self.attempt = Attempt(store, self.job_id, int(meta.get("attempt") or 1), self.worker,
-                               settings.lease_s)
+        self.attempt = Attempt(store, settings, job, self.worker)
         self.cancel = threading.Event()    # the user asked to cancel
         self.lost = threading.Event()      # the job was handed to another attempt
         self.stopping = threading.Event()  # the run is over: the heartbeat stops
         self.last_checkpoint = time.monotonic()
-        self.metrics: dict = meta.get("metrics") or {}
+        self.metrics: dict = job.metrics or {}
         self.model_id = new_id("model")
-        self.log = ContextLogger(log, {"job_id": self.job_id, "tenant": meta["tenant"]})
+        self.log = ContextLogger(log, {"job_id": self.job_id, "tenant": job.tenant})
 
     # -- the attempt -------------------------------------------------------------------------
+    def cancel_unstarted(self) -> str:
+        """A queued job canceled before any epoch: end it canceled, if still queued for us."""
+        try:
+            patiently(lambda: self.attempt.finish(
+                JobStatus.CANCELED, owner=Owner(self.attempt.number, JobStatus.QUEUED)),
+                "canceling the job")
+        except AttemptLost as exc:
+            self.log.warning("not canceling: %s", exc)
+            return SUPERSEDED
+        return JobStatus.CANCELED.value
+
     def run(self) -> str:
         now = time.time()
-        started = {} if self.meta.get("started_at") else {"started_at": now}
+        started = {} if self.job.started_at else {"started_at": now}
         try:
             patiently(lambda: self.attempt.start(worker=self.worker, attempt_started_at=now,
                                                  **started), "starting the job")
@@ -108,7 +118,7 @@ class TrainingRun:
             return self._fail(str(exc), getattr(exc, "epoch", None))
         except JobTimeoutException:
             return self._fail(f"the job ran longer than its time limit of "
-                              f"{self.meta['timeout_s']} s; raise `timeout_s` in the job "
+                              f"{self.job.timeout_s} s; raise `timeout_s` in the job "
                               f"(at most BACKPROP_JOB_TIMEOUT_S={self.settings.job_timeout_s}) "
                               f"or train for fewer epochs", self._epochs_recorded())
         except (DataMissing, ValueError) as exc:
@@ -126,22 +136,22 @@ class TrainingRun:
         return self._finish(net, JobStatus.CANCELED if net.stopped else JobStatus.SUCCEEDED)
 
     def _prepare(self):
-        spec = engine.NetworkSpec.model_validate(self.meta["network"])
-        training = engine.TrainingSpec.model_validate(self.meta["training"])
-        arrays = (self.store.dataset_arrays(self.meta["dataset_id"]) if self.meta.get("dataset_id")
+        job = self.job
+        spec = engine.NetworkSpec.model_validate(job.network)
+        training = engine.TrainingSpec.model_validate(job.training)
+        arrays = (self.store.dataset_arrays(job.dataset_id) if job.dataset_id
                   else self.store.job_inline_data(self.job_id))
         if arrays is None:
-            raise DataMissing(f"dataset {self.meta.get('dataset_id')} was deleted before the "
-                              f"job could load it; upload it again and resubmit")
-        X, Y = training_arrays(spec, *arrays, dtype=self.meta.get("dtype", "float32"))
+            raise DataMissing(f"dataset {job.dataset_id} was deleted before the job could "
+                              f"load it; upload it again and resubmit")
+        X, Y = training_arrays(spec, *arrays, dtype=job.dtype)
         checkpoint = self.store.checkpoint(self.job_id)
         if checkpoint is not None:
-            net = engine.Network.from_bytes(checkpoint, device=self.meta.get("device", "cpu"))
+            net = engine.Network.from_bytes(checkpoint, device=job.device)
             self.log.info("resuming from checkpoint at epoch %d", net.epochs_done)
         else:
-            net = engine.Network(spec, n_inputs=X.shape[1], seed=self.meta.get("seed", 0),
-                                 dtype=self.meta.get("dtype", "float32"),
-                                 device=self.meta.get("device", "cpu"))
+            net = engine.Network(spec, n_inputs=X.shape[1], seed=job.seed, dtype=job.dtype,
+                                 device=job.device)
         # Epochs recorded after the checkpoint will be trained again: drop them, so the
         # history has neither gaps nor duplicates.
         self.attempt.rewind(net.epochs_done)
@@ -156,7 +166,10 @@ class TrainingRun:
                                                        metrics=metrics), "recording an epoch"):
             self.cancel.set()
         if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_every_s:
-            self._checkpoint(net)
+            data = net.save_bytes()
+            patiently(lambda: self.attempt.checkpoint(data, net.epochs_done),
+                      "writing a checkpoint")
+            self.last_checkpoint = time.monotonic()
         self.log.info("epoch %d loss %.6g", record["epoch"], record["loss"],
                       extra={"epoch": record["epoch"]})
 
@@ -179,37 +192,33 @@ class TrainingRun:
             except Exception:  # Redis away for a moment: the lease has slack, try again
                 self.log.warning("lease renewal failed", exc_info=True)
 
-    def _checkpoint(self, net: engine.Network) -> None:
-        data = net.save_bytes()
-        patiently(lambda: self.store.put_checkpoint(self.job_id, data, net.epochs_done),
-                  "writing a checkpoint")
-        self.last_checkpoint = time.monotonic()
-
     # -- endings (none is written once the job was handed on) ------------------------------
     def _epochs_recorded(self) -> int:
-        return int(patiently(lambda: self.store.r.llen(self.store.keys.job_history(self.job_id)),
-                             "counting epochs"))
+        return patiently(lambda: self.store.epochs_recorded(self.job_id), "counting epochs")
+
+    def _end(self, what: str, write) -> bool:
+        """patiently(write), False (nothing written) when the attempt lost the job."""
+        try:
+            patiently(write, what)
+        except AttemptLost as exc:
+            self.log.warning("not %s: %s", what, exc)
+            return False
+        return True
 
     def _fail(self, message: str, epoch: int | None) -> str:
         if self.lost.is_set():
             return SUPERSEDED
         self.log.warning("job failed: %s", message)
-        patiently(lambda: self.store.finish_job(
-            self.job_id, JobStatus.FAILED, self.settings.result_ttl_s,
-            error={"message": message, "epoch": epoch}), "recording the failure")
+        if not self._end("recording the failure", lambda: self.attempt.finish(
+                JobStatus.FAILED, error={"message": message, "epoch": epoch})):
+            return SUPERSEDED
         return JobStatus.FAILED.value
 
     def _requeue(self, net: engine.Network) -> str:
         """Graceful worker shutdown: checkpoint, and put the job back at the queue's front."""
-        self._checkpoint(net)
-
-        def still_mine(meta: dict, lease_alive: bool) -> dict | None:
-            mine = (meta.get("status") == JobStatus.RUNNING.value
-                    and int(meta.get("attempt") or 1) == self.attempt.number)
-            return {} if mine else None
-
-        if patiently(lambda: hand_on(self.store, self.settings, self.job_id, still_mine),
-                     "requeueing the job") is None:
+        data = net.save_bytes()
+        if not self._end("requeueing the job",
+                         lambda: self.attempt.requeue(data, net.epochs_done)):
             return SUPERSEDED
         self.log.info("worker shutting down: checkpointed at epoch %d and requeued",
                       net.epochs_done)
@@ -218,16 +227,12 @@ class TrainingRun:
     def _finish(self, net: engine.Network, status: JobStatus) -> str:
         """Store the model (a canceled job keeps the weights it had) and close the job."""
         model_id = self.model_id if net.epochs_done > 0 else None
-        weights = model_weights(net) if model_id else None
-
-        def write() -> None:
-            if model_id:
-                self.store.put_model(model_meta(model_id, self.meta, net, self.metrics), weights)
-            self.store.finish_job(self.job_id, status, self.settings.result_ttl_s,
-                                  model_id=model_id, metrics=self.metrics, epoch=net.epochs_done,
-                                  stopped_early=bool(getattr(net, "stopped_early", False)))
-
-        patiently(write, "storing the model")
+        model = ((model_meta(model_id, self.job, net, self.metrics), model_weights(net))
+                 if model_id else None)
+        if not self._end("storing the model", lambda: self.attempt.finish(
+                status, model, model_id=model_id, metrics=self.metrics, epoch=net.epochs_done,
+                stopped_early=bool(getattr(net, "stopped_early", False)))):
+            return SUPERSEDED
         self.log.info("job %s", status.value)
         return status.value
 
@@ -244,10 +249,10 @@ def to_host(array) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
-def model_meta(model_id: str, job: dict, net: engine.Network, metrics: dict) -> dict:
+def model_meta(model_id: str, job: JobRecord, net: engine.Network, metrics: dict) -> dict:
     spec = net.spec
     return {
-        "id": model_id, "tenant": job["tenant"], "job_id": job["id"],
+        "id": model_id, "tenant": job.tenant, "job_id": job.id,
         "network": spec.model_dump(mode="json", exclude_unset=True), "n_inputs": net.n_inputs,
         "n_outputs": net.n_outputs, "task": task_of(spec), "dtype": str(net.dtype),
         "epochs_trained": net.epochs_done, "created_at": time.time(),

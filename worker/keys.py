@@ -59,6 +59,27 @@ class Keys:
         """Set of job ids whose status is running: what the reaper scans for lost leases."""
         return f"{self.prefix}:jobs:running"
 
+    def jobs_in_status(self, tenant: str, status: str) -> str:
+        """Sorted set of a tenant's job ids in one status, scored by submit time (?status=)."""
+        return f"{self.prefix}:tenant:{tenant}:jobs:{status}"
+
+    # per-tenant fairness and quotas (worker.fairness)
+    def tenant_active(self, tenant: str) -> str:
+        """Set of a tenant's job ids that are in an RQ queue or running."""
+        return f"{self.prefix}:tenant:{tenant}:active"
+
+    def tenant_backlog(self, tenant: str) -> str:
+        """List of a tenant's job ids waiting for one of its active slots, oldest first."""
+        return f"{self.prefix}:tenant:{tenant}:backlog"
+
+    def backlogged_tenants(self) -> str:
+        """Set of tenants whose backlog is not empty: what the reaper checks for promotions."""
+        return f"{self.prefix}:tenants:backlogged"
+
+    def tenant_bytes(self, tenant: str) -> str:
+        """Integer: bytes a tenant stores (datasets, models, inline job data)."""
+        return f"{self.prefix}:tenant:{tenant}:bytes"
+
     # models: meta hash with the weights as npz bytes in field `weights`
     def model(self, model_id: str) -> str:
         return f"{self.prefix}:model:{model_id}"

@@ -32,9 +32,24 @@ log = logging.getLogger("backprop.worker")
 # A killed worker's registration expires after this, so /readyz stops counting it within
 # about half a minute (RQ's default keeps a dead worker listed for 7 minutes).
 WORKER_TTL_S = 30
+# How long RQ's pubsub thread blocks per read. RQ waits 60 s, and redis-py's thread stop()
+# joins without a limit: a SIGTERM landing while the thread waits out its read held the
+# worker's exit (and so Ctrl-C of `backprop up`) for up to a minute.
+PUBSUB_POLL_S = 0.5
 
 
-class TrainingWorker(Worker):
+class QuickStopPubSub:
+    """Mixin for RQ workers: the command channel's thread polls briefly, so it stops at once."""
+
+    def subscribe(self) -> None:
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_POLL_S, daemon=True,
+            exception_handler=self._pubsub_exception_handler)
+
+
+class TrainingWorker(QuickStopPubSub, Worker):
     """On a warm shutdown (SIGTERM/SIGINT) the horse is told to checkpoint and requeue its job
     (SIGRTMIN), instead of the worker waiting for a training run that may take hours."""
 
@@ -69,7 +84,7 @@ class TrainingWorker(Worker):
                 self.pubsub.close()
 
 
-class InProcessTrainingWorker(SimpleWorker):
+class InProcessTrainingWorker(QuickStopPubSub, SimpleWorker):
     """BACKPROP_WORKER_CLASS=simple: each job runs in this process, with no work horse forked
     for it (about 20 ms of CPU less per job, twice the throughput of one-epoch jobs). A job
     that kills the interpreter takes the worker with it; its job resumes elsewhere when the

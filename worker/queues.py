@@ -5,10 +5,8 @@ RQ jobs carry only the job id, serialized as JSON: nothing a user sends is ever 
 
 from __future__ import annotations
 
-import time
-
 import redis
-from rq import Queue, Worker
+from rq import Queue, Worker, worker_registration
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -52,12 +50,6 @@ def rq_job_id(job_id: str, attempt: int) -> str:
     return f"{job_id}-a{attempt}"
 
 
-def remaining_timeout(meta: dict) -> int:
-    """What is left of a job's time limit, counted from its first start."""
-    started = meta.get("started_at") or time.time()
-    return max(int(meta["timeout_s"] - (time.time() - started)), 1)
-
-
 def enqueue_training(connection: redis.Redis, settings: Settings, job_id: str, device: str,
                      attempt: int, timeout_s: int, at_front: bool = False,
                      pipeline: redis.client.Pipeline | None = None) -> Job:
@@ -81,6 +73,23 @@ def take_back_queued(connection: redis.Redis, settings: Settings, device: str,
 
 def live_workers(connection: redis.Redis) -> list[Worker]:
     return Worker.all(connection=connection, serializer=SERIALIZER)
+
+
+def workers_serving(connection: redis.Redis, settings: Settings,
+                    names: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Live workers per queue (settings' CPU and GPU queues unless `names`), in two round
+    trips: RQ's registration sets, then which registered workers still exist (a killed worker
+    stays registered until its key expires, as for Worker.all)."""
+    names = names or (settings.queue, settings.gpu_queue)
+    pipe = connection.pipeline(transaction=False)
+    for name in names:
+        pipe.smembers(worker_registration.WORKERS_BY_QUEUE_KEY % name)
+    registered = [sorted(k.decode() for k in keys) for keys in pipe.execute()]
+    for keys in registered:
+        for key in keys:
+            pipe.exists(key)
+    alive = iter(pipe.execute())
+    return {name: sum(bool(next(alive)) for _ in keys) for name, keys in zip(names, registered)}
 
 
 def queue_lengths(connection: redis.Redis, settings: Settings) -> dict[str, int]:

@@ -3,7 +3,8 @@
 Runs as a thread in every worker process; a short Redis lock lets one sweep at a time. The
 hand-over is one transaction with the lease (worker.attempts.hand_on): a worker that was only
 slow, and renews its lease first, keeps its job; one that renews too late finds the job handed
-on and stops without writing.
+on and stops without writing. Each sweep also promotes backlogged jobs whose promotion a crash
+or a raised limit left undone (worker.fairness.promote_waiting).
 """
 
 from __future__ import annotations
@@ -11,54 +12,61 @@ from __future__ import annotations
 import logging
 import threading
 
+from worker import fairness
 from worker.attempts import hand_on
+from worker.records import JobRecord, JobStatus, Owner
 from worker.settings import Settings
-from worker.status import JobStatus
 from worker.store import Store
 
 log = logging.getLogger("backprop.reaper")
 
 
-def lost(meta: dict, lease_alive: bool) -> bool:
+def lost(job: JobRecord, lease_alive: bool) -> bool:
     """A running job without a lease: its worker died (or lost Redis for longer than the lease)."""
-    return not lease_alive and meta.get("status") == JobStatus.RUNNING.value
+    return not lease_alive and job.status == JobStatus.RUNNING
 
 
 def sweep(store: Store, settings: Settings) -> list[str]:
-    """One pass: requeue (or fail, past max_restarts) every running job without a lease."""
+    """One pass: requeue (or fail, past max_restarts) every running job without a lease, then
+    promote backlogged jobs into free slots. Returns the ids of the jobs it moved."""
     touched = []
     for job_id in store.running_job_ids():
         if store.lease_alive(job_id):
             continue
-        meta = store.job(None, job_id)
-        if meta is None or meta.get("status") != JobStatus.RUNNING.value:
+        job = store.job(None, job_id)
+        if job is None or job.status != JobStatus.RUNNING:
             store.r.srem(store.keys.running_jobs(), job_id)
             continue
-        if int(meta.get("restarts") or 0) + 1 > settings.max_restarts:
+        if job.restarts + 1 > settings.max_restarts:
             if give_up(store, settings, job_id):
                 touched.append(job_id)
             continue
-        resumed = hand_on(store, settings, job_id, lambda m, alive: {
-            "restarts": int(m.get("restarts") or 0) + 1} if lost(m, alive) else None)
+        resumed = hand_on(store, settings, job_id, lambda j, alive: {
+            "restarts": j.restarts + 1} if lost(j, alive) else None)
         if resumed is not None:
             log.warning("job %s lost its worker; resuming from epoch %s (restart %d)", job_id,
-                        resumed.get("checkpoint_epoch", 0), int(resumed.get("restarts") or 0) + 1,
+                        resumed.checkpoint_epoch or 0, resumed.restarts + 1,
                         extra={"job_id": job_id})
             touched.append(job_id)
-    return touched
+    promoted = fairness.promote_waiting(store, settings)
+    if promoted:
+        log.warning("promoted %d backlogged job(s) whose promotion was left undone",
+                    len(promoted))
+    return touched + promoted
 
 
 def give_up(store: Store, settings: Settings, job_id: str) -> bool:
     """Fail a job that lost its worker once more than settings.max_restarts allows."""
-    taken = hand_on(store, settings, job_id, lambda m, alive: {} if lost(m, alive) else None,
+    taken = hand_on(store, settings, job_id, lambda j, alive: {} if lost(j, alive) else None,
                     requeue=False)
     if taken is None:
         return False
-    losses = int(taken.get("restarts") or 0) + 1
-    store.finish_job(job_id, JobStatus.FAILED, settings.result_ttl_s,
-                     error={"message": f"the job lost its worker {losses} times (killed or out "
-                                       f"of memory); giving up after BACKPROP_MAX_RESTARTS="
-                                       f"{settings.max_restarts}", "epoch": taken.get("epoch")})
+    losses = taken.restarts + 1
+    fairness.finish(store, settings, job_id, taken.tenant, JobStatus.FAILED,
+                    Owner(taken.attempt + 1),
+                    error={"message": f"the job lost its worker {losses} times (killed or out "
+                                      f"of memory); giving up after BACKPROP_MAX_RESTARTS="
+                                      f"{settings.max_restarts}", "epoch": taken.epoch})
     log.warning("job %s failed: too many lost workers", job_id, extra={"job_id": job_id})
     return True
 

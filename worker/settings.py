@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis/Valkey URL; unset means `backprop up` starts an embedded one")
     data_dir: Path = Field(Path(".backprop"), description="embedded Valkey's data folder")
+    redis_maxmemory: str = Field(
+        "2gb", description="embedded Valkey's maxmemory (noeviction: past it, writes are "
+                           "refused with 507 and nothing stored is dropped)")
     key_prefix: str = Field("bp", description="prefix of every Redis key the service writes")
 
     queue: str = Field("training", description="queue for CPU training jobs")
@@ -26,6 +29,8 @@ class Settings(BaseSettings):
 
     api_keys: str = Field(
         "", description="comma-separated `tenant:key` pairs (or bare keys); empty = no auth")
+    allow_public_without_keys: bool = Field(
+        False, description="let the API serve a non-loopback address with no api_keys")
 
     max_body_bytes: int = Field(64 * 1024 * 1024, description="largest HTTP request body")
     max_dataset_rows: int = Field(1_000_000, description="most rows in one dataset")
@@ -36,7 +41,17 @@ class Settings(BaseSettings):
     max_units: int = Field(65_536, description="most units in one layer")
     max_epochs: int = Field(100_000, description="most epochs in one job")
     max_batch_size: int = Field(1_000_000, description="largest batch size")
+    max_training_bytes: int = Field(
+        2**30, description="most memory a job may take to train, as estimated at submit "
+                           "(network, batch and data)")
     max_predict_rows: int = Field(100_000, description="most rows in one predict request")
+    max_tenant_bytes: int = Field(
+        2 * 1024**3, ge=0, description="bytes one tenant may store (datasets, models, inline "
+                                       "job data), all in Redis memory")
+    max_active_jobs_per_tenant: int = Field(
+        8, ge=1, description="jobs of one tenant queued for a worker or running at once; the "
+                             "tenant's further jobs wait in its backlog, so others' jobs "
+                             "queue behind at most this many of its jobs")
 
     job_timeout_s: int = Field(3600, description="a job running longer than this fails")
     result_ttl_s: int = Field(7 * 24 * 3600, description="how long finished jobs are kept")
@@ -46,6 +61,11 @@ class Settings(BaseSettings):
     max_restarts: int = Field(3, description="resumes after lost workers before a job fails")
 
     model_cache_size: int = Field(32, description="models kept loaded in each API process")
+    max_streams_per_tenant: int = Field(
+        20, ge=1, description="job event streams one tenant may hold open per API process")
+    max_streams: int = Field(
+        200, ge=1, description="job event streams open at once per API process (each holds "
+                               "one Redis connection of a pool of its own)")
     events_recheck_s: float = Field(
         5.0, description="seconds after which an idle job events stream re-reads the job")
     access_log: bool = Field(True, description="one JSON log line per HTTP request")

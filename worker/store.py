@@ -1,25 +1,37 @@
-"""The Redis store: datasets, jobs (meta, history, checkpoints) and models.
+"""The Redis store: datasets, jobs (record, history, checkpoint) and models.
 
-Meta records are Redis hashes whose values are JSON; arrays and weights are binary (.npy/.npz).
-Every read that a tenant makes goes through a tenant check, and a record of another tenant
-reads as missing, so ids never leak across tenants.
+Job records are typed (worker.records.JobRecord); dataset and model meta are hashes of JSON
+values too. Every read that a tenant makes goes through a tenant check, and a record of another
+tenant reads as missing, so ids never leak across tenants. Every stored byte is counted against
+its tenant (worker.quota) in the transaction that stores or deletes it.
+
+Writes that change a job's status go through `set_status`, which keeps the running set and the
+per-status index (what `?status=` lists) in step; writes that an attempt makes are fenced by its
+ownership (worker.attempts), and endings go through worker.fairness.finish.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
-from typing import Any, Iterable
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import redis
 
+from worker import quota
 from worker.codec import array_to_bytes, bytes_to_array, npy_parts
 from worker.keys import Keys
-from worker.status import FINISHED, JobStatus
+from worker.records import JobRecord, JobStatus
 
 WEIGHTS_FIELD = b"weights"
+T = TypeVar("T")
+# Rows fetched past a cursor's score to step over ids that share it (submit times to the
+# microsecond: ties are rare, a page of them rarer).
+TIES = 64
+CURSOR = re.compile(r"^(?P<score>[0-9.e+-]{1,32}):(?P<id>[A-Za-z0-9_-]{1,100})$")
 
 
 def encode_meta(meta: dict[str, Any]) -> dict[str, str]:
@@ -31,12 +43,40 @@ def decode_meta(raw: dict[bytes, bytes], skip: Iterable[bytes] = ()) -> dict[str
     return {k.decode(): json.loads(v) for k, v in raw.items() if k not in skipped}
 
 
-def arrays_sha256(X: np.ndarray, y: np.ndarray) -> str:
-    """Content hash of a dataset: X's then y's raw bytes, C order, as stored."""
+def arrays_sha256(*arrays: np.ndarray) -> str:
+    """Content hash of a dataset: each array's raw bytes in turn, C order, as stored."""
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(X).data)
-    digest.update(np.ascontiguousarray(y).data)
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
+
+
+class BadCursor(ValueError):
+    """A `before=` cursor that this store did not hand out."""
+
+
+@dataclass
+class Page:
+    """One page of a list, newest first; `next` is the cursor of the following page, if any."""
+
+    items: list
+    next: str | None
+
+
+def cursor_of(score: float, item_id: str) -> str:
+    return f"{score!r}:{item_id}"
+
+
+def parse_cursor(cursor: str) -> tuple[float, str]:
+    found = CURSOR.match(cursor)
+    try:
+        score = float(found["score"]) if found else float("nan")
+    except ValueError:
+        score = float("nan")
+    if not found or score != score or abs(score) == float("inf"):
+        raise BadCursor(f"before: {cursor[:60]!r} is not a cursor of this list; pass the "
+                        f"`next` value of the previous page, or leave it out for the newest")
+    return score, found["id"]
 
 
 class Store:
@@ -46,54 +86,95 @@ class Store:
         self.r = connection
         self.keys = Keys(prefix)
 
-    # -- generic helpers ---------------------------------------------------------------------
-    def _owned(self, key: str, tenant: str | None, skip: Iterable[bytes] = ()) -> dict | None:
-        raw = self.r.hgetall(key)
-        if not raw:
-            return None
-        meta = decode_meta(raw, skip)
-        if tenant is not None and meta.get("tenant") != tenant:
-            return None
-        return meta
+    def transact(self, body: Callable[[redis.client.Pipeline], T], *watch: str) -> T:
+        """body(pipe) as one WATCH/MULTI transaction over `watch` (body reads, calls
+        pipe.multi(), queues writes), run again from the start when a watched key changed
+        before EXEC. Returns what body returned; an exception in body writes nothing."""
+        return self.r.transaction(body, *watch, value_from_callable=True)
 
-    def _listed(self, index_key: str, record_key, limit: int) -> list[dict]:
-        """Newest first; ids whose record expired are dropped from the index on the way."""
-        ids = [i.decode() for i in self.r.zrevrange(index_key, 0, max(limit, 1) - 1)]
-        pipe = self.r.pipeline(transaction=False)
-        for item_id in ids:
-            pipe.hgetall(record_key(item_id))
-        out, gone = [], []
-        for item_id, raw in zip(ids, pipe.execute()):
-            if raw:
-                out.append(decode_meta(raw, skip=(WEIGHTS_FIELD,)))
-            else:
-                gone.append(item_id)
-        if gone:
-            self.r.zrem(index_key, *gone)
-        return out
+    # -- generic helpers ---------------------------------------------------------------------
+    def _owned(self, key: str, tenant: str | None, reader: Any = None) -> dict | None:
+        """Dataset or model meta (no weights) if it exists and is `tenant`'s (None: anyone's);
+        `reader` may be a pipeline in WATCH mode."""
+        return self._meta_of((reader or self.r).hgetall(key), tenant)
+
+    @staticmethod
+    def _meta_of(raw: dict[bytes, bytes], tenant: str | None) -> dict | None:
+        meta = decode_meta(raw, skip=(WEIGHTS_FIELD,)) if raw else None
+        return meta if meta and (tenant is None or meta.get("tenant") == tenant) else None
+
+    def _listed(self, index_key: str, record_key: Callable[[str], str],
+                decode: Callable[[dict], Any], limit: int, before: str | None) -> Page:
+        """`limit` records of a sorted-set index, newest first, after cursor `before` (a score
+        and an id: equal scores are ordered by id, as ZREVRANGEBYSCORE orders them). Ids whose
+        record expired are dropped from the index on the way."""
+        bound = parse_cursor(before) if before else None
+        limit = max(limit, 1)
+        found: list[tuple[float, str, Any]] = []
+        while len(found) <= limit:  # one more than a page: is there a next one?
+            want = limit + 1 - len(found)
+            top = "+inf" if bound is None else repr(bound[0])
+            rows = [(i.decode(), s) for i, s in self.r.zrevrangebyscore(
+                index_key, top, "-inf", start=0, num=want + (0 if bound is None else TIES),
+                withscores=True)]
+            if bound is not None:  # ties with the cursor's score: only ids below its id
+                rows = [(i, s) for i, s in rows if s < bound[0] or i < bound[1]]
+            rows = rows[:want]
+            if not rows:
+                break
+            pipe = self.r.pipeline(transaction=False)
+            for item_id, _ in rows:
+                pipe.hgetall(record_key(item_id))
+            gone = []
+            for (item_id, score), raw in zip(rows, pipe.execute()):
+                if raw:
+                    found.append((score, item_id, decode(raw)))
+                else:
+                    gone.append(item_id)
+            if gone:
+                self.r.zrem(index_key, *gone)
+            bound = (rows[-1][1], rows[-1][0])
+        more = len(found) > limit
+        return Page([item for _, _, item in found[:limit]],
+                    cursor_of(*found[limit - 1][:2]) if more else None)
 
     # -- datasets ----------------------------------------------------------------------------
-    def put_dataset(self, meta: dict[str, Any], X: np.ndarray, y: np.ndarray) -> dict:
-        """Store arrays and meta (meta gets bytes and sha256 filled in); returns the meta."""
-        k = self.keys
+    def put_dataset(self, meta: dict[str, Any], X: np.ndarray, y: np.ndarray,
+                    max_tenant_bytes: int) -> dict:
+        """Store a dataset's arrays and meta (meta gets bytes and sha256 filled in), counting
+        its bytes against the tenant's quota (quota.QuotaExceeded when over); returns the meta."""
+        arrays = [(self.keys.dataset_x(meta["id"]), X), (self.keys.dataset_y(meta["id"]), y)]
+        return self._put_arrays(meta, arrays, max_tenant_bytes)
+
+    def _put_arrays(self, meta: dict[str, Any], arrays: list[tuple[str, np.ndarray]],
+                    max_tenant_bytes: int) -> dict:
+        """A dataset of any arrays ([(key, array)], each stored as .npy bytes under its key):
+        the bytes counted are the sum over all of them."""
         # .npy header, then APPEND of the array's own memory: no copy of a big X in the API.
-        parts = {k.dataset_x(meta["id"]): npy_parts(X), k.dataset_y(meta["id"]): npy_parts(y)}
-        size = sum(len(header) + data.nbytes for header, data in parts.values())
-        meta = {**meta, "bytes": size, "sha256": arrays_sha256(X, y)}
-        pipe = self.r.pipeline(transaction=True)
-        for key, (header, data) in parts.items():
-            pipe.set(key, header)
-            pipe.append(key, data)
-        pipe.hset(k.dataset(meta["id"]), mapping=encode_meta(meta))
-        pipe.zadd(k.datasets_of(meta["tenant"]), {meta["id"]: meta["created_at"]})
-        pipe.execute()
+        parts = [(key, npy_parts(array)) for key, array in arrays]
+        size = sum(len(header) + data.nbytes for _, (header, data) in parts)
+        meta = {**meta, "bytes": size, "sha256": arrays_sha256(*(a for _, a in arrays))}
+        k, tenant = self.keys, meta["tenant"]
+
+        def write(pipe) -> None:
+            quota.check(pipe, k, tenant, size, max_tenant_bytes, "the dataset", "file")
+            pipe.multi()
+            for key, (header, data) in parts:
+                pipe.set(key, header)
+                pipe.append(key, data)
+            pipe.hset(k.dataset(meta["id"]), mapping=encode_meta(meta))
+            pipe.zadd(k.datasets_of(tenant), {meta["id"]: meta["created_at"]})
+            quota.charge(pipe, k, tenant, size)
+
+        self.transact(write, k.tenant_bytes(tenant))
         return meta
 
     def dataset(self, tenant: str | None, dataset_id: str) -> dict | None:
         return self._owned(self.keys.dataset(dataset_id), tenant)
 
-    def datasets(self, tenant: str, limit: int = 1000) -> list[dict]:
-        return self._listed(self.keys.datasets_of(tenant), self.keys.dataset, limit)
+    def datasets(self, tenant: str, limit: int = 1000, before: str | None = None) -> Page:
+        return self._listed(self.keys.datasets_of(tenant), self.keys.dataset, decode_meta,
+                            limit, before)
 
     def dataset_arrays(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         x_bytes, y_bytes = self.r.mget(self.keys.dataset_x(dataset_id),
@@ -107,40 +188,58 @@ class Store:
         y_bytes = self.r.get(self.keys.dataset_y(dataset_id))
         return None if y_bytes is None else bytes_to_array(y_bytes)
 
+    def dataset_array_keys(self, dataset_id: str) -> list[str]:
+        """Every key that holds one of a dataset's arrays."""
+        return [self.keys.dataset_x(dataset_id), self.keys.dataset_y(dataset_id)]
+
     def delete_dataset(self, tenant: str, dataset_id: str) -> bool:
-        if self.dataset(tenant, dataset_id) is None:
-            return False
         k = self.keys
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(k.dataset(dataset_id), k.dataset_x(dataset_id), k.dataset_y(dataset_id))
-        pipe.zrem(k.datasets_of(tenant), dataset_id)
-        pipe.execute()
-        return True
+
+        def delete(pipe) -> bool:
+            meta = self._owned(k.dataset(dataset_id), tenant, pipe)
+            if meta is None:
+                return False
+            pipe.multi()
+            pipe.delete(k.dataset(dataset_id), *self.dataset_array_keys(dataset_id))
+            pipe.zrem(k.datasets_of(tenant), dataset_id)
+            quota.charge(pipe, k, tenant, -int(meta["bytes"]))
+            return True
+
+        return self.transact(delete, k.dataset(dataset_id))
 
     # -- jobs --------------------------------------------------------------------------------
-    def put_job(self, meta: dict[str, Any],
-                inline: tuple[np.ndarray, np.ndarray] | None = None, pipe: Any = None) -> None:
-        """Write a new job; with `pipe`, inside the caller's transaction (e.g. with its enqueue)."""
-        target = pipe if pipe is not None else self.r.pipeline(transaction=True)
-        self._put_job(target, meta, inline)
-        if pipe is None:
-            target.execute()
-
-    def _put_job(self, pipe: Any, meta: dict[str, Any],
-                 inline: tuple[np.ndarray, np.ndarray] | None) -> None:
+    def put_job(self, pipe, job: JobRecord, inline: dict[str, bytes] | None = None) -> None:
+        """Write a new job inside the caller's transaction (worker.fairness.submit), with its
+        inline data (inline_blobs), whose size job.data_bytes counts against the tenant."""
         k = self.keys
-        if inline is not None:
-            pipe.hset(k.job_data(meta["id"]), mapping={"x": array_to_bytes(inline[0]),
-                                                      "y": array_to_bytes(inline[1])})
-        pipe.hset(k.job(meta["id"]), mapping=encode_meta(meta))
-        pipe.zadd(k.jobs_of(meta["tenant"]), {meta["id"]: meta["created_at"]})
+        if inline:
+            pipe.hset(k.job_data(job.id), mapping=inline)
+        pipe.hset(k.job(job.id), mapping=job.encode())
+        pipe.zadd(k.jobs_of(job.tenant), {job.id: job.created_at})
+        pipe.zadd(k.jobs_in_status(job.tenant, job.status.value), {job.id: job.created_at})
+        quota.charge(pipe, k, job.tenant, job.data_bytes)
 
-    def job(self, tenant: str | None, job_id: str) -> dict | None:
-        return self._owned(self.keys.job(job_id), tenant)
+    @staticmethod
+    def inline_blobs(X: np.ndarray, y: np.ndarray) -> dict[str, bytes]:
+        """Inline job data as put_job stores it (.npy bytes; job_inline_data reads them)."""
+        return {"x": array_to_bytes(X), "y": array_to_bytes(y)}
 
-    def jobs(self, tenant: str, status: str | None = None, limit: int = 1000) -> list[dict]:
-        listed = self._listed(self.keys.jobs_of(tenant), self.keys.job, limit)
-        return [j for j in listed if status is None or j.get("status") == status]
+    def job(self, tenant: str | None, job_id: str, reader: Any = None) -> JobRecord | None:
+        """The job record (None when missing or another tenant's); `reader` may be a pipeline
+        in immediate (WATCH) mode, to read inside a transaction."""
+        raw = (reader or self.r).hgetall(self.keys.job(job_id))
+        if not raw:
+            return None
+        job = JobRecord.decode(raw)
+        return job if tenant is None or job.tenant == tenant else None
+
+    def jobs(self, tenant: str, status: JobStatus | None = None, limit: int = 1000,
+             before: str | None = None) -> Page:
+        """A page of a tenant's jobs, newest first; with `status`, from that status's index,
+        so the filter comes before the limit."""
+        index = (self.keys.jobs_of(tenant) if status is None
+                 else self.keys.jobs_in_status(tenant, JobStatus(status).value))
+        return self._listed(index, self.keys.job, JobRecord.decode, limit, before)
 
     def job_inline_data(self, job_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         x_bytes, y_bytes = self.r.hmget(self.keys.job_data(job_id), "x", "y")
@@ -148,74 +247,35 @@ class Store:
             return None
         return bytes_to_array(x_bytes), bytes_to_array(y_bytes)
 
-    def update_job(self, job_id: str, pipe: Any = None, **fields: Any) -> None:
-        """Set meta fields; a status change also maintains the running-jobs set."""
-        target = pipe if pipe is not None else self.r.pipeline(transaction=True)
-        target.hset(self.keys.job(job_id), mapping=encode_meta(fields))
-        status = fields.get("status")
+    def update_job(self, pipe, job_id: str, **fields: Any) -> None:
+        """Set some fields of a job (type-checked); status changes go through set_status."""
+        if "status" in fields:
+            raise ValueError("set a job's status with Store.set_status")
+        pipe.hset(self.keys.job(job_id), mapping=JobRecord.encode_fields(**fields))
+
+    def set_status(self, pipe, job: JobRecord, status: JobStatus, **fields: Any) -> None:
+        """Move `job` (as read in this transaction) to `status`, setting `fields` too, and keep
+        the running set and the per-status index in step."""
+        k = self.keys
+        pipe.hset(k.job(job.id), mapping=JobRecord.encode_fields(status=status, **fields))
         if status == JobStatus.RUNNING:
-            target.sadd(self.keys.running_jobs(), job_id)
-        elif status is not None:
-            target.srem(self.keys.running_jobs(), job_id)
-        if pipe is None:
-            target.execute()
-
-    def finish_job(self, job_id: str, status: JobStatus, retention_s: int, **fields: Any) -> None:
-        """Final status, an end event, and the expiry of the job's keys after retention_s."""
-        k = self.keys
-        pipe = self.r.pipeline(transaction=True)
-        self.update_job(job_id, pipe, status=status.value, finished_at=time.time(), **fields)
-        pipe.delete(k.job_lease(job_id), k.job_checkpoint(job_id), k.job_data(job_id))
-        for key in (k.job(job_id), k.job_history(job_id)):
-            pipe.expire(key, retention_s)
-        pipe.hincrby(k.counters(), f"jobs_{status.value}", 1)
-        pipe.publish(k.job_events(job_id), json.dumps({"event": "end", "status": status.value}))
-        pipe.execute()
-
-    def append_epoch(self, job_id: str, record: dict[str, Any], **fields: Any) -> bool:
-        """Append one epoch to the history, update progress fields, publish the epoch event.
-
-        Returns True when a cancel has been requested, so the caller learns it for free.
-        """
-        k = self.keys
-        line = json.dumps(record)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.rpush(k.job_history(job_id), line)
-        if fields:
-            pipe.hset(k.job(job_id), mapping=encode_meta(fields))
-        pipe.hincrby(k.counters(), "epochs_trained", 1)
-        pipe.publish(k.job_events(job_id), f'{{"event": "epoch", "record": {line}}}')
-        pipe.hget(k.job(job_id), "cancel_requested")
-        return self._flag(pipe.execute()[-1])
+            pipe.sadd(k.running_jobs(), job.id)
+        else:
+            pipe.srem(k.running_jobs(), job.id)
+        if status != job.status:
+            pipe.zrem(k.jobs_in_status(job.tenant, job.status.value), job.id)
+            pipe.zadd(k.jobs_in_status(job.tenant, status.value), {job.id: job.created_at})
 
     def history(self, job_id: str, since_epoch: int = 0) -> list[dict]:
         """Epochs after `since_epoch` (epochs count from 1; item i holds epoch i + 1)."""
         return [json.loads(line) for line in self.r.lrange(self.keys.job_history(job_id),
                                                            max(since_epoch, 0), -1)]
 
-    def trim_history(self, job_id: str, epochs: int) -> None:
-        """Keep the first `epochs` epochs: those a resumed job will not train again."""
-        if epochs <= 0:
-            self.r.delete(self.keys.job_history(job_id))
-        else:
-            self.r.ltrim(self.keys.job_history(job_id), 0, epochs - 1)
-
-    def put_checkpoint(self, job_id: str, data: bytes, epoch: int) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.keys.job_checkpoint(job_id), data)
-        pipe.hset(self.keys.job(job_id), mapping=encode_meta({"checkpoint_epoch": epoch,
-                                                             "checkpoint_at": time.time()}))
-        pipe.execute()
+    def epochs_recorded(self, job_id: str) -> int:
+        return int(self.r.llen(self.keys.job_history(job_id)))
 
     def checkpoint(self, job_id: str) -> bytes | None:
         return self.r.get(self.keys.job_checkpoint(job_id))
-
-    def renew_lease(self, job_id: str, worker: str, lease_s: float) -> bool:
-        """Refresh the lease of a running job; returns whether a cancel was requested."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.set(self.keys.job_lease(job_id), worker, px=int(lease_s * 1000))
-        pipe.hget(self.keys.job(job_id), "cancel_requested")
-        return self._flag(pipe.execute()[-1])
 
     def lease_alive(self, job_id: str) -> bool:
         return bool(self.r.exists(self.keys.job_lease(job_id)))
@@ -224,74 +284,88 @@ class Store:
         return sorted(i.decode() for i in self.r.smembers(self.keys.running_jobs()))
 
     def request_cancel(self, job_id: str) -> None:
-        self.r.hset(self.keys.job(job_id), "cancel_requested", "true")
+        """Flag a job for cancel (a no-op once it is deleted: no half record left behind)."""
+        key = self.keys.job(job_id)
 
-    def cancel_requested(self, job_id: str) -> bool:
-        return self._flag(self.r.hget(self.keys.job(job_id), "cancel_requested"))
+        def write(pipe) -> None:
+            if pipe.exists(key):
+                pipe.multi()
+                pipe.hset(key, mapping=JobRecord.encode_fields(cancel_requested=True))
 
-    @staticmethod
-    def _flag(raw: bytes | None) -> bool:
-        return raw is not None and json.loads(raw) is True
+        self.transact(write, key)
 
     def delete_job(self, tenant: str, job_id: str, with_model: bool = True) -> bool:
-        meta = self.job(tenant, job_id)
-        if meta is None:
-            return False
+        """Remove a finished job of `tenant`, its history and (with_model) its model."""
         k = self.keys
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(k.job(job_id), k.job_history(job_id), k.job_checkpoint(job_id),
-                    k.job_data(job_id), k.job_lease(job_id))
-        pipe.zrem(k.jobs_of(tenant), job_id)
-        pipe.srem(k.running_jobs(), job_id)
-        if with_model and meta.get("model_id"):
-            pipe.delete(k.model(meta["model_id"]))
-            pipe.zrem(k.models_of(tenant), meta["model_id"])
-            pipe.publish(k.models_deleted(), meta["model_id"])
-        pipe.execute()
-        return True
+
+        def delete(pipe) -> bool:
+            job = self.job(tenant, job_id, reader=pipe)
+            if job is None or not job.finished:
+                return False
+            drop_model = with_model and job.model_id
+            size = self.model_bytes(pipe, job.model_id) if drop_model else 0
+            pipe.multi()
+            pipe.delete(k.job(job_id), k.job_history(job_id), k.job_checkpoint(job_id),
+                        k.job_data(job_id), k.job_lease(job_id))
+            pipe.zrem(k.jobs_of(tenant), job_id)
+            for status in JobStatus:
+                pipe.zrem(k.jobs_in_status(tenant, status.value), job_id)
+            pipe.srem(k.running_jobs(), job_id)
+            if drop_model:
+                self._drop_model(pipe, tenant, job.model_id, size)
+            return True
+
+        return self.transact(delete, k.job(job_id))
 
     # -- models ------------------------------------------------------------------------------
     def put_model(self, meta: dict[str, Any], weights: bytes, pipe: Any = None) -> None:
+        """Write a model (inside the caller's transaction `pipe`, as a job's end does); its
+        bytes count against its tenant."""
         k = self.keys
         target = pipe if pipe is not None else self.r.pipeline(transaction=True)
         target.hset(k.model(meta["id"]), mapping={**encode_meta(meta), "weights": weights})
         target.zadd(k.models_of(meta["tenant"]), {meta["id"]: meta["created_at"]})
+        quota.charge(target, k, meta["tenant"], len(weights))
         if pipe is None:
             target.execute()
 
     def model(self, tenant: str | None, model_id: str) -> dict | None:
         """Model meta without the weights."""
-        raw = self.r.hgetall(self.keys.model(model_id))
-        return self._model_meta(raw, tenant)
+        return self._owned(self.keys.model(model_id), tenant)
 
     def model_with_weights(self, tenant: str | None, model_id: str) -> tuple[dict, bytes] | None:
         """Meta and npz weights in one round trip (what the predict cache loads)."""
         raw = self.r.hgetall(self.keys.model(model_id))
-        meta = self._model_meta(raw, tenant)
+        meta = self._meta_of(raw, tenant)
         return None if meta is None else (meta, raw[WEIGHTS_FIELD])
 
-    @staticmethod
-    def _model_meta(raw: dict[bytes, bytes], tenant: str | None) -> dict | None:
-        if not raw:
-            return None
-        meta = decode_meta(raw, skip=(WEIGHTS_FIELD,))
-        return meta if tenant is None or meta.get("tenant") == tenant else None
+    def model_bytes(self, reader: Any, model_id: str) -> int:
+        """Stored size of a model's weights (0 when it is gone)."""
+        return int(reader.hstrlen(self.keys.model(model_id), WEIGHTS_FIELD))
 
-    def models(self, tenant: str, limit: int = 1000) -> list[dict]:
-        return self._listed(self.keys.models_of(tenant), self.keys.model, limit)
+    def _drop_model(self, pipe, tenant: str, model_id: str, size: int) -> None:
+        k = self.keys
+        pipe.delete(k.model(model_id))
+        pipe.zrem(k.models_of(tenant), model_id)
+        pipe.publish(k.models_deleted(), model_id)
+        quota.charge(pipe, k, tenant, -size)
 
     def delete_model(self, tenant: str, model_id: str) -> bool:
-        if self.model(tenant, model_id) is None:
-            return False
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(self.keys.model(model_id))
-        pipe.zrem(self.keys.models_of(tenant), model_id)
-        pipe.publish(self.keys.models_deleted(), model_id)
-        pipe.execute()
-        return True
+        k = self.keys
 
-    def counters(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.r.hgetall(self.keys.counters()).items()}
+        def delete(pipe) -> bool:
+            meta = self._owned(k.model(model_id), tenant, pipe)
+            if meta is None:
+                return False
+            size = self.model_bytes(pipe, model_id)
+            pipe.multi()
+            self._drop_model(pipe, tenant, model_id, size)
+            return True
+
+        return self.transact(delete, k.model(model_id))
+
+    def tenant_bytes(self, tenant: str) -> int:
+        return quota.used(self.r, self.keys, tenant)
 
     def job_counts(self) -> tuple[dict[str, int], int]:
         """(counters, number of running jobs) in one round trip: what /metrics reads."""
@@ -301,6 +375,3 @@ class Store:
         counters, running = pipe.execute()
         return {k.decode(): int(v) for k, v in counters.items()}, int(running)
 
-
-def is_finished(meta: dict) -> bool:
-    return JobStatus(meta["status"]) in FINISHED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -17,7 +17,8 @@ from service.errors import ApiError, not_found, validation_details
 from service.multipart import read_form
 from service.schemas import DatasetFields, DatasetIn, DatasetList, DatasetOut, error_responses
 from worker.settings import Settings
-from worker.status import new_id
+from worker.store import BadCursor
+from worker.records import new_id
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))
@@ -31,7 +32,8 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
         "dtype": {"type": "string", "enum": ["float32", "float64"]}}}}}}}
 
 
-async def parse_form(form: FormData) -> tuple[str, str, np.ndarray, np.ndarray, str]:
+async def parse_form(form: FormData, settings: Settings
+                     ) -> tuple[str, str, np.ndarray, np.ndarray, str]:
     """(name, source, X, y, dtype) from a multipart upload: CSV or NPZ in field `file`."""
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
@@ -46,7 +48,8 @@ async def parse_form(form: FormData) -> tuple[str, str, np.ndarray, np.ndarray, 
     file.seek(0)
     # Parsing takes seconds for big files: in a thread, so the event loop keeps answering.
     if filename.endswith(".npz") or magic == b"PK":
-        X, y = await run_in_threadpool(arrays.from_npz, file)
+        X, y = await arrays.off_loop(arrays.from_npz, file, settings.max_dataset_rows,
+                                     settings.max_dataset_bytes, dtype)
         return name, "npz", X, y, dtype
     target = [t.strip() for t in str(form.get("target") or "").split(",") if t.strip()]
     X, y = await run_in_threadpool(read_csv, file, target or None, dtype)
@@ -59,13 +62,18 @@ async def parse_upload(request: Request) -> tuple[str, str, np.ndarray, np.ndarr
     if content_type.startswith("multipart/form-data"):
         form = await read_form(request)
         try:
-            return await parse_form(form)
+            return await parse_form(form, request.app.state.settings)
         finally:
             await form.close()
     if not content_type.startswith("application/json"):
         raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"}) or a multipart file upload "
                             "(CSV or NPZ in field `file`)")
-    body = arrays.parse_json(await request.body())
+    return await arrays.off_loop(json_upload, await request.body())
+
+
+def json_upload(raw: bytes) -> tuple[str, str, np.ndarray, np.ndarray, str]:
+    """(name, source, X, y, dtype) from a JSON upload's body."""
+    body = arrays.parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(422, "body: must be a JSON object with name, X and y", "body")
     payload = validated(DatasetFields, body)
@@ -117,14 +125,21 @@ async def upload_dataset(request: Request, response: Response, store: StoreDep,
     y = arrays.targets(y, dtype)
     check_limits(settings, X, y)
     meta = await run_in_threadpool(store.put_dataset, dataset_meta(tenant, name, source, X, y),
-                                   X, y)
+                                   X, y, settings.max_tenant_bytes)
     response.headers["Location"] = f"/v1/datasets/{meta['id']}"
     return meta
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(store: StoreDep, tenant: TenantDep):
-    return {"datasets": store.datasets(tenant)}
+def list_datasets(store: StoreDep, tenant: TenantDep, limit: int = Query(1000, ge=1, le=1000),
+                  before: str | None = Query(None, max_length=200,
+                                             description="the `next` cursor of the previous page")):
+    """Newest first; follow `next` with `?before=` for older datasets."""
+    try:
+        page = store.datasets(tenant, limit, before)
+    except BadCursor as exc:
+        raise ApiError(422, str(exc), "before") from None
+    return {"datasets": page.items, "next": page.next}
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))

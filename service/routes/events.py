@@ -21,6 +21,7 @@ FastAPI sends a keep-alive comment after 15 s without an event.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -34,7 +35,7 @@ from service.deps import SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError
 from service.routes.jobs import job_view, owned_job
 from service.schemas import ErrorOut
-from worker.store import Store, is_finished
+from worker.store import Store
 
 @asynccontextmanager
 async def events_lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,23 +50,76 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], lifespan=events_lifespan,
                    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
 
+MAX_EPOCH = 10**9
+
+
 def events_redis(request: Request) -> aioredis.Redis:
-    """The app's asyncio Redis client for pub/sub (its own pool), made on first use."""
+    """The app's asyncio Redis client for pub/sub, made on first use. Its pool is the streams'
+    own, one connection per open stream (StreamSlots caps them), so open streams never take
+    the connections other requests use."""
     state = request.app.state
     if getattr(state, "events_redis", None) is None:
         state.events_redis = aioredis.Redis.from_url(
-            state.settings.redis_url, socket_connect_timeout=2, health_check_interval=10)
+            state.settings.redis_url, socket_connect_timeout=2, health_check_interval=10,
+            max_connections=state.settings.max_streams)
     return state.events_redis
+
+
+class StreamSlots:
+    """Open streams of this API process, by tenant: each holds a Redis connection while it
+    lasts, so one tenant may hold only settings.max_streams_per_tenant of them, and all
+    together settings.max_streams."""
+
+    def __init__(self, per_tenant: int, total: int):
+        self.per_tenant, self.total = per_tenant, total
+        self.open: Counter[str] = Counter()
+
+    def take(self, tenant: str) -> None:
+        if self.open[tenant] >= self.per_tenant:
+            raise ApiError(429, f"this API key has {self.open[tenant]} event streams open, "
+                                f"the most one tenant may (BACKPROP_MAX_STREAMS_PER_TENANT); "
+                                f"close one first, or poll GET /v1/jobs/{{id}}",
+                           headers={"Retry-After": "5"})
+        if self.in_use >= self.total:
+            raise ApiError(503, f"this API process has {self.total} event streams open, its "
+                                f"most (BACKPROP_MAX_STREAMS); retry shortly, or poll "
+                                f"GET /v1/jobs/{{id}}", headers={"Retry-After": "5"})
+        self.open[tenant] += 1
+
+    @property
+    def in_use(self) -> int:
+        return sum(self.open.values())
+
+    def give_back(self, tenant: str) -> None:
+        self.open[tenant] -= 1
+        if self.open[tenant] <= 0:
+            del self.open[tenant]
+
+
+async def stream_slot(request: Request, tenant: TenantDep) -> AsyncIterator[None]:
+    """Holds one of the tenant's stream slots from before the answer starts (a refusal is a
+    429, not a broken stream) until the stream has ended."""
+    state = request.app.state
+    if getattr(state, "stream_slots", None) is None:
+        state.stream_slots = StreamSlots(state.settings.max_streams_per_tenant,
+                                         state.settings.max_streams)
+    state.stream_slots.take(tenant)
+    try:
+        yield
+    finally:
+        state.stream_slots.give_back(tenant)
 
 
 def resume_point(since_epoch: int, last_event_id: str | None) -> int:
     """The last epoch the client has: the larger of ?since_epoch= and Last-Event-ID."""
     if last_event_id is None or not last_event_id.strip():
         return since_epoch
-    if not last_event_id.strip().isdigit():
-        raise ApiError(422, f"Last-Event-ID must be an epoch number (the `id:` of the last "
-                            f"event received), not {last_event_id[:40]!r}", "Last-Event-ID")
-    return max(since_epoch, int(last_event_id))
+    value = last_event_id.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > MAX_EPOCH:
+        raise ApiError(422, f"Last-Event-ID must be an epoch number from 0 to {MAX_EPOCH} (the "
+                            f"`id:` of the last event received), not {last_event_id[:40]!r}",
+                       "Last-Event-ID")
+    return max(since_epoch, int(value))
 
 
 def epoch_event(record: dict) -> ServerSentEvent:
@@ -119,7 +173,7 @@ async def job_events(store: Store, client: aioredis.Redis, job_id: str, since: i
             meta = await run_in_threadpool(store.job, None, job_id)
             if meta is None:  # deleted or expired while we streamed
                 return
-            if is_finished(meta):
+            if meta.finished:
                 for event in await cursor.catch_up():
                     yield event
                 yield end_event(meta)
@@ -137,7 +191,7 @@ async def job_events(store: Store, client: aioredis.Redis, job_id: str, since: i
 
 
 def streamed_job(job_id: str, store: StoreDep, tenant: TenantDep,
-                 since_epoch: int = Query(0, ge=0, le=10**9,
+                 since_epoch: int = Query(0, ge=0, le=MAX_EPOCH,
                                           description="only epochs after this one"),
                  last_event_id: str | None = Header(None, alias="Last-Event-ID",
                                                     description="resume after this epoch"),
@@ -150,8 +204,9 @@ def streamed_job(job_id: str, store: StoreDep, tenant: TenantDep,
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse,
+            dependencies=[Depends(stream_slot)],
             responses={200: {"description": "`epoch` events, then one `end` event"},
-                       422: {"model": ErrorOut}})
+                       422: {"model": ErrorOut}, 429: {"model": ErrorOut}})
 async def stream_job_events(job_id: str, store: StoreDep, settings: SettingsDep,
                             since: Annotated[int, Depends(streamed_job)],
                             client: Annotated[aioredis.Redis, Depends(events_redis)]):

@@ -3,73 +3,104 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, require_json
+from service import arrays
+from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, parsed, require_json
 from service.errors import ApiError, not_found
 from service.schemas import HistoryOut, JobIn, JobList, JobOut, error_responses
 from service.submission import submit
-from worker import queues
-from worker.status import JobStatus
-from worker.store import Store, is_finished
+from worker import fairness, queues
+from worker.records import JobRecord, JobStatus, Owner
+from worker.settings import Settings
+from worker.store import BadCursor, Store
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
 
 
-def job_view(meta: dict) -> dict:
-    """A job record as clients see it, with progress and ETA worked out."""
-    epoch, epochs = int(meta.get("epoch") or 0), int(meta["epochs"])
-    started, finished = meta.get("started_at"), meta.get("finished_at")
-    elapsed = ((finished or time.time()) - started) if started else None
+def job_view(job: JobRecord, waiting: dict | None = None) -> dict:
+    """A job record as clients see it (JobOut's fields only: no tenant, attempt or RQ id),
+    with progress and ETA worked out."""
+    epoch, epochs = job.epoch, job.epochs
+    elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
     eta = None
-    if meta["status"] == JobStatus.RUNNING.value and elapsed and epoch:
+    if job.status == JobStatus.RUNNING and elapsed and epoch:
         eta = elapsed / epoch * (epochs - epoch)
-    elif is_finished(meta):
+    elif job.finished:
         eta = 0.0
-    return {**meta, "restarts": int(meta.get("restarts") or 0),
-            "cancel_requested": bool(meta.get("cancel_requested")),
-            "progress": {"epoch": epoch, "epochs": epochs, "fraction": epoch / epochs,
-                         "elapsed_s": elapsed, "eta_s": eta}}
+    return JobOut.model_validate({
+        **job.model_dump(), "waiting": waiting,
+        "progress": {"epoch": epoch, "epochs": epochs, "fraction": epoch / epochs,
+                     "elapsed_s": elapsed, "eta_s": eta}}).model_dump(mode="json")
 
 
-def owned_job(store: Store, tenant: str, job_id: str) -> dict:
-    meta = store.job(tenant, job_id)
-    if meta is None:
+def waiting_of(settings: Settings, job: JobRecord, position: int | None) -> dict | None:
+    if position is None:
+        return None
+    limit = settings.max_active_jobs_per_tenant
+    return {"position": position,
+            "reason": f"{limit} jobs of this tenant are queued for a worker or running, the "
+                      f"most {fairness.SETTING}={limit} allows; this one is queued when one of "
+                      f"them ends ({position - 1} of its jobs go first)"}
+
+
+def viewed(store: Store, settings: Settings, jobs: list[JobRecord]) -> list[dict]:
+    positions = fairness.backlog_positions(store, jobs)
+    return [job_view(job, waiting_of(settings, job, positions.get(job.id))) for job in jobs]
+
+
+def owned_job(store: Store, tenant: str, job_id: str) -> JobRecord:
+    job = store.job(tenant, job_id)
+    if job is None:
         raise not_found("job", job_id)
-    return meta
+    return job
+
+
+JOB_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/JobIn"}}}}}
 
 
 @router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
-             responses=error_responses(413, 415))
-def submit_job(job: JobIn, response: Response, store: StoreDep, settings: SettingsDep,
-               tenant: TenantDep):
+             responses=error_responses(413, 415), openapi_extra=JOB_BODY)
+async def submit_job(request: Request, response: Response, store: StoreDep,
+                     settings: SettingsDep, tenant: TenantDep):
     """Check a network, training settings and data, then queue the training job."""
-    meta = submit(store, settings, tenant, job)
-    response.headers["Location"] = f"/v1/jobs/{meta['id']}"
-    return job_view(meta)
+    # The body (JobIn) is parsed here, in a decoder thread: FastAPI would parse it on the
+    # event loop, and before the key is checked.
+    job = await arrays.off_loop(parsed, JobIn, await request.body())
+    record = await run_in_threadpool(submit, store, settings, tenant, job)
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return viewed(store, settings, [record])[0]
 
 
 @router.get("", response_model=JobList)
-def list_jobs(store: StoreDep, tenant: TenantDep,
-              status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None,
-              limit: int = Query(100, ge=1, le=1000)):
-    """Newest first; `?status=running` filters."""
-    return {"jobs": [job_view(m) for m in store.jobs(tenant, status, limit)]}
+def list_jobs(store: StoreDep, settings: SettingsDep, tenant: TenantDep,
+              status: JobStatus | None = None,
+              limit: int = Query(100, ge=1, le=1000),
+              before: str | None = Query(None, max_length=200,
+                                         description="the `next` cursor of the previous page")):
+    """Newest first; `?status=running` filters (before the limit). Follow `next` with
+    `?before=` for older jobs."""
+    try:
+        page = store.jobs(tenant, status, limit, before)
+    except BadCursor as exc:
+        raise ApiError(422, str(exc), "before") from None
+    return {"jobs": viewed(store, settings, page.items), "next": page.next}
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
-def get_job(job_id: str, store: StoreDep, tenant: TenantDep):
-    return job_view(owned_job(store, tenant, job_id))
+def get_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep):
+    return viewed(store, settings, [owned_job(store, tenant, job_id)])[0]
 
 
 @router.get("/{job_id}/history", response_model=HistoryOut, responses=error_responses(404))
 def get_history(job_id: str, store: StoreDep, tenant: TenantDep,
                 since_epoch: int = Query(0, ge=0, le=10**9,
                                          description="only epochs after this one")):
-    meta = owned_job(store, tenant, job_id)
-    return {"job_id": job_id, "status": meta["status"],
+    job = owned_job(store, tenant, job_id)
+    return {"job_id": job_id, "status": job.status,
             "epochs": store.history(job_id, since_epoch)}
 
 
@@ -77,26 +108,29 @@ def get_history(job_id: str, store: StoreDep, tenant: TenantDep,
              responses=error_responses(404, 409))
 def cancel_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: TenantDep):
     """A queued job never starts; a running one stops within an epoch and keeps its weights."""
-    meta = owned_job(store, tenant, job_id)
-    if is_finished(meta):
-        raise ApiError(409, f"job {job_id} already {meta['status']}; nothing to cancel")
+    job = owned_job(store, tenant, job_id)
+    if job.finished:
+        raise ApiError(409, f"job {job_id} already {job.status.value}; nothing to cancel")
     store.request_cancel(job_id)
-    if (meta["status"] == JobStatus.QUEUED.value and store.checkpoint(job_id) is None
-            and queues.take_back_queued(store.r, settings, meta["device"], meta["rq_id"])):
-        store.finish_job(job_id, JobStatus.CANCELED, settings.result_ttl_s)
+    # A backlogged job is in no RQ queue; a queued one is ended here only if taken off its
+    # queue before a worker popped it. Either way only while still queued for that attempt.
+    if job.status == JobStatus.QUEUED and store.checkpoint(job_id) is None and (
+            job.backlogged or queues.take_back_queued(store.r, settings, job.device, job.rq_id)):
+        fairness.finish(store, settings, job_id, tenant, JobStatus.CANCELED,
+                        Owner(job.attempt, JobStatus.QUEUED))
     # Otherwise a worker has the job, or will resume it from a checkpoint: it sees the flag
     # within an epoch (at once, for a resume) and keeps the weights it has as the model.
-    return job_view(owned_job(store, tenant, job_id))
+    return viewed(store, settings, [owned_job(store, tenant, job_id)])[0]
 
 
 @router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409))
 def delete_job(job_id: str, store: StoreDep, tenant: TenantDep, models: ModelCacheDep,
                keep_model: bool = Query(False, description="keep the trained model")):
     """Remove a finished job, its history and (unless keep_model) its model."""
-    meta = owned_job(store, tenant, job_id)
-    if not is_finished(meta):
-        raise ApiError(409, f"job {job_id} is {meta['status']}; cancel it first")
+    job = owned_job(store, tenant, job_id)
+    if not job.finished:
+        raise ApiError(409, f"job {job_id} is {job.status.value}; cancel it first")
     store.delete_job(tenant, job_id, with_model=not keep_model)
     if not keep_model:
-        models.evict(meta.get("model_id"))
+        models.evict(job.model_id)
     return Response(status_code=204)

@@ -91,8 +91,8 @@ def live():
 
 @router.get("/health/ready", response_model=Ready,
             responses={503: {"model": Ready, "description": "not ready, with the reason"}})
-def ready(store: StoreDep):
-    ok, body = readiness(store)
+def ready(store: StoreDep, settings: SettingsDep):
+    ok, body = readiness(store, settings)
     return JSONBytes({"ready": True} if ok else {"ready": False, "error": body["reason"]},
                      200 if ok else 503)
 

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import secrets
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import numpy as np
+import redis
+from rq import Queue, Worker
 
 from service.embedded_redis import free_port
 from service.launcher import Stack
+from worker import fairness, queues
+from worker.attempts import Attempt
+from worker.records import FINISHED as FINISHED_STATES, JobRecord
 from worker.settings import Settings
+from worker.store import Store
 
-FINISHED = {"succeeded", "failed", "canceled"}
+FINISHED = {s.value for s in FINISHED_STATES}
 
 
 def wait_for_job(api: httpx.Client, job_id: str, timeout_s: float = 60.0,
@@ -83,3 +92,62 @@ def trained_records(api: httpx.Client, X: np.ndarray, y: np.ndarray, network: di
     assert done["status"] == "succeeded", done
     return {"dataset_id": dataset.json()["id"], "job_id": done["id"],
             "model_id": done["model_id"]}
+
+
+# -- records written the way the API and the workers write them (tests that play either) ---------
+def job_record(tenant: str = "t", epochs: int = 10, **fields) -> JobRecord:
+    """The one way tests make a job record: as the API does at submit (fields override)."""
+    fields.setdefault("network", classifier(hidden=8, classes=3))
+    fields.setdefault("training", {"epochs": epochs})
+    fields.setdefault("timeout_s", 60)
+    return JobRecord(tenant=tenant, epochs=epochs, **fields)
+
+
+def private_settings(prefix: str, **fields) -> Settings:
+    """Settings under a key prefix of the test's own, with queues no session worker serves,
+    so jobs it queues stay where the test put them."""
+    return Settings(key_prefix=prefix, queue=f"{prefix}-nobody-listens",
+                    gpu_queue=f"{prefix}-gpu-nobody-listens", **fields)
+
+
+def private_store(settings: Settings) -> Store:
+    return Store(queues.connect(settings), settings.key_prefix)
+
+
+def clear(store: Store, settings: Settings) -> None:
+    """Remove what a test wrote under its prefix and queues."""
+    for device in ("cpu", "gpu"):
+        queues.queue_for(store.r, settings, device).empty()
+    for key in store.r.scan_iter(match=f"{settings.key_prefix}:*"):
+        store.r.delete(key)
+
+
+def submitted(store: Store, settings: Settings, job: JobRecord | None = None,
+              inline: tuple[np.ndarray, np.ndarray] | None = None) -> JobRecord:
+    """Store and queue (or backlog) a job as the API's submit does."""
+    return fairness.submit(store, settings, job or job_record(),
+                           Store.inline_blobs(*inline) if inline is not None else None)
+
+
+def started(store: Store, settings: Settings, job: JobRecord, worker: str = "w1") -> Attempt:
+    """Attempt job.attempt of `job`, started as a worker starts it (its RQ job popped)."""
+    if job.rq_id:
+        queues.take_back_queued(store.r, settings, job.device, job.rq_id)
+    attempt = Attempt(store, settings, job, worker)
+    attempt.start(worker=worker)
+    return attempt
+
+
+@contextlib.contextmanager
+def idle_gpu_worker(redis_url: str, queue: str = "training-gpu") -> Iterator[Worker]:
+    """A worker on the GPU queue as RQ registers one, that takes no job (as a GPU worker busy
+    for as long as the test runs): GPU jobs are accepted (a worker serves their queue) and
+    stay queued, without CuPy. Unregistered on exit."""
+    connection = redis.Redis.from_url(redis_url)
+    worker = Worker([Queue(queue, connection=connection)], connection=connection,
+                    name=f"idle-gpu-{secrets.token_hex(4)}")
+    worker.register_birth()
+    try:
+        yield worker
+    finally:
+        worker.register_death()

@@ -155,7 +155,7 @@ def test_an_npz_with_pickled_object_arrays_is_refused_unread(api, tmp_path):
     marker = tmp_path / "unpickled"
     evil = np.array([Boom(str(marker)), 1], dtype=object)
     answer = api.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(X=evil, y=evil))})
-    error = assert_refused(answer, 422, "file")
+    error = assert_refused(answer, 422, "X")
     assert "pickle" in error["message"].lower() or "object" in error["message"].lower(), error
     assert not marker.exists()
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.helpers import blobs, classifier, wait_for_job
-from tests.service.test_events import KEYS, api_process, put_queued_job, record
-from worker.status import JobStatus
+from tests.service.helpers import blobs, classifier, started, wait_for_job
+from tests.service.test_events import KEYS, api_process, put_queued_job, record, settings_for
+from worker.records import JobStatus, new_id
 from worker.store import Store
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -107,11 +107,11 @@ def test_dashboard_draws_a_job_as_it_trains(stack, api, page, tmp_path):
 def test_dashboard_asks_for_the_key_and_replays_a_finished_job(valkey, redis_client, page):
     prefix = f"dash{os.getpid()}"
     store = Store(redis_client, prefix)
-    job_id = "job_finished_for_alice"
-    put_queued_job(store, "alice", job_id, epochs=30)
+    job_id = new_id("job")  # ids of another form read as missing
+    worker = started(store, settings_for(store), put_queued_job(store, "alice", job_id, epochs=30))
     for epoch in range(1, 31):
-        store.append_epoch(job_id, record(epoch), epoch=epoch)
-    store.finish_job(job_id, JobStatus.SUCCEEDED, 60, model_id="mdl_x")
+        worker.append_epoch(record(epoch), epoch=epoch)
+    worker.finish(JobStatus.SUCCEEDED, model_id=new_id("model"))
     urls = []
     page.on("request", lambda request: urls.append(request.url))
     with api_process(valkey.url, prefix, KEYS) as client:

@@ -1,7 +1,7 @@
 """GET /v1/jobs/{id}/events: every epoch once, in order, then `end`; replay; resume; tenants.
 
 The first tests train real jobs on the session stack. The others run their own API process
-with API keys (no workers): the test plays the worker through the Store, so it decides
+with API keys (no workers): the test plays the worker through an Attempt, so it decides
 exactly when each epoch is published, including duplicates and gaps on the channel.
 """
 
@@ -20,8 +20,11 @@ import httpx
 import pytest
 
 from service.embedded_redis import free_port
-from tests.service.helpers import blobs, classifier, wait_for_job
-from worker.status import JobStatus
+from tests.service.helpers import (blobs, classifier, job_record, private_settings, started,
+                                   submitted, wait_for_job)
+from worker import fairness
+from worker.records import JobRecord, JobStatus, Owner, new_id
+from worker.settings import Settings
 from worker.store import Store
 
 KEYS = {"alice": "alice-key-0123", "bob": "bob-key-4567"}
@@ -181,16 +184,18 @@ def as_tenant(tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[tenant]}"}
 
 
+def settings_for(store: Store) -> Settings:
+    return private_settings(store.keys.prefix)
+
+
 def put_queued_job(store: Store, tenant: str, job_id: str, epochs: int = 10,
-                   layers: tuple[tuple[int, str], ...] = ((8, "tanh"), (3, "softmax"))) -> None:
-    """A job record as the API writes one on submission (the test then plays its worker)."""
-    store.put_job({
-        "id": job_id, "tenant": tenant, "status": JobStatus.QUEUED.value,
-        "network": {"layers": [{"units": u, "activation": a} for u, a in layers]},
-        "training": {"epochs": epochs}, "dataset_id": None, "device": "cpu",
-        "dtype": "float32", "epochs": epochs, "epoch": 0, "created_at": time.time(),
-        "started_at": None, "finished_at": None, "restarts": 0, "metrics": None,
-        "error": None, "model_id": None, "cancel_requested": False})
+                   layers: tuple[tuple[int, str], ...] = ((8, "tanh"), (3, "softmax"))
+                   ) -> JobRecord:
+    """A job as the API stores it on submission, queued where no worker listens (the test
+    then plays its worker)."""
+    network = {"layers": [{"units": u, "activation": a} for u, a in layers]}
+    return submitted(store, settings_for(store),
+                     job_record(tenant, epochs, id=job_id, network=network))
 
 
 def record(epoch: int) -> dict:
@@ -206,37 +211,38 @@ def keyed(valkey, redis_client):
 
 def test_another_tenants_job_is_not_found(keyed):
     client, store = keyed
-    put_queued_job(store, "alice", "job_alices")
-    store.finish_job("job_alices", JobStatus.CANCELED, 60)
-    assert client.get("/v1/jobs/job_alices/events").status_code == 401
-    answer = client.get("/v1/jobs/job_alices/events", headers=as_tenant("bob"))
+    job_id = new_id("job")  # ids of another form read as missing
+    put_queued_job(store, "alice", job_id)
+    fairness.finish(store, settings_for(store), job_id, "alice", JobStatus.CANCELED,
+                    Owner(1, JobStatus.QUEUED))
+    assert client.get(f"/v1/jobs/{job_id}/events").status_code == 401
+    answer = client.get(f"/v1/jobs/{job_id}/events", headers=as_tenant("bob"))
     assert answer.status_code == 404
-    events = read_all(client, "/v1/jobs/job_alices/events", headers=as_tenant("alice"))
+    events = read_all(client, f"/v1/jobs/{job_id}/events", headers=as_tenant("alice"))
     assert epochs_then_end(events) == ([], events[-1]["data"])
     assert events[-1]["data"]["status"] == "canceled"
 
 
 def test_stream_follows_epochs_skips_repeats_and_fills_gaps(keyed):
     client, store = keyed
-    job_id = "job_followed"
-    put_queued_job(store, "alice", job_id)
-    store.append_epoch(job_id, record(1))
-    store.append_epoch(job_id, record(2))
+    job_id = new_id("job")
+    worker = started(store, settings_for(store), put_queued_job(store, "alice", job_id))
+    worker.append_epoch(record(1))
+    worker.append_epoch(record(2))
     channel = store.keys.job_events(job_id)
     with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=as_tenant("alice")) as stream:
         events = events_of(stream.iter_lines())
         assert [next(events)["id"] for _ in range(2)] == ["1", "2"]  # the history so far
-        store.append_epoch(job_id, record(3))
+        worker.append_epoch(record(3))
         assert next(events)["data"] == record(3)
         # Epoch 3 again on the channel (as when an epoch lands between subscribe and the
         # history read): dropped. Then epoch 5 published while 4 only reached the history
         # (a message lost): 4 is read from the history, then 5.
         store.r.publish(channel, json.dumps({"event": "epoch", "record": record(3)}))
         store.r.rpush(store.keys.job_history(job_id), json.dumps(record(4)))
-        store.append_epoch(job_id, record(5))
+        worker.append_epoch(record(5), epoch=5)
         assert [next(events)["id"] for _ in range(2)] == ["4", "5"]
-        store.update_job(job_id, epoch=5)
-        store.finish_job(job_id, JobStatus.SUCCEEDED, 60)
+        worker.finish(JobStatus.SUCCEEDED)
         end = next(events)
         assert end["event"] == "end" and end["data"]["status"] == "succeeded"
         assert list(events) == []  # and the stream closed
@@ -246,12 +252,13 @@ def test_end_is_sent_even_when_its_message_is_lost(keyed):
     """A job that finished without a message on the channel (Redis restarted, say) still ends
     the stream: the stream re-reads the job's status after events_recheck_s of silence."""
     client, store = keyed
-    job_id = "job_silent_end"
+    job_id = new_id("job")
     put_queued_job(store, "alice", job_id)
     with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=as_tenant("alice"),
                        timeout=30) as stream:
         store.r.rpush(store.keys.job_history(job_id), json.dumps(record(1)))
-        store.update_job(job_id, status=JobStatus.SUCCEEDED.value, finished_at=time.time())
+        store.r.hset(store.keys.job(job_id), mapping=JobRecord.encode_fields(
+            status=JobStatus.SUCCEEDED, finished_at=time.time()))  # and no end message
         events = list(events_of(stream.iter_lines()))
     assert epochs_then_end(events)[0] == [1]
     assert events[-1]["data"]["status"] == "succeeded"
@@ -262,9 +269,10 @@ def test_open_stream_does_not_hold_up_api_shutdown(valkey, redis_client):
     the API must cut it after its grace period instead of hanging until SIGKILL."""
     prefix = f"evtstop{os.getpid()}"
     store = Store(redis_client, prefix)
-    put_queued_job(store, "alice", "job_waiting")
+    job_id = new_id("job")
+    put_queued_job(store, "alice", job_id)
     with api_process(valkey.url, prefix, KEYS) as client:
-        with client.stream("GET", "/v1/jobs/job_waiting/events",
+        with client.stream("GET", f"/v1/jobs/{job_id}/events",
                            headers=as_tenant("alice")) as stream:
             assert stream.status_code == 200
             client.process.send_signal(signal.SIGTERM)

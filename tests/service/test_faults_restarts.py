@@ -16,7 +16,8 @@ from worker.store import Store
 
 
 def test_redis_restart_keeps_everything_and_the_api_recovers_by_itself(tmp_path):
-    with fault_stack(tmp_path, workers=1) as fs:
+    # One active job per tenant: the queued job waits in the tenant's backlog, not in RQ.
+    with fault_stack(tmp_path, workers=1, BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT="1") as fs:
         X, y = blobs(1200)
         dataset = upload(fs.api, X, y)
         finished = submit(fs.api, dataset["id"], epochs=15, batch_size=32)["id"]
@@ -26,6 +27,7 @@ def test_redis_restart_keeps_everything_and_the_api_recovers_by_itself(tmp_path)
                  and j["progress"]["epoch"] >= 10)
         queued_id = submit(fs.api, dataset["id"], epochs=15, batch_size=32)["id"]
         assert job(fs.api, queued_id)["status"] == "queued"  # one worker, busy
+        assert job(fs.api, queued_id)["waiting"]["position"] == 1
         api_pid, worker_pids = fs.stack.api.pid, [p.pid for p in fs.stack.workers]
 
         fs.valkey.stop()

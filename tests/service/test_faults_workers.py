@@ -20,8 +20,8 @@ LEASE_S = 2.0  # fault_helpers.FAST_ENV
 
 
 def checkpoint_epoch(fs, job_id: str) -> int:
-    meta = Store(redis.Redis.from_url(fs.valkey.url)).job(None, job_id)
-    return int(meta.get("checkpoint_epoch") or 0)
+    job = Store(redis.Redis.from_url(fs.valkey.url)).job(None, job_id)
+    return job.checkpoint_epoch or 0
 
 
 def running_with_checkpoint(fs, job_id: str, min_epoch: int) -> dict:
@@ -70,9 +70,12 @@ def test_killed_worker_and_horse_job_resumes_elsewhere_from_checkpoint(tmp_path)
 
 
 def test_job_fails_after_max_restarts_with_a_message_saying_so(tmp_path):
-    with fault_stack(tmp_path, workers=1, BACKPROP_MAX_RESTARTS="1") as fs:
+    with fault_stack(tmp_path, workers=1, BACKPROP_MAX_RESTARTS="1",
+                     BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT="1") as fs:
         dataset = upload(fs.api, *blobs(1200))
         job_id = submit(fs.api, dataset["id"], epochs=2000)["id"]
+        behind = submit(fs.api, dataset["id"], epochs=3, batch_size=64)
+        assert behind["waiting"]["position"] == 1  # in the tenant's backlog
         for restarts in (0, 1):
             wait_job(fs, job_id, 30, until=lambda j: j["status"] == "running"
                      and j["restarts"] == restarts and j["progress"]["epoch"] >= 5)
@@ -87,6 +90,8 @@ def test_job_fails_after_max_restarts_with_a_message_saying_so(tmp_path):
         assert done["restarts"] == 1
         message = done["error"]["message"]
         assert "lost its worker 2 times" in message and "BACKPROP_MAX_RESTARTS=1" in message
+        # The failure freed the tenant's slot: the backlogged job was promoted and ran.
+        assert wait_job(fs, behind["id"], 30)["status"] == "succeeded"
 
 
 def test_sigterm_checkpoints_and_requeues_the_job_which_then_succeeds(tmp_path):

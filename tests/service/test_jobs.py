@@ -21,10 +21,12 @@ def trained_job(api, epochs=5):
     return wait_for_job(api, answer.json()["id"]), X, y
 
 
-def test_health_and_readiness(api):
+def test_health_and_readiness_counts_workers_per_queue(api):
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["workers"] >= 1
+    assert ready.status_code == 200 and ready.json()["workers"] == 2
+    # The session stack's two workers serve the CPU queue; none serves the GPU queue.
+    assert ready.json()["queues"] == {"training": 2, "training-gpu": 0}
 
 
 def test_spec_problems_are_422_at_submit_time_naming_the_field(api):
@@ -72,21 +74,73 @@ def test_inline_data_job_history_and_since_epoch(api):
         assert key in full[0]
 
 
-def test_list_filter_and_gpu_queue_job_can_be_canceled_before_it_starts(api):
+def test_gpu_job_with_no_gpu_worker_is_refused_naming_the_queue(api):
     X, y = blobs()
     dataset = upload_npz(api, X, y)["id"]
-    # No worker of the test stack listens on the GPU queue: the job waits there.
-    queued = submit(api, dataset_id=dataset, network=classifier(), device="gpu").json()
-    assert queued["status"] == "queued" and queued["device"] == "gpu"
-    listed = api.get("/v1/jobs", params={"status": "queued"}).json()["jobs"]
-    assert queued["id"] in [j["id"] for j in listed]
-    assert all(j["status"] == "queued" for j in listed)
+    refused = submit(api, dataset_id=dataset, network=classifier(), device="gpu")
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "30"
+    error = refused.json()["error"]
+    assert error["field"] == "device"
+    assert "no worker serves queue 'training-gpu'" in error["message"]
+    assert "backprop worker --queues training-gpu" in error["message"]
+    assert refused.json()["error"]["message"].endswith('or submit with "device": "cpu"')
+    assert submit(api, dataset_id=dataset, network=classifier(), device="cpu",
+                  training={"epochs": 1}).status_code == 202
 
-    canceled = api.post(f"/v1/jobs/{queued['id']}/cancel")
-    assert canceled.status_code == 202 and canceled.json()["status"] == "canceled"
-    assert canceled.json()["started_at"] is None and canceled.json()["model_id"] is None
-    again = api.post(f"/v1/jobs/{queued['id']}/cancel")
-    assert again.status_code == 409 and "canceled" in again.json()["error"]["message"]
+
+def submitted_ids(api, n: int, epochs: int = 1) -> list[str]:
+    X, y = blobs(n=30)
+    body = {"data": {"X": X.tolist(), "y": y.tolist()}, "network": classifier(),
+            "training": {"epochs": epochs}}
+    ids = []
+    for _ in range(n):
+        answer = api.post("/v1/jobs", json=body)
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+    return ids
+
+
+def test_status_filter_comes_before_the_limit(api):
+    [running] = submitted_ids(api, 1, epochs=100_000)
+    wait_for_job(api, running, until={"running"})
+    newer = submitted_ids(api, 4)
+    for job_id in newer:
+        wait_for_job(api, job_id)
+    try:
+        listed = api.get("/v1/jobs", params={"status": "running", "limit": 2}).json()["jobs"]
+        assert running in [j["id"] for j in listed]
+        assert all(j["status"] == "running" for j in listed)
+        newest = api.get("/v1/jobs", params={"limit": 2}).json()["jobs"]
+        assert running not in [j["id"] for j in newest]  # what the filter used to miss
+    finally:
+        api.post(f"/v1/jobs/{running}/cancel")
+    assert wait_for_job(api, running)["status"] == "canceled"
+    finished = api.get("/v1/jobs", params={"status": "canceled", "limit": 1000}).json()["jobs"]
+    assert running in [j["id"] for j in finished]
+    bad = api.get("/v1/jobs", params={"status": "done"})
+    assert bad.status_code == 422 and "running" in bad.json()["error"]["message"]
+
+
+def test_pages_follow_the_next_cursor_newest_first(api):
+    mine = submitted_ids(api, 7)
+    seen, cursor, pages = [], None, 0
+    while True:
+        answer = api.get("/v1/jobs", params={"limit": 3, **({"before": cursor} if cursor
+                                                           else {})})
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        assert len(page["jobs"]) <= 3
+        seen += [j["id"] for j in page["jobs"]]
+        pages += 1
+        cursor = page["next"]
+        if cursor is None or set(mine) <= set(seen):
+            break
+    assert len(seen) == len(set(seen)), "a job was listed twice"
+    assert [i for i in seen if i in mine] == mine[::-1] and pages >= 3
+    bad = api.get("/v1/jobs", params={"before": "yesterday"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "before"
+    for job_id in mine:
+        wait_for_job(api, job_id)
 
 
 def test_model_info_weights_and_predict(api):
@@ -115,12 +169,12 @@ def test_model_info_weights_and_predict(api):
 
 def test_delete_finished_job_removes_its_keys(api, redis_client):
     job, _, _ = trained_job(api, epochs=2)
-    X, y = blobs()
-    waiting = submit(api, data={"X": X.tolist(), "y": y.tolist()}, network=classifier(),
-                     device="gpu").json()
-    refused = api.delete(f"/v1/jobs/{waiting['id']}")
+    [unfinished] = submitted_ids(api, 1, epochs=100_000)
+    refused = api.delete(f"/v1/jobs/{unfinished}")
     assert refused.status_code == 409 and "cancel it first" in refused.json()["error"]["message"]
-    api.post(f"/v1/jobs/{waiting['id']}/cancel")
+    api.post(f"/v1/jobs/{unfinished}/cancel")
+    assert wait_for_job(api, unfinished)["status"] == "canceled"
+    assert api.delete(f"/v1/jobs/{unfinished}").status_code == 204
     assert api.delete(f"/v1/jobs/{job['id']}").status_code == 204
     assert api.get(f"/v1/jobs/{job['id']}").status_code == 404
     assert api.get(f"/v1/models/{job['model_id']}").status_code == 404

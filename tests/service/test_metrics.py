@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.embedded_redis import free_port
-from tests.service.helpers import blobs, classifier, wait_for_job
+from tests.service.helpers import blobs, classifier, idle_gpu_worker, wait_for_job
 
 
 def scrape(api: httpx.Client) -> dict[tuple, float]:
@@ -62,7 +62,7 @@ def test_requests_are_counted_by_route_template_and_status(api):
     assert all("job_metrics_probe" not in str(key) and "xyz" not in str(key) for key in after)
 
 
-def test_jobs_queues_epochs_and_workers_move_with_real_jobs(api):
+def test_jobs_queues_epochs_and_workers_move_with_real_jobs(api, stack):
     before = scrape(api)
     assert value(before, "backprop_redis_up") == 1
     assert value(before, "backprop_workers") == 2
@@ -71,9 +71,10 @@ def test_jobs_queues_epochs_and_workers_move_with_real_jobs(api):
                                       "data": {"X": X.tolist(), "y": y.tolist()}})
     assert done.status_code == 202, done.text
     assert wait_for_job(api, done.json()["id"])["status"] == "succeeded"
-    # No worker listens on the GPU queue here: this job waits there until canceled.
-    waiting = api.post("/v1/jobs", json={"network": classifier(hidden=4), "device": "gpu",
-                                         "data": {"X": X.tolist(), "y": y.tolist()}})
+    # The GPU queue's worker takes no job here: this job waits there until canceled.
+    with idle_gpu_worker(stack.env["BACKPROP_REDIS_URL"]):
+        waiting = api.post("/v1/jobs", json={"network": classifier(hidden=4), "device": "gpu",
+                                             "data": {"X": X.tolist(), "y": y.tolist()}})
     assert waiting.status_code == 202, waiting.text
     try:
         during = scrape(api)

@@ -7,7 +7,7 @@ import ast
 import json
 import zlib
 from pathlib import Path
-from tests.service.helpers import classifier
+from tests.service.helpers import classifier, idle_gpu_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 NETWORK = classifier(hidden=4, classes=3)
@@ -18,9 +18,10 @@ def job(**changes) -> dict:
     return {"network": NETWORK, "data": INLINE, **changes}
 
 
-def test_rq_jobs_in_redis_are_plain_json_holding_only_the_job_id(api, redis_client):
-    """A GPU job stays queued (the test workers serve only the CPU queue): read RQ's own hash."""
-    answer = api.post("/v1/jobs", json=job(device="gpu"))
+def test_rq_jobs_in_redis_are_plain_json_holding_only_the_job_id(api, redis_client, valkey):
+    """A GPU job stays queued (its worker takes no job): read RQ's own hash."""
+    with idle_gpu_worker(valkey.url):
+        answer = api.post("/v1/jobs", json=job(device="gpu"))
     assert answer.status_code == 202, answer.text
     submitted = answer.json()
     try:

@@ -22,7 +22,7 @@ def test_simple_workers_train_in_process_and_sigterm_requeues_from_a_checkpoint(
         wait_job(fs, job_id, 30, until=lambda j: j["status"] == "running"
                  and j["progress"]["epoch"] >= 10)
         connection = redis.Redis.from_url(fs.valkey.url)
-        name = Store(connection).job(None, job_id)["worker"]
+        name = Store(connection).job(None, job_id).worker
         [busy_pid] = [w.pid for w in Worker.all(connection=connection, serializer=SERIALIZER)
                       if w.name == name]
         assert child_pids(busy_pid) == [], "a simple worker forks no work horse"

@@ -6,39 +6,20 @@ workers never pick them up.
 """
 
 import secrets
-import time
 
 import pytest
 
+from tests.service.helpers import job_record, private_settings, started, submitted
 from worker import queues
-from worker.attempts import Attempt, AttemptLost
+from worker.attempts import AttemptLost
+from worker.records import JobStatus
 from worker.reaper import sweep
-from worker.settings import Settings
-from worker.status import new_id
 from worker.store import Store
 
 
 @pytest.fixture()
 def settings(service_env):
-    prefix = f"t-attempts-{secrets.token_hex(4)}"
-    return Settings(key_prefix=prefix, queue=f"{prefix}-nobody-listens", max_restarts=1)
-
-
-@pytest.fixture()
-def store(settings):
-    store = Store(queues.connect(settings), settings.key_prefix)
-    yield store
-    queues.queue_for(store.r, settings, "cpu").empty()
-    for key in store.r.scan_iter(match=f"{settings.key_prefix}*"):
-        store.r.delete(key)
-
-
-def queued_job(store: Store) -> str:
-    job_id = new_id("job")
-    store.put_job({"id": job_id, "tenant": "t", "status": "queued", "device": "cpu",
-                   "timeout_s": 60, "epochs": 10, "epoch": 0, "created_at": time.time(),
-                   "started_at": time.time(), "attempt": 1, "restarts": 0})
-    return job_id
+    return private_settings(f"t-attempts-{secrets.token_hex(4)}", max_restarts=1)
 
 
 def record(epoch: int) -> dict:
@@ -49,66 +30,114 @@ def recorded(store: Store, job_id: str) -> list[int]:
     return [e["epoch"] for e in store.history(job_id)]
 
 
-def test_appends_are_idempotent_contiguous_and_carry_the_cancel_flag(store):
-    job_id = queued_job(store)
-    attempt = Attempt(store, job_id, 1, "w1", lease_s=5)
-    attempt.start(worker="w1")
-    assert store.job(None, job_id)["status"] == "running" and store.lease_alive(job_id)
+def snapshot(store: Store, settings) -> dict:
+    """Every key under the test's prefix (serialized value and whether it expires) and the
+    queue's RQ job ids: what must not change when a lost attempt tries to write."""
+    keys = sorted(store.r.scan_iter(match=f"{settings.key_prefix}:*"))
+    return {"keys": {key: (store.r.dump(key), store.r.ttl(key) > 0) for key in keys},
+            "queue": queues.queue_for(store.r, settings, "cpu").job_ids}
+
+
+def every_write_is_refused(attempt, store, settings) -> None:
+    """Each write an attempt can make raises AttemptLost and changes nothing in Redis."""
+    before = snapshot(store, settings)
+    writes = {
+        "renew": attempt.renew,
+        "append_epoch": lambda: attempt.append_epoch(record(9), epoch=9),
+        "rewind": lambda: attempt.rewind(0),
+        "checkpoint": lambda: attempt.checkpoint(b"stale weights", 9),
+        "requeue": lambda: attempt.requeue(b"stale weights", 9),
+        "fail": lambda: attempt.finish(JobStatus.FAILED, error={"message": "stale"}),
+        "finish with a model": lambda: attempt.finish(
+            JobStatus.SUCCEEDED, ({"id": "mdl_stale", "tenant": "t", "created_at": 1.0},
+                                  b"stale model"), model_id="mdl_stale"),
+        "start": lambda: attempt.start(worker="stale"),
+    }
+    for name, write in writes.items():
+        with pytest.raises(AttemptLost):
+            write()
+        assert snapshot(store, settings) == before, f"{name} by a lost attempt changed Redis"
+
+
+def test_appends_are_idempotent_contiguous_and_carry_the_cancel_flag(store, settings):
+    job = submitted(store, settings)
+    attempt = started(store, settings, job)
+    assert store.job(None, job.id).status == JobStatus.RUNNING and store.lease_alive(job.id)
     assert attempt.append_epoch(record(1), epoch=1) is False
     assert attempt.append_epoch(record(1), epoch=1) is False  # a retry: not recorded twice
-    assert recorded(store, job_id) == [1]
+    assert recorded(store, job.id) == [1]
     with pytest.raises(AttemptLost, match="epochs before 3 are missing"):
         attempt.append_epoch(record(3), epoch=3)
-    store.request_cancel(job_id)
+    store.request_cancel(job.id)
     assert attempt.append_epoch(record(2), epoch=2) is True
     assert attempt.renew() is True
-    assert recorded(store, job_id) == [1, 2] and store.job(None, job_id)["epoch"] == 2
+    assert recorded(store, job.id) == [1, 2] and store.job(None, job.id).epoch == 2
 
 
 def test_reaped_attempt_writes_nothing_more_and_the_next_one_resumes(store, settings):
-    job_id = queued_job(store)
-    first = Attempt(store, job_id, 1, "w1", lease_s=5)
-    first.start(worker="w1")
+    job = submitted(store, settings)
+    first = started(store, settings, job)
     for epoch in (1, 2, 3):
         first.append_epoch(record(epoch), epoch=epoch)
-    store.put_checkpoint(job_id, b"weights at epoch 2", 2)
+    first.checkpoint(b"weights at epoch 2", 2)
     assert sweep(store, settings) == []  # the lease is alive: the worker is fine
-    store.r.delete(store.keys.job_lease(job_id))  # as if w1 died and its lease ran out
+    store.r.delete(store.keys.job_lease(job.id))  # as if w1 died and its lease ran out
 
-    assert sweep(store, settings) == [job_id]
-    meta = store.job(None, job_id)
-    assert (meta["status"], meta["attempt"], meta["restarts"]) == ("queued", 2, 1)
-    assert queues.queue_for(store.r, settings, "cpu").job_ids == [f"{job_id}-a2"]
-    with pytest.raises(AttemptLost):
-        first.renew()
-    with pytest.raises(AttemptLost):
-        first.append_epoch(record(4), epoch=4)
-    assert not store.lease_alive(job_id), "a lost attempt must not take its lease back"
+    assert sweep(store, settings) == [job.id]
+    handed_on = store.job(None, job.id)
+    assert (handed_on.status, handed_on.attempt, handed_on.restarts) == (JobStatus.QUEUED, 2, 1)
+    assert queues.queue_for(store.r, settings, "cpu").job_ids == [f"{job.id}-a2"]
+    every_write_is_refused(first, store, settings)  # while the job waits for attempt 2
+    assert not store.lease_alive(job.id), "a lost attempt must not take its lease back"
 
-    second = Attempt(store, job_id, 2, "w2", lease_s=5)
-    second.start(worker="w2")
-    with pytest.raises(AttemptLost):
-        first.start(worker="w1")  # a stale RQ job for attempt 1 does not run
+    second = started(store, settings, handed_on, worker="w2")
     second.rewind(2)  # resumes from the checkpoint: epoch 3 is trained again
     second.append_epoch(record(3), epoch=3)
-    assert recorded(store, job_id) == [1, 2, 3]
+    second.checkpoint(b"weights at epoch 3", 3)
+    every_write_is_refused(first, store, settings)  # while attempt 2 trains it
+    assert recorded(store, job.id) == [1, 2, 3]
+    assert store.checkpoint(job.id) == b"weights at epoch 3"
+    second.finish(JobStatus.SUCCEEDED, model_id=None)
+    assert store.job(None, job.id).status == JobStatus.SUCCEEDED
+
+
+def test_graceful_requeue_writes_its_checkpoint_and_hands_on_in_one_step(store, settings):
+    job = submitted(store, settings)
+    attempt = started(store, settings, job)
+    attempt.append_epoch(record(1), epoch=1)
+    attempt.requeue(b"weights at epoch 1", 1)
+    queued = store.job(None, job.id)
+    assert (queued.status, queued.attempt, queued.restarts) == (JobStatus.QUEUED, 2, 0)
+    assert (store.checkpoint(job.id), queued.checkpoint_epoch) == (b"weights at epoch 1", 1)
+    assert queues.queue_for(store.r, settings, "cpu").job_ids == [f"{job.id}-a2"]
+    every_write_is_refused(attempt, store, settings)
 
 
 def test_reaper_gives_up_after_max_restarts_and_the_last_attempt_is_locked_out(store,
                                                                                settings):
-    job_id = queued_job(store)
-    store.update_job(job_id, restarts=1)  # settings.max_restarts is 1: this loss is one more
-    attempt = Attempt(store, job_id, 1, "w1", lease_s=5)
-    attempt.start(worker="w1")
+    job = submitted(store, settings, job_record(restarts=1))  # max_restarts 1: one loss more
+    attempt = started(store, settings, job)
     attempt.append_epoch(record(1), epoch=1)
-    store.r.delete(store.keys.job_lease(job_id))
+    store.r.delete(store.keys.job_lease(job.id))
 
-    assert sweep(store, settings) == [job_id]
-    meta = store.job(None, job_id)
-    assert meta["status"] == "failed" and meta["error"]["epoch"] == 1
-    assert "lost its worker 2 times" in meta["error"]["message"]
-    assert "BACKPROP_MAX_RESTARTS=1" in meta["error"]["message"]
+    assert sweep(store, settings) == [job.id]
+    failed = store.job(None, job.id)
+    assert failed.status == JobStatus.FAILED and failed.error.epoch == 1
+    assert "lost its worker 2 times" in failed.error.message
+    assert "BACKPROP_MAX_RESTARTS=1" in failed.error.message
     assert queues.queue_for(store.r, settings, "cpu").count == 0
-    with pytest.raises(AttemptLost):
-        attempt.append_epoch(record(2), epoch=2)
-    assert recorded(store, job_id) == [1]
+    every_write_is_refused(attempt, store, settings)
+    assert recorded(store, job.id) == [1]
+
+
+def test_an_attempt_whose_job_was_deleted_writes_nothing(store, settings):
+    """The reaper failed the job, its owner deleted it, then the cut-off worker comes back:
+    no key comes back to life (no checkpoint, no model, no bytes counted)."""
+    job = submitted(store, settings, job_record(restarts=1))
+    attempt = started(store, settings, job)
+    store.r.delete(store.keys.job_lease(job.id))
+    assert sweep(store, settings) == [job.id]
+    assert store.delete_job(job.tenant, job.id)
+    assert store.job(None, job.id) is None
+    every_write_is_refused(attempt, store, settings)
+    assert store.tenant_bytes(job.tenant) == 0

@@ -1,0 +1,112 @@
+"""Per-tenant backlog and byte quota against the session's real Valkey (queues no worker
+serves, a key prefix of their own): admission, promotion at finish and by the reaper, cancel
+of a backlogged job, and the byte counter moving with every write and delete."""
+
+import secrets
+
+import numpy as np
+import pytest
+
+from tests.service.helpers import job_record, private_settings, started, submitted
+from worker import fairness, queues, quota
+from worker.records import JobStatus, Owner
+from worker.reaper import sweep
+from worker.store import Store
+
+
+@pytest.fixture()
+def settings(service_env):
+    return private_settings(f"t-fair-{secrets.token_hex(4)}", max_active_jobs_per_tenant=2,
+                            max_tenant_bytes=90_000)
+
+
+def in_rq(store: Store, settings) -> list[str]:
+    """Job ids whose attempt waits in the (unserved) CPU queue, in queue order."""
+    return [rq_id.rsplit("-a", 1)[0] for rq_id in queues.queue_for(store.r, settings,
+                                                                    "cpu").job_ids]
+
+
+def positions(store: Store, jobs) -> dict:
+    return fairness.backlog_positions(store, [job for j in jobs
+                                              if (job := store.job(None, j.id)) is not None])
+
+
+def test_a_tenant_over_its_limit_waits_in_its_backlog_and_others_do_not(store, settings):
+    alice = [submitted(store, settings, job_record("alice")) for _ in range(5)]
+    bob = submitted(store, settings, job_record("bob"))
+    assert [j.backlogged for j in alice] == [False, False, True, True, True]
+    assert all(j.status == JobStatus.QUEUED for j in alice)
+    assert in_rq(store, settings) == [alice[0].id, alice[1].id, bob.id]
+    assert positions(store, alice) == {alice[2].id: 1, alice[3].id: 2, alice[4].id: 3}
+
+    # alice's first job ends: her oldest backlogged job is queued in the same transaction.
+    started(store, settings, alice[0]).finish(JobStatus.SUCCEEDED)
+    assert in_rq(store, settings) == [alice[1].id, bob.id, alice[2].id]
+    promoted = store.job(None, alice[2].id)
+    assert not promoted.backlogged and promoted.rq_id == f"{alice[2].id}-a1"
+    assert positions(store, alice) == {alice[3].id: 1, alice[4].id: 2}
+
+    # A backlogged job canceled: out of the backlog, nothing promoted (no slot was freed).
+    assert fairness.finish(store, settings, alice[3].id, "alice", JobStatus.CANCELED,
+                           Owner(1, JobStatus.QUEUED)) is not None
+    assert store.job(None, alice[3].id).status == JobStatus.CANCELED
+    assert positions(store, alice) == {alice[4].id: 1}
+    assert in_rq(store, settings) == [alice[1].id, bob.id, alice[2].id]
+    assert store.delete_job("alice", alice[3].id)
+
+
+def test_the_reaper_promotes_what_a_raised_limit_or_a_lost_slot_left_waiting(store, settings):
+    alice = [submitted(store, settings, job_record("alice")) for _ in range(5)]
+    assert sweep(store, settings) == []  # both slots taken: nothing to do
+    # A slot held by a job that is gone (as after a crash between writes of an older version).
+    store.r.delete(store.keys.job(alice[0].id))
+    assert sweep(store, settings) == [alice[2].id]
+    raised = settings.model_copy(update={"max_active_jobs_per_tenant": 4})
+    assert sweep(store, raised) == [alice[3].id, alice[4].id]
+    assert in_rq(store, settings) == [a.id for a in alice]
+    assert positions(store, alice) == {}
+    assert not store.r.sismember(store.keys.backlogged_tenants(), "alice")
+
+
+def test_bytes_are_counted_with_every_write_and_delete(store, settings):
+    k, tenant = store.keys, "carol"
+    X, y = np.zeros((1000, 10), np.float32), np.zeros(1000, np.int64)  # 48 KB as .npy
+    meta = store.put_dataset({"id": "ds_a", "tenant": tenant, "created_at": 1.0}, X, y,
+                             settings.max_tenant_bytes)
+    assert store.tenant_bytes(tenant) == meta["bytes"] > 48_000
+    with pytest.raises(quota.QuotaExceeded) as over:
+        store.put_dataset({"id": "ds_b", "tenant": tenant, "created_at": 2.0}, X, y,
+                          settings.max_tenant_bytes)
+    message = over.value.message
+    assert "BACKPROP_MAX_TENANT_BYTES=90000" in message and "delete datasets" in message
+    assert f"stores {meta['bytes'] / 2**20:.1f} MiB" in message
+    assert store.dataset(tenant, "ds_b") is None and store.tenant_bytes(tenant) == meta["bytes"]
+
+    inline = (np.zeros((100, 10), np.float32), np.zeros(100, np.int64))
+    job = submitted(store, settings, job_record(tenant, data_bytes=sum(
+        map(len, Store.inline_blobs(*inline).values()))), inline=inline)
+    with_job = store.tenant_bytes(tenant)
+    assert with_job == meta["bytes"] + job.data_bytes and job.data_bytes > 4_800
+    model = ({"id": "mdl_c", "tenant": tenant, "job_id": job.id, "created_at": 3.0},
+             b"w" * 3000)
+    started(store, settings, job).finish(JobStatus.SUCCEEDED, model, model_id="mdl_c")
+    assert store.job_inline_data(job.id) is None
+    assert store.tenant_bytes(tenant) == meta["bytes"] + 3000  # inline data freed, model in
+
+    assert store.delete_job(tenant, job.id)  # with its model
+    assert store.model(tenant, "mdl_c") is None
+    assert store.delete_dataset(tenant, "ds_a")
+    assert store.tenant_bytes(tenant) == 0
+    assert int(store.r.get(k.tenant_bytes(tenant))) == 0
+
+
+def test_a_deleted_model_alone_gives_its_bytes_back(store, settings):
+    job = submitted(store, settings, job_record("dave"))
+    started(store, settings, job).finish(
+        JobStatus.SUCCEEDED, ({"id": "mdl_d", "tenant": "dave", "job_id": job.id,
+                               "created_at": 1.0}, b"w" * 500), model_id="mdl_d")
+    assert store.tenant_bytes("dave") == 500
+    assert not store.delete_model("erin", "mdl_d")  # another tenant's: untouched
+    assert store.delete_model("dave", "mdl_d") and store.tenant_bytes("dave") == 0
+    assert store.delete_job("dave", job.id, with_model=True)  # its model already gone
+    assert store.tenant_bytes("dave") == 0

@@ -1,0 +1,157 @@
+"""Typed records of what the service stores, and the one encoding of a record as a Redis hash.
+
+A record is a Redis hash with one field per attribute, each value JSON (`"running"`, `3`,
+`true`), so Lua scripts and single-field updates can read or write one field without the rest.
+`Record.encode` / `Record.decode` / `Record.encode_fields` are the only code that turns records
+into hash fields and back; worker.store calls them. To add an attribute, add a field with a
+default to the class: nothing else changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class JobStatus(str, Enum):
+    """The one list of job states (the API's `status` and `?status=` use it too)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+ID_PREFIXES = {"dataset": "ds", "job": "job", "model": "mdl"}
+ID_BYTES = 12  # 96 random bits: 16 URL-safe base64 characters
+ID_FORMATS = {kind: re.compile(rf"{prefix}_[A-Za-z0-9_-]{{{ID_BYTES * 4 // 3}}}")
+              for kind, prefix in ID_PREFIXES.items()}
+
+
+def new_id(kind: str) -> str:
+    """A random, unguessable id such as `job_Xy3...` (96 random bits)."""
+    return f"{ID_PREFIXES[kind]}_{secrets.token_urlsafe(ID_BYTES)}"
+
+
+def is_id(kind: str, value: str) -> bool:
+    """Whether `value` has the form of a `kind` id (what new_id makes); checked before an id
+    from a request reaches Redis, where `job_x:history` would name another key."""
+    return ID_FORMATS[kind].fullmatch(value) is not None
+
+
+class Record(BaseModel):
+    """A stored record: validated when read and when a field is written."""
+
+    # Unknown fields are dropped on read, so a record written by a newer version still reads.
+    model_config = ConfigDict(extra="ignore")
+
+    def encode(self) -> dict[str, str]:
+        """The record as hash fields (every attribute, JSON-encoded)."""
+        return {name: json.dumps(value) for name, value in self.model_dump(mode="json").items()}
+
+    @classmethod
+    def decode(cls, raw: Mapping[bytes, bytes], skip: frozenset[bytes] = frozenset()):
+        """The record from HGETALL's answer (fields in `skip`, such as binary ones, left out)."""
+        return cls.model_validate({name.decode(): json.loads(value)
+                                   for name, value in raw.items() if name not in skip})
+
+    @classmethod
+    def encode_fields(cls, **fields: Any) -> dict[str, str]:
+        """Some attributes as hash fields, each checked against its declared type: what a
+        partial update (HSET of a few fields) writes."""
+        encoded = {}
+        for name, value in fields.items():
+            adapter = _field_adapter(cls, name)
+            encoded[name] = json.dumps(adapter.dump_python(adapter.validate_python(value),
+                                                           mode="json"))
+        return encoded
+
+
+@lru_cache(maxsize=None)
+def _field_adapter(cls: type[Record], name: str) -> TypeAdapter:
+    if name not in cls.model_fields:
+        raise ValueError(f"{cls.__name__} has no field {name!r}")
+    return TypeAdapter(cls.model_fields[name].annotation)
+
+
+class JobError(BaseModel):
+    message: str
+    epoch: int | None = None
+
+
+class JobRecord(Record):
+    """A training job, as the API writes it at submit and the workers update it."""
+
+    id: str = Field(default_factory=lambda: new_id("job"))
+    tenant: str
+    status: JobStatus = JobStatus.QUEUED
+    # The engine's NetworkSpec / TrainingSpec as JSON (what the user sent, unset fields left
+    # out), validated by the engine when the worker builds the network.
+    network: dict[str, Any]
+    training: dict[str, Any]
+    dataset_id: str | None = None
+    device: Literal["cpu", "gpu", "auto"] = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    seed: int = 0
+    timeout_s: int
+    n_samples: int = 0
+    n_inputs: int = 0
+    data_bytes: int = Field(0, description="inline data stored with the job (tenant quota)")
+    epochs: int
+    epoch: int = 0
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    attempt_started_at: float | None = None
+    finished_at: float | None = None
+    # Which attempt owns the job (worker.attempts), how many lost workers it survived, its RQ
+    # job, the worker on it now.
+    attempt: int = 1
+    restarts: int = 0
+    rq_id: str | None = None
+    worker: str | None = None
+    # Waiting in its tenant's backlog (worker.fairness), not yet in an RQ queue.
+    backlogged: bool = False
+    checkpoint_epoch: int | None = None
+    checkpoint_at: float | None = None
+    metrics: dict[str, Any] | None = None
+    error: JobError | None = None
+    model_id: str | None = None
+    stopped_early: bool = False
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status.finished
+
+    def remaining_timeout(self) -> int:
+        """What is left of the time limit, counted from the job's first start."""
+        started = self.started_at or time.time()
+        return max(int(self.timeout_s - (time.time() - started)), 1)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who may write a job: attempt `attempt`, while the job is in `status`. Every write an
+    attempt makes checks this inside its transaction (worker.attempts), so a worker whose job
+    was handed on, ended or deleted changes nothing."""
+
+    attempt: int
+    status: JobStatus = JobStatus.RUNNING
+
+    def holds(self, job: JobRecord | None) -> bool:
+        return job is not None and job.attempt == self.attempt and job.status == self.status
