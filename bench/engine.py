@@ -20,7 +20,6 @@ scikit-learn (the `peers` extra) and threadpoolctl; a missing contender is repor
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import json
 import os
@@ -33,16 +32,15 @@ import time
 import numpy as np
 
 from engine_contenders import (  # bench/, the script's own folder
-    CONFIGS, CONTENDERS, HIDDEN, LEARNING_RATE, N_CLASSES, N_FEATURES, ROOT, EngineContender,
+    CONFIGS, CONTENDERS, HIDDEN, LEARNING_RATE, N_CLASSES, N_FEATURES, EngineContender,
     make_data)
 
 PAUSE_S = 0.3
 """Idle time before each timed run: BLAS threads of the previous contender spin for about
 0.1 s after their last call, and must not eat into the next contender's run."""
-SCRUBBED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-"""Variables that pin OpenBLAS to a kernel; unset for every contender alike. The contenders on
-NumPy's OpenBLAS (engine, sklearn) then load the kernels the service picks on this CPU."""
-NUMPY_CONTENDERS = ("engine", "sklearn")
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+"""Variables that pin OpenBLAS to a kernel: a deployment's choice (README, Performance knobs),
+passed to every contender alike as this shell has them, and printed in the header."""
 
 
 def gemm_flops_per_sample() -> int:
@@ -114,18 +112,8 @@ def memory_probe(rows: int, threads: int) -> None:
 
 # -- the parent --------------------------------------------------------------------------------
 
-@functools.cache
-def service_openblas_kernel() -> str | None:
-    """The OPENBLAS_CORETYPE the service's processes set on this CPU (worker.blas), or None."""
-    sys.path.insert(0, ROOT)
-    from worker.blas import this_cpus_openblas_kernel
-    return this_cpus_openblas_kernel()
-
-
-def child_env(threads: int, name: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
-    if name in NUMPY_CONTENDERS and (kernel := service_openblas_kernel()) is not None:
-        env["OPENBLAS_CORETYPE"] = kernel
+def child_env(threads: int) -> dict:
+    env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     return env
@@ -137,7 +125,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads",
              str(threads), "--rows", str(rows)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(threads, name))
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(threads))
 
     def ask(self, command: str) -> dict:
         self.proc.stdin.write(command + "\n")
@@ -191,12 +179,10 @@ def main() -> None:
     missing = [c for c in args.contenders.split(",") if c not in names]
 
     shape = "-".join(map(str, [N_FEATURES, *HIDDEN, N_CLASSES]))
-    scrubbed = ", ".join(f"{k}={os.environ[k]}" for k in SCRUBBED_ENV if k in os.environ)
+    blas_env = ", ".join(f"{k}={os.environ[k]}" for k in BLAS_ENV if k in os.environ)
     print(f"# {rows} x {N_FEATURES} float32, {N_CLASSES} classes, {shape}, "
           f"SGD lr {LEARNING_RATE}, {args.threads} threads, {rounds} interleaved rounds, "
-          f"{run_rows} rows per run; unset for all: {', '.join(SCRUBBED_ENV)} "
-          f"(were: {scrubbed or 'unset'}); OPENBLAS_CORETYPE for {', '.join(NUMPY_CONTENDERS)}: "
-          f"{service_openblas_kernel() or 'unset'} (as the service sets it on this CPU)")
+          f"{run_rows} rows per run; {blas_env or ', '.join(BLAS_ENV) + ' unset'}")
     if missing:
         print(f"# absent (not installed): {', '.join(missing)}")
     workers = {name: Worker(name, args.threads, rows) for name in names}
@@ -228,7 +214,7 @@ def main() -> None:
     memory = json.loads(subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--memory-probe", "--rows", str(rows),
          "--threads", str(args.threads)], capture_output=True, text=True, check=True,
-        env=child_env(args.threads, "engine")).stdout)
+        env=child_env(args.threads)).stdout)
     report(rates, gemm, memory, configs, names, rounds)
 
 

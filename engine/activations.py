@@ -7,7 +7,9 @@ every operation works in place on preallocated buffers:
                              read-only all-zero array shaped like z
     derivative(f)            a new array phi'(z), from f
     backprop_inplace(d, f)   d <- d * phi'(z); may overwrite f (no longer needed afterwards)
-    mean_abs_derivative(f)   mean |phi'(z)| as a float, for the epoch record (no big temporaries)
+    sum_abs_derivative(f)    sum of |phi'(z)| over f's entries, as a 0-d array (or a number),
+                             for the epoch record: few kernels, no big temporaries, and no
+                             host sync on a GPU (the caller divides by f.size later)
 
 softmax is an output-only activation: its Jacobian is not diagonal, so it is only allowed with
 cross_entropy, whose fused delta f - y never needs it (see losses.py).
@@ -35,18 +37,18 @@ class Activation:
         delta *= self.derivative(f)
         return delta
 
-    def mean_abs_derivative(self, f) -> float:
-        return float(array_module(f).abs(self.derivative(f)).mean())
+    def sum_abs_derivative(self, f):
+        return array_module(f).abs(self.derivative(f)).sum()
 
 
-def _mean_square(f) -> float:
+def _sum_square(f):
     flat = f.reshape(-1)
-    return float(array_module(f).vdot(flat, flat)) / max(flat.size, 1)
+    return array_module(f).vdot(flat, flat)
 
 
-def _mean_f_one_minus_f(f) -> float:
-    """mean f (1 - f) = mean f - mean f^2, without an (m, n) temporary."""
-    return float(f.mean()) - _mean_square(f)
+def _sum_f_one_minus_f(f):
+    """sum f (1 - f) = sum f - sum f^2, without an (m, n) temporary."""
+    return f.sum() - _sum_square(f)
 
 
 class Identity(Activation):
@@ -61,8 +63,8 @@ class Identity(Activation):
     def backprop_inplace(self, delta, f):
         return delta
 
-    def mean_abs_derivative(self, f) -> float:
-        return 1.0
+    def sum_abs_derivative(self, f):
+        return float(f.size)
 
 
 class Sigmoid(Activation):
@@ -84,8 +86,8 @@ class Sigmoid(Activation):
         delta *= f
         return delta
 
-    def mean_abs_derivative(self, f) -> float:
-        return _mean_f_one_minus_f(f)
+    def sum_abs_derivative(self, f):
+        return _sum_f_one_minus_f(f)
 
 
 class Tanh(Activation):
@@ -104,8 +106,8 @@ class Tanh(Activation):
         delta *= f
         return delta
 
-    def mean_abs_derivative(self, f) -> float:
-        return 1.0 - _mean_square(f)
+    def sum_abs_derivative(self, f):
+        return f.size - _sum_square(f)
 
 
 class Relu(Activation):
@@ -124,8 +126,8 @@ class Relu(Activation):
     def backprop_inplace(self, delta, f):
         return array_module(f).multiply(delta, f > 0, out=delta)
 
-    def mean_abs_derivative(self, f) -> float:     # the share of active units (f >= 0)
-        return int(array_module(f).count_nonzero(f)) / max(f.size, 1)
+    def sum_abs_derivative(self, f):               # the active units (f > 0)
+        return array_module(f).count_nonzero(f)
 
 
 class LeakyRelu(Activation):
@@ -174,8 +176,8 @@ class Softmax(Activation):
         """The Jacobian's diagonal f (1 - f); reported per epoch, never used for backprop."""
         return f * (1 - f)
 
-    def mean_abs_derivative(self, f) -> float:
-        return _mean_f_one_minus_f(f)
+    def sum_abs_derivative(self, f):
+        return _sum_f_one_minus_f(f)
 
     def backprop_inplace(self, delta, f):
         raise ValueError("softmax is only supported as the output of cross_entropy")

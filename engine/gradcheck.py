@@ -13,18 +13,19 @@ def _rel_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def gradcheck(net, X, Y, eps: float = 1e-6, max_entries: int = GRADCHECK_MAX_ENTRIES,
-              seed: int = 0) -> list[dict]:
+              seed: int = 0, device: str = "cpu") -> list[dict]:
     """Compare net's backprop gradients with central differences (L(w+eps) - L(w-eps)) / 2eps.
 
-    Works on a float64 CPU copy of net, so `net` is untouched. Returns one dict per layer:
+    Works on a float64 copy of net on `device` ("gpu" checks the CuPy path's backprop), so
+    `net` is untouched. Returns one dict per layer:
     {"layer": 1-based, "weight_rel_error", "bias_rel_error", "rel_error" (the larger),
      "checked": entries compared}, relative error = ||fd - bp|| / (||fd|| + ||bp||).
     """
     from .network import Network
 
     if net.n_inputs is None:
-        net._ensure_params(np.shape(X)[1])
-    twin = Network(net.spec, seed=net.seed, dtype="float64", device="cpu")
+        net.build(np.shape(X)[1])
+    twin = Network(net.spec, seed=net.seed, dtype="float64", device=device)
     twin.params = net.params
     _, grads = twin.loss_and_grads(X, Y)
     params = twin.params

@@ -1,13 +1,16 @@
 """Network: the user-facing object. Parameters, prediction and gradients live here; the
-training loop is in training.py and save/restore in state.py."""
+training loop is in training.py and save/restore in state.py, which use only the public
+members below (backend, weights, activations, loss_function, build, set_params,
+forward_chunks, run)."""
 from __future__ import annotations
 
 import threading
 
 import numpy as np
 
+from . import memory
 from .activations import ACTIVATIONS
-from .backend import check_dtype, get_backend
+from .backend import Backend, check_dtype, get_backend
 from .data import check_data, prepare_inputs, prepare_targets
 from .initializers import init_params
 from .losses import LOSSES
@@ -16,11 +19,22 @@ from .spec import as_network_spec
 from .state import from_bytes, network_from_state, network_state, to_bytes
 from .training import fit
 
-PREDICT_ROWS = 4096
-SMALL_PREDICT_ROWS = 16
-"""Inputs of at most this many rows (an API's one-row predicts) reuse per-thread buffers and
-skip the chunking: at one row, setting those up cost a third of the forward pass."""
-"""Rows per chunk in predict and validation, bounding their extra memory."""
+SMALL_PREDICT_ROWS = memory.SMALL_ROWS
+
+
+def labels_from_outputs(spec, outputs) -> np.ndarray:
+    """Class labels from a classifier's outputs (n, n_L), as Network.predict_labels gives them:
+    argmax for a softmax output, f > 0.5 as 0/1 for a sigmoid output ((n,) for one unit,
+    (n, k) for several). Regression networks raise ValueError."""
+    spec = as_network_spec(spec)
+    out = spec.layers[-1].activation
+    if out == "softmax":
+        return outputs.argmax(axis=1)
+    if out == "sigmoid":
+        labels = (outputs > 0.5).astype(np.int64)
+        return labels[:, 0] if labels.shape[1] == 1 else labels
+    raise ValueError(f"labels need a classifier (softmax or sigmoid output); this network's "
+                     f"output is {out!r} with loss {spec.loss!r}: use predict")
 
 
 class Network:
@@ -38,17 +52,53 @@ class Network:
         self._backend = get_backend(device)
         self.device = self._backend.device
         self.seed = int(seed)
-        self._acts = [ACTIVATIONS[layer.activation] for layer in self.spec.layers]
+        self._acts = tuple(ACTIVATIONS[layer.activation] for layer in self.spec.layers)
         self._loss = LOSSES[self.spec.loss]
         self._params: list | None = None
+        self._small_rows = memory.SMALL_ROWS
         self.n_inputs: int | None = None
         self.epochs_done = 0
         self.stopped = False
         self.stopped_early = False
-        self._run = None                     # training.RunState once fit has started
+        self.run = None
+        """training.RunState once fit has started: what state() saves to resume exactly."""
         self._small = threading.local()      # .ws: a small predict Workspace per thread
         if n_inputs is not None:
-            self._ensure_params(int(n_inputs))
+            self.build(int(n_inputs))
+
+    # -- what the training loop and state.py use ---------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The device's array module (backend.xp) and host transfers."""
+        return self._backend
+
+    @property
+    def activations(self) -> tuple:
+        """phi of each layer, from the first hidden one to the output (activations.py)."""
+        return self._acts
+
+    @property
+    def loss_function(self):
+        """The spec's loss (losses.py)."""
+        return self._loss
+
+    @property
+    def weights(self) -> list | None:
+        """The live [(W, b), ...] on the device (None before build): the training loop and the
+        optimizers update them in place. `params` gives host copies."""
+        return self._params
+
+    def build(self, n_inputs: int) -> None:
+        """Draw the initial weights for `n_inputs` inputs, once; later calls only check that
+        the width is the same."""
+        if self._params is None:
+            if n_inputs < 1:
+                raise ValueError(f"n_inputs must be at least 1, got {n_inputs}")
+            self.n_inputs = n_inputs
+            self._set_params(init_params(self.spec.init, self.widths, self.seed))
+        elif n_inputs != self.n_inputs:
+            raise ValueError(f"the data has {n_inputs} features per row, but the network "
+                             f"takes {self.n_inputs} inputs")
 
     # -- parameters --------------------------------------------------------------------------
     @property
@@ -59,16 +109,6 @@ class Network:
     def widths(self) -> list[int]:
         """[n_inputs, units_1, ..., units_L]."""
         return [self.n_inputs, *(layer.units for layer in self.spec.layers)]
-
-    def _ensure_params(self, n_inputs: int) -> None:
-        if self._params is None:
-            if n_inputs < 1:
-                raise ValueError(f"n_inputs must be at least 1, got {n_inputs}")
-            self.n_inputs = n_inputs
-            self._set_params(init_params(self.spec.init, self.widths, self.seed))
-        elif n_inputs != self.n_inputs:
-            raise ValueError(f"the data has {n_inputs} features per row, but the network "
-                             f"takes {self.n_inputs} inputs")
 
     @property
     def params(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -81,7 +121,12 @@ class Network:
 
     @params.setter
     def params(self, params) -> None:
-        params = [(np.asarray(W), np.asarray(b)) for W, b in params]
+        self.set_params(params)
+
+    def set_params(self, params, check_finite: bool = True) -> None:
+        """Set [(W, b), ...] (host or device arrays), checking shapes against the spec and,
+        unless check_finite=False (a saved state restored as it was), that all are finite."""
+        params = [(self._backend.to_host(W), self._backend.to_host(b)) for W, b in params]
         if len(params) != len(self.spec.layers):
             raise ValueError(f"expected {len(self.spec.layers)} (W, b) pairs, one per layer, "
                              f"got {len(params)}")
@@ -92,7 +137,7 @@ class Network:
             if W.shape != want_w or b.shape != want_b:
                 raise ValueError(f"layer {l}: W must have shape {want_w} and b {want_b}, got "
                                  f"{W.shape} and {b.shape}")
-            if not (np.isfinite(W).all() and np.isfinite(b).all()):
+            if check_finite and not (np.isfinite(W).all() and np.isfinite(b).all()):
                 raise ValueError(f"layer {l}: weights contain NaN or infinite values")
         self.n_inputs = n_inputs
         self._set_params(params)
@@ -103,12 +148,15 @@ class Network:
         xp = self._backend.xp
         self._params = [(xp.array(W, dtype=self.dtype, order="C"),
                          xp.array(b, dtype=self.dtype, order="C")) for W, b in params]
+        self._small_rows = memory.small_rows(self.widths, self.dtype)
 
     # -- inference ---------------------------------------------------------------------------
-    def _forward_chunks(self, X):
-        """Yield (start, z^(L), x^(L)) per chunk of PREDICT_ROWS rows of device array X."""
+    def forward_chunks(self, X, rows: int | None = None):
+        """Yield (start, z^(L), x^(L)) per chunk of `rows` rows of the device array X (default:
+        as many as fit memory.WORKSPACE_BYTES); the arrays are reused by the next chunk."""
+        rows = rows or memory.chunk_rows(self.widths, self.dtype)
         xp = self._backend.xp
-        ws = Workspace(xp, self.dtype, self.widths, min(len(X), PREDICT_ROWS), backward=False)
+        ws = Workspace(xp, self.dtype, self.widths, min(len(X), rows), backward=False)
         with np.errstate(over="ignore", under="ignore"):
             for start in range(0, len(X), ws.rows):
                 chunk = X[start:start + ws.rows]
@@ -120,44 +168,38 @@ class Network:
             X = np.asarray(X)
             if X.ndim != 2:
                 raise ValueError(f"X must be a 2-D array (rows, features), got shape {X.shape}")
-        self._ensure_params(X.shape[1])
+        self.build(X.shape[1])
         return prepare_inputs(X, self._backend, self.dtype)
 
     def _small_workspace(self) -> Workspace:
-        """This thread's forward buffers for up to SMALL_PREDICT_ROWS rows (threads may
+        """This thread's forward buffers for up to memory.small_rows rows (threads may
         predict at once, so each has its own)."""
         ws = getattr(self._small, "ws", None)
         if ws is None:
-            ws = Workspace(self._backend.xp, self.dtype, self.widths, SMALL_PREDICT_ROWS,
+            ws = Workspace(self._backend.xp, self.dtype, self.widths, self._small_rows,
                            backward=False)
             self._small.ws = ws
         return ws
 
     def predict(self, X) -> np.ndarray:
         """Outputs x^(L) for every row of X, as a host array (n, n_outputs); probabilities for
-        a softmax output."""
+        a softmax output. Buffers beyond X and the answer stay within memory.WORKSPACE_BYTES
+        (memory.predict_bytes gives the whole)."""
         X = self._device_inputs(X)
-        if len(X) <= SMALL_PREDICT_ROWS:
+        if len(X) <= self._small_rows:
             with np.errstate(over="ignore", under="ignore"):
                 f = forward(self._backend.xp, self._params, self._acts, X,
                             self._small_workspace())
             return np.array(self._backend.to_host(f))    # a copy: the buffers are reused
         out = np.empty((len(X), self.n_outputs), dtype=self.dtype)
-        for start, _, f in self._forward_chunks(X):
+        for start, _, f in self.forward_chunks(X):
             out[start:start + len(f)] = self._backend.to_host(f)
         return out
 
     def predict_labels(self, X) -> np.ndarray:
-        """Class labels: argmax for a softmax output, f > 0.5 as 0/1 for a sigmoid output
-        ((n,) for one unit, (n, k) for several). Regression networks raise ValueError."""
-        out = self.spec.layers[-1].activation
-        if out == "softmax":
-            return self.predict(X).argmax(axis=1)
-        if out == "sigmoid" or self.spec.loss == "binary_cross_entropy":
-            labels = (self.predict(X) > 0.5).astype(np.int64)
-            return labels[:, 0] if labels.shape[1] == 1 else labels
-        raise ValueError(f"predict_labels needs a classifier (softmax or sigmoid output); this "
-                         f"network's output is {out!r} with loss {self.spec.loss!r}: use predict")
+        """labels_from_outputs(spec, predict(X)): argmax for a softmax output, f > 0.5 as 0/1
+        for a sigmoid output. Regression networks raise ValueError."""
+        return labels_from_outputs(self.spec, self.predict(X))
 
     def loss_and_grads(self, X, Y) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
         """Mean loss over the rows of (X, Y) and its gradients [(dL/dW, dL/db), ...] (host

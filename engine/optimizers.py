@@ -22,6 +22,8 @@ from .backend import array_module
 
 class Optimizer:
     name = ""
+    state_slots: tuple[str, ...] = ()
+    """The buffers kept between steps (saved with the state); with any, a "scratch" too."""
 
     def __init__(self, training, params):
         self.weight_decay = training.weight_decay
@@ -99,6 +101,7 @@ class Momentum(Optimizer):
     """v <- momentum v + g;  W <- W - lr v   (torch.optim.SGD with momentum, dampening 0)."""
 
     name = "momentum"
+    state_slots = ("velocity",)
     nesterov = False
 
     def __init__(self, training, params):
@@ -132,6 +135,7 @@ class Adam(Optimizer):
     W <- W - lr m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps)   (torch.optim.Adam)."""
 
     name = "adam"
+    state_slots = ("m", "v")
 
     def __init__(self, training, params):
         super().__init__(training, params)

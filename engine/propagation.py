@@ -15,10 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import blas
-
-
-TRANSPOSED_GEMM_ROWS = 128
-"""Batches of at most this many rows compute z^(l)T = W x^T on the CPU (see affine)."""
+from .memory import TRANSPOSED_GEMM_ROWS
 
 
 class Workspace:

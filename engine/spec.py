@@ -38,11 +38,19 @@ class LayerSpec(_Model):
         return _one_of("activation", v, ACTIVATIONS)
 
 
+MAX_INIT_SIGMA = 1000.0
+"""The largest init sigma. The lecture's is 1 (He's sqrt 2). At sigma 1000, z^(1) of unit-scale
+inputs already has a standard deviation of 1000: every sigmoid and tanh unit is saturated
+(phi' underflows to 0, so nothing trains) and each ReLU layer multiplies activations by about
+1000, overflowing float32 (3.4e38) within 13 layers. Larger values can only fail later, in the
+worker; sigma 1e308 overflows the weights themselves."""
+
+
 class InitSpec(_Model):
     """W_ij ~ distribution with variance sigma^2/m (m = fan-in or fan-out), or a scheme's."""
 
     distribution: str = Field(default="normal", json_schema_extra={"enum": sorted(INITS)})
-    sigma: float = Field(default=1.0, gt=0)
+    sigma: float = Field(default=1.0, gt=0, json_schema_extra={"maximum": MAX_INIT_SIGMA})
     fan: Literal["in", "out"] = "in"
     scheme: str | None = Field(default=None,
                                json_schema_extra={"enum": [*sorted(INIT_SCHEMES), None]})
@@ -51,6 +59,15 @@ class InitSpec(_Model):
     @classmethod
     def _known_distribution(cls, v: str) -> str:
         return _one_of("distribution", v, INITS)
+
+    @field_validator("sigma")
+    @classmethod
+    def _trainable_sigma(cls, v: float) -> float:
+        if not v <= MAX_INIT_SIGMA:                         # NaN and inf fail here too
+            raise ValueError(f"sigma {v:g} is too large to train: give a sigma in (0, "
+                             f"{MAX_INIT_SIGMA:g}], such as 1 (the lecture's init), or a scheme "
+                             "('he' or 'xavier') instead")
+        return v
 
     @field_validator("scheme")
     @classmethod

@@ -37,8 +37,8 @@ def _decode(a: np.ndarray):
 def _host_pairs(net, pairs, prefix: str) -> dict[str, np.ndarray]:
     out = {}
     for l, (W, b) in enumerate(pairs):
-        out[f"{prefix}.W.{l}"] = np.array(net._backend.to_host(W))
-        out[f"{prefix}.b.{l}"] = np.array(net._backend.to_host(b))
+        out[f"{prefix}.W.{l}"] = np.array(net.backend.to_host(W))
+        out[f"{prefix}.b.{l}"] = np.array(net.backend.to_host(b))
     return out
 
 
@@ -48,9 +48,9 @@ def network_state(net) -> dict[str, np.ndarray]:
             "dtype": net.dtype, "seed": net.seed, "n_inputs": net.n_inputs,
             "epochs_done": net.epochs_done, "stopped_early": net.stopped_early, "run": None}
     arrays: dict[str, np.ndarray] = {}
-    if net._params is not None:
-        arrays.update(_host_pairs(net, net._params, "param"))
-    run = net._run
+    if net.weights is not None:
+        arrays.update(_host_pairs(net, net.weights, "param"))
+    run = net.run
     if run is not None:
         meta["run"] = {"training": run.training.model_dump(mode="json"),
                        "rng": run.rng.bit_generator.state,
@@ -59,7 +59,7 @@ def network_state(net) -> dict[str, np.ndarray]:
                        "n_rows": run.n_rows, "best_value": run.best_value,
                        "best_epoch": run.best_epoch, "wait": run.wait}
         for key, a in run.optimizer.arrays().items():
-            arrays[f"opt.{key}"] = np.array(net._backend.to_host(a))
+            arrays[f"opt.{key}"] = np.array(net.backend.to_host(a))
         if run.best_params is not None:
             arrays.update(_host_pairs(net, run.best_params, "best"))
         if run.val_idx is not None:
@@ -88,8 +88,7 @@ def network_from_state(cls, state: Mapping, device: str = "cpu"):
               device=device)
     params = _pairs(state, "param")
     if params is not None:
-        net.n_inputs = meta["n_inputs"]
-        net._set_params(params)
+        net.set_params(params, check_finite=False)       # restored as it was saved
     net.epochs_done = meta["epochs_done"]
     net.stopped_early = meta["stopped_early"]
     run_meta = meta["run"]
@@ -97,13 +96,13 @@ def network_from_state(cls, state: Mapping, device: str = "cpu"):
         training = TrainingSpec.model_validate(run_meta["training"])
         rng = np.random.default_rng()
         rng.bit_generator.state = run_meta["rng"]
-        optimizer = OPTIMIZERS[run_meta["optimizer"]](training, net._params)
+        optimizer = OPTIMIZERS[run_meta["optimizer"]](training, net.weights)
         prefix = "opt."
-        optimizer.load({k[len(prefix):]: net._backend.asarray(v) for k, v in state.items()
+        optimizer.load({k[len(prefix):]: net.backend.asarray(v) for k, v in state.items()
                         if k.startswith(prefix)}, run_meta["optimizer_scalars"])
         best = _pairs(state, "best")
-        to = net._backend
-        net._run = RunState(
+        to = net.backend
+        net.run = RunState(
             training=training, rng=rng, optimizer=optimizer, n_rows=run_meta["n_rows"],
             val_idx=np.asarray(state["val_idx"]) if "val_idx" in state else None,
             best_value=run_meta["best_value"], best_epoch=run_meta["best_epoch"],

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import blas
+from . import blas, memory
 from .data import check_data, prepare_inputs, prepare_targets
 from .errors import TrainingDiverged
 from .metrics import metric_for, total_sum_of_squares
@@ -28,15 +28,10 @@ from .optimizers import OPTIMIZERS, Optimizer
 from .propagation import Workspace, backward, forward, gather_rows, output_delta
 from .schedules import learning_rate
 from .spec import TrainingSpec, as_training_spec
+from .split import rows_outside, split_rows
 
 PROBE_BATCHES = 8
 """Batches per epoch whose gradient norms and |phi'| are measured for the epoch record."""
-
-EVAL_ROWS = 4096
-"""Validation rows gathered and evaluated at a time, bounding the copy."""
-
-SPLIT_SEED_SALT = 0x5B1D
-"""Mixed into the seed for the validation split, so it never consumes the shuffling RNG."""
 
 
 @dataclass
@@ -60,11 +55,11 @@ def _training_seed(net, training: TrainingSpec) -> int:
 
 def _run_state(net, training: TrainingSpec) -> RunState:
     """The net's RunState, created on the first fit and carried over on later ones."""
-    run = net._run
-    optimizer = OPTIMIZERS[training.optimizer](training, net._params)
+    run = net.run
+    optimizer = OPTIMIZERS[training.optimizer](training, net.weights)
     if run is None:
         rng = np.random.default_rng(_training_seed(net, training))
-        run = net._run = RunState(training=training, rng=rng, optimizer=optimizer)
+        run = net.run = RunState(training=training, rng=rng, optimizer=optimizer)
         return run
     if run.optimizer.name == optimizer.name:          # keep momentum / Adam moments
         optimizer.load(run.optimizer.arrays(), run.optimizer.scalars())
@@ -77,54 +72,204 @@ def _split(net, run: RunState, training: TrainingSpec, n: int) -> tuple[np.ndarr
     if training.validation_split == 0:
         return np.arange(n), np.arange(0)
     if run.val_idx is None or run.n_rows != n:
-        n_val = int(round(n * training.validation_split))
-        if not 0 < n_val < n:
-            raise ValueError(f"validation_split {training.validation_split} of {n} rows leaves "
-                             f"{n_val} validation and {n - n_val} training rows; both need at "
-                             "least one: use more data or another split")
-        split_rng = np.random.default_rng([_training_seed(net, training), SPLIT_SEED_SALT])
-        run.val_idx = np.sort(split_rng.permutation(n)[:n_val])
+        train_idx, run.val_idx = split_rows(n, training.validation_split,
+                                            _training_seed(net, training))
         run.n_rows = n
-    mask = np.ones(n, bool)
-    mask[run.val_idx] = False
-    return np.flatnonzero(mask), run.val_idx
+        return train_idx, run.val_idx
+    return rows_outside(n, run.val_idx), run.val_idx
 
 
-def _grad_norm(xp, dW, scale: float) -> float:
-    flat = dW.ravel()
-    return math.sqrt(float(xp.vdot(flat, flat))) / scale
+def _squared_norm(xp, a):
+    """||a||^2 as a 0-d array (no host sync on a GPU)."""
+    flat = a.ravel()
+    return xp.vdot(flat, flat)
+
+
+def _total(xp, values: list) -> float:
+    """The sum of a batch quantity over an epoch: Python floats (CPU, summed in order), or 0-d
+    device arrays (GPU: one float64 reduction and one transfer for the whole epoch)."""
+    if not values or isinstance(values[0], float):
+        return float(sum(values))
+    return float(xp.stack(values).sum(dtype=np.float64))
 
 
 def _evaluate(net, X, T, idx, metric, ss_tot):
-    """(mean loss, metric) on the rows idx of (X, T), in chunks."""
+    """(mean loss, metric) on the rows idx of (X, T), in chunks that gather their rows and run
+    forward within memory.WORKSPACE_BYTES."""
+    outputs = net.n_outputs * X.itemsize
+    per_row = X.shape[1] * X.itemsize + T.itemsize * (T.shape[1] if T.ndim == 2 else 1)
+    rows = memory.chunk_rows(net.widths, net.dtype, per_row + 3 * outputs)  # + loss scratch
     loss_sum = score = 0.0
-    for start in range(0, len(idx), EVAL_ROWS):
-        rows = idx[start:start + EVAL_ROWS]
-        for _, z, f in net._forward_chunks(X[rows]):
-            t = T[rows]
-            loss_sum += float(net._loss.value_sum(z, f, t))
+    for start in range(0, len(idx), rows):
+        part = idx[start:start + rows]
+        t = T[part]
+        for _, z, f in net.forward_chunks(X[part], rows):
+            loss_sum += float(net.loss_function.value_sum(z, f, t))
             score += float(metric.batch_score(f, t))
     return loss_sum / len(idx), metric.finish(score, len(idx), ss_tot)
 
 
 def _diverged(net, epoch: int, batch: int, loss: float, lr: float, ws, x) -> TrainingDiverged:
-    """The error for a non-finite loss, naming the layer with the largest gradient norm."""
-    xp = net._backend.xp
-    norms = [0.0] * len(net._params)
+    """The error for a non-finite loss, naming the layer with the largest gradient norm.
+    ws must hold the failing batch's forward pass and delta^(L), before any update."""
+    xp = net.backend.xp
+    norms = [0.0] * len(net.weights)
 
     def measure(l, W, b, dW, db):
-        norm = _grad_norm(xp, dW, 1.0)
+        norm = math.sqrt(float(_squared_norm(xp, dW)))
         norms[l] = math.inf if math.isnan(norm) else norm
 
-    backward(xp, net._params, net._acts, x, ws, measure)
+    backward(xp, net.weights, net.activations, x, ws, measure)
     layer = int(np.argmax(norms)) + 1
-    rate = net._run.training.learning_rate
+    rate = net.run.training.learning_rate
     scheduled = f" (the schedule's rate in this epoch: {lr:g})" if lr != rate else ""
     return TrainingDiverged(
         f"the training loss became {loss} at epoch {epoch} (batch {batch}); the largest gradient "
         f"norm was in layer {layer} (||dL/dW|| = {norms[layer - 1]:.3g}). learning_rate "
         f"{rate:g}{scheduled} is probably too large: try {rate / 10:g} or smaller.",
         epoch=epoch, layer=layer)
+
+
+class _Epochs:
+    """One fit call's fixed set-up (batches, buffers, probes) and its epochs of batches."""
+
+    def __init__(self, net, run: RunState, X, T, train_idx, val_idx, should_stop):
+        training = run.training
+        be = net.backend
+        self.net, self.run, self.X, self.T, self.should_stop = net, run, X, T, should_stop
+        self.train_idx, self.val_idx = train_idx, val_idx
+        self.n_train = n_train = len(train_idx)
+        self.batch = n_train if training.full_batch else min(training.batch_size, n_train)
+        self.shuffle = training.shuffle and self.batch < n_train
+        self.contiguous = not self.shuffle and len(val_idx) == 0     # batches are slices of X
+        self.ws = Workspace(be.xp, net.dtype, net.widths, self.batch, target_shape=T.shape[1:],
+                            target_dtype=T.dtype, gather_inputs=not self.contiguous)
+        self.metric = metric_for(net.loss_function)
+        self.ss_tot_train = total_sum_of_squares(T[be.asarray(train_idx)] if len(val_idx) else T)
+        self.ss_tot_val = total_sum_of_squares(T[be.asarray(val_idx)]) if len(val_idx) else 0.0
+        self.sync = be.is_cpu                                     # GPU: one host sync per epoch
+        self.n_batches = n_batches = -(-n_train // self.batch)
+        probes = np.unique(np.linspace(0, n_batches - 1, min(PROBE_BATCHES, n_batches)).round())
+        self.probes = {int(k): p for p, k in enumerate(probes)}    # batch -> probe slot
+        # Per probe batch and layer: ||dW||^2 and the sum of |phi'|, written where they are
+        # computed (no host sync) and read once per epoch. Entries (rows * units) per slot:
+        self.probe_values = be.xp.zeros((len(probes), 2, len(net.weights)), np.float64)
+        units = np.array(net.widths[1:])
+        self.probe_entries = np.array([min(self.batch, n_train - int(k) * self.batch) * units
+                                       for k in probes])
+        self.fuse = be.is_cpu and run.optimizer.fused_step and blas.available(net.dtype)
+
+    def epoch(self, epoch: int) -> dict | None:
+        """Train epoch `epoch` (0-based) and return its record without validation and
+        seconds; None when should_stop stopped it (the shuffling RNG rewound)."""
+        run, net = self.run, self.net
+        lr = learning_rate(run.training, epoch)
+        rng_at_start = run.rng.bit_generator.state
+        order = run.rng.permutation(self.train_idx) if self.shuffle else self.train_idx
+        start = None if self.sync else _Snapshot(net, run)
+        sums = self._batches(epoch, order, lr, sync=self.sync, may_stop=True)
+        if sums is None:
+            # Rewind the shuffling RNG: a stop at an epoch boundary then resumes exactly as
+            # if training had never stopped.
+            run.rng.bit_generator.state = rng_at_start
+            return None
+        if start is not None and not math.isfinite(sums[0]):
+            # A GPU checks the loss once per epoch, after the weights have moved on: train the
+            # epoch again from its start, checking every batch as the CPU does, so that the
+            # error names the batch and layer the CPU would.
+            start.restore()
+            sums = self._batches(epoch, order, lr, sync=True, may_stop=False)
+        loss_sum, score = sums
+        probed = net.backend.to_host(self.probe_values)
+        scale = run.optimizer.grad_scale(lr)      # the factor in the dW the probes measured
+        return {
+            "epoch": epoch + 1,
+            "loss": loss_sum / self.n_train,
+            "val_loss": None,
+            "metric": self.metric.finish(score, self.n_train, self.ss_tot_train),
+            "metric_name": self.metric.name,
+            "val_metric": None,
+            "learning_rate": float(lr),
+            "seconds": 0.0,
+            "grad_norms": (np.sqrt(probed[:, 0]) / scale).mean(axis=0).tolist(),
+            "phi_prime_mean": (probed[:, 1] / self.probe_entries).mean(axis=0).tolist(),
+        }
+
+    def validate(self, record: dict) -> None:
+        if len(self.val_idx):
+            record["val_loss"], record["val_metric"] = _evaluate(
+                self.net, self.X, self.T, self.net.backend.asarray(self.val_idx), self.metric,
+                self.ss_tot_val)
+
+    def _batches(self, epoch: int, order, lr: float, sync: bool, may_stop: bool):
+        """One pass over the batches in `order`: (loss sum, score sum), the probed batches'
+        figures in probe_values, or None when should_stop said so. With sync, every batch's
+        loss is checked on the host and a non-finite one raises TrainingDiverged before that
+        batch's update."""
+        net, ws, opt = self.net, self.ws, self.run.optimizer
+        be, xp = net.backend, net.backend.xp
+        params, acts, loss_fn = net.weights, net.activations, net.loss_function
+        X, T, batch, n_train = self.X, self.T, self.batch, self.n_train
+        scale = opt.grad_scale(lr)
+        order_d = be.asarray(order) if not self.contiguous else None
+        losses, scores = [], []          # per batch: floats (sync), else 0-d device arrays
+        probed = self.probe_values
+        for k in range(self.n_batches):
+            if may_stop and self.should_stop is not None and self.should_stop():
+                return None
+            lo, hi = k * batch, min((k + 1) * batch, n_train)
+            m = hi - lo
+            if self.contiguous:
+                x, t = X[lo:hi], T[lo:hi]
+            else:
+                rows = order_d[lo:hi]
+                x = gather_rows(xp, X, rows, ws.x[:m])
+                t = gather_rows(xp, T, rows, ws.t[:m])
+            f, batch_loss = forward(xp, params, acts, x, ws, loss_fn, t)
+            z = ws.z_out[:m]
+            probe = self.probes.get(k)
+            if probe is not None:
+                for l, act in enumerate(acts):
+                    probed[probe, 1, l] = act.sum_abs_derivative(ws.acts[l][:m])
+            batch_score = self.metric.batch_score(f, t)
+            if sync:
+                batch_loss = float(batch_loss)
+                if not math.isfinite(batch_loss):
+                    output_delta(xp, loss_fn, acts[-1], z, f, t, 1.0 / m, ws.deltas[-1][:m])
+                    raise _diverged(net, epoch + 1, k + 1, batch_loss, lr, ws, x)
+                batch_score = float(batch_score)
+            losses.append(batch_loss)
+            scores.append(batch_score)
+            opt.begin_step()
+            output_delta(xp, loss_fn, acts[-1], z, f, t, scale / m, ws.deltas[-1][:m])
+
+            def update(l, W, b, dW, db, probe=probe):
+                if probe is not None:
+                    probed[probe, 0, l] = _squared_norm(xp, dW)
+                opt.update(l, W, b, dW, db, lr)
+
+            backward(xp, params, acts, x, ws, update,
+                     fused_step=self.fuse and probe is None)
+        # On a GPU, summed once in float64: float32 batch losses cannot overflow the sum.
+        return _total(xp, losses), _total(xp, scores)
+
+
+class _Snapshot:
+    """The weights and optimizer state at an epoch's start (device copies), to replay it."""
+
+    def __init__(self, net, run: RunState):
+        self.net, self.optimizer = net, run.optimizer
+        self.weights = [(W.copy(), b.copy()) for W, b in net.weights]
+        self.arrays = {key: a.copy() for key, a in run.optimizer.arrays().items()}
+        self.scalars = run.optimizer.scalars()
+
+    def restore(self) -> None:
+        for (W, b), (W0, b0) in zip(self.net.weights, self.weights):
+            W[...] = W0
+            b[...] = b0
+        for key, a in self.optimizer.arrays().items():   # slots made in the epoch start at 0
+            a[...] = self.arrays.get(key, 0)
+        self.optimizer.load({}, self.scalars)
 
 
 def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]:
@@ -134,12 +279,13 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
     the weights as they are (the partial epoch unrecorded) and net.stopped = True. Early
     stopping ends fit normally, restoring the best weights if asked, with net.stopped_early =
     True; a net that stopped early does not train further. Raises TrainingDiverged on a NaN
-    or infinite loss.
+    or infinite loss. The validation rows are split_rows(len(X), validation_split, seed) with
+    the training spec's seed, else the network's.
     """
     training = as_training_spec(training)
     check_data(net.spec, X, Y, n_inputs=net.n_inputs)
-    be, xp = net._backend, net._backend.xp
-    net._ensure_params(np.shape(X)[1])
+    be = net.backend
+    net.build(np.shape(X)[1])
     X = prepare_inputs(X, be, net.dtype)
     T = prepare_targets(net.spec, Y, be, net.dtype)
     net.stopped = False
@@ -149,94 +295,16 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
 
     run = _run_state(net, training)
     train_idx, val_idx = _split(net, run, training, len(X))
-    n_train = len(train_idx)
-    batch = n_train if training.full_batch else min(training.batch_size, n_train)
-    shuffle = training.shuffle and batch < n_train
-    contiguous = not shuffle and len(val_idx) == 0          # batches are slices of X
-    ws = Workspace(xp, net.dtype, net.widths, batch, target_shape=T.shape[1:],
-                   target_dtype=T.dtype, gather_inputs=not contiguous)
-    metric = metric_for(net._loss)
-    ss_tot_train = total_sum_of_squares(T[be.asarray(train_idx)] if len(val_idx) else T)
-    ss_tot_val = total_sum_of_squares(T[be.asarray(val_idx)]) if len(val_idx) else 0.0
-    sync = be.is_cpu                                         # GPU: one host sync per epoch
-    n_batches = -(-n_train // batch)
-    probes = set(np.linspace(0, n_batches - 1, min(PROBE_BATCHES, n_batches)).round().astype(int))
-    n_layers = len(net._params)
+    epochs = _Epochs(net, run, X, T, train_idx, val_idx, should_stop)
     es = training.early_stopping
-    fuse = be.is_cpu and run.optimizer.fused_step and blas.available(net.dtype)
-
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         for epoch in range(net.epochs_done, training.epochs):
             started = time.perf_counter()
-            lr = learning_rate(training, epoch)
-            opt = run.optimizer
-            scale = opt.grad_scale(lr)
-            rng_at_start = run.rng.bit_generator.state
-            order = run.rng.permutation(train_idx) if shuffle else train_idx
-            order_d = be.asarray(order) if not contiguous else None
-            loss_sum = score = 0.0
-            norms, phis = np.zeros(n_layers), np.zeros(n_layers)
-
-            for k in range(n_batches):
-                if should_stop is not None and should_stop():
-                    # Rewind the shuffling RNG: a stop at an epoch boundary then resumes
-                    # exactly as if training had never stopped.
-                    run.rng.bit_generator.state = rng_at_start
-                    net.stopped = True
-                    return history
-                lo, hi = k * batch, min((k + 1) * batch, n_train)
-                m = hi - lo
-                if contiguous:
-                    x, t = X[lo:hi], T[lo:hi]
-                else:
-                    rows = order_d[lo:hi]
-                    x = gather_rows(xp, X, rows, ws.x[:m])
-                    t = gather_rows(xp, T, rows, ws.t[:m])
-                f, batch_loss = forward(xp, net._params, net._acts, x, ws, net._loss, t)
-                z = ws.z_out[:m]
-                probe = k in probes
-                if probe:
-                    for l, act in enumerate(net._acts):
-                        phis[l] += act.mean_abs_derivative(ws.acts[l][:m])
-                batch_score = metric.batch_score(f, t)
-                if sync:
-                    batch_loss = float(batch_loss)
-                    if not math.isfinite(batch_loss):
-                        output_delta(xp, net._loss, net._acts[-1], z, f, t, 1.0 / m,
-                                     ws.deltas[-1][:m])
-                        raise _diverged(net, epoch + 1, k + 1, batch_loss, lr, ws, x)
-                    batch_score = float(batch_score)
-                loss_sum += batch_loss
-                score += batch_score
-                opt.begin_step()
-                output_delta(xp, net._loss, net._acts[-1], z, f, t, scale / m, ws.deltas[-1][:m])
-
-                def update(l, W, b, dW, db, probe=probe):
-                    if probe:
-                        norms[l] += _grad_norm(xp, dW, scale)
-                    opt.update(l, W, b, dW, db, lr)
-
-                backward(xp, net._params, net._acts, x, ws, update,
-                         fused_step=fuse and not probe)
-
-            loss = float(loss_sum) / n_train
-            if not math.isfinite(loss):
-                raise _diverged(net, epoch + 1, n_batches, loss, lr, ws, x)
-            record = {
-                "epoch": epoch + 1,
-                "loss": loss,
-                "val_loss": None,
-                "metric": metric.finish(float(score), n_train, ss_tot_train),
-                "metric_name": metric.name,
-                "val_metric": None,
-                "learning_rate": float(lr),
-                "seconds": 0.0,
-                "grad_norms": (norms / len(probes)).tolist(),
-                "phi_prime_mean": (phis / len(probes)).tolist(),
-            }
-            if len(val_idx):
-                record["val_loss"], record["val_metric"] = _evaluate(
-                    net, X, T, be.asarray(val_idx), metric, ss_tot_val)
+            record = epochs.epoch(epoch)
+            if record is None:
+                net.stopped = True
+                return history
+            epochs.validate(record)
             record["seconds"] = time.perf_counter() - started
             net.epochs_done = epoch + 1
             history.append(record)
@@ -253,12 +321,14 @@ def _early_stop(net, run: RunState, es, record: dict) -> bool:
     if run.best_value is None or value < run.best_value - es.min_delta:
         run.best_value, run.best_epoch, run.wait = value, record["epoch"], 0
         if es.restore_best:
-            run.best_params = [(W.copy(), b.copy()) for W, b in net._params]
+            run.best_params = [(W.copy(), b.copy()) for W, b in net.weights]
         return False
     run.wait += 1
     if run.wait < es.patience:
         return False
     net.stopped_early = True
     if es.restore_best and run.best_params is not None:
-        net._params = [(W.copy(), b.copy()) for W, b in run.best_params]
+        for (W, b), (W0, b0) in zip(net.weights, run.best_params):
+            W[...] = W0
+            b[...] = b0
     return True

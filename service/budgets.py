@@ -5,46 +5,30 @@ limit does not bound it: a 1-65536-1 network has 196K parameters, yet full-batch
 
 from __future__ import annotations
 
-from engine import ACTIVATIONS
-from engine.propagation import TRANSPOSED_GEMM_ROWS
+from engine import memory
 from service.errors import ApiError
 from service.schemas import JobIn
 from worker.settings import Settings
-
-OPTIMIZER_SLOTS = {"gd": 0, "sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
-"""Buffers of parameter size each optimizer keeps (velocity; first and second moments)."""
-ITEMSIZE = {"float32": 4, "float64": 8}
-
-
-def training_bytes(widths: list[int], activations: list[str], batch_rows: int,
-                   optimizer: str, itemsize: int) -> int:
-    """Bytes the engine holds to train a network of `widths` (inputs first, then each layer's
-    units) on batches of `batch_rows` (engine.propagation.Workspace): the parameters, their
-    gradients, the optimizer's buffers and one saved copy (checkpoint, best weights); per
-    batch row, each layer's activation and delta, the gathered input and target rows, and a
-    row of the widest layer for small batches' transposed GEMM and for relu's zeros."""
-    params = sum(w_in * w_out + w_out for w_in, w_out in zip(widths, widths[1:]))
-    widest = max(widths[1:])
-    scratch = (widest * (batch_rows <= TRANSPOSED_GEMM_ROWS)
-               + widest * any(ACTIVATIONS[a].uses_zeros for a in activations))
-    per_row = 2 * sum(widths[1:]) + widths[0] + widths[-1] + scratch
-    slots = OPTIMIZER_SLOTS.get(optimizer, max(OPTIMIZER_SLOTS.values()))
-    return itemsize * (params * (3 + slots) + batch_rows * per_row)
 
 
 def check_training_budget(settings: Settings, job: JobIn, n_samples: int, n_inputs: int) -> None:
     """422 when training `job` over n_samples rows of n_inputs features would hold more than
     BACKPROP_MAX_TRAINING_BYTES in its worker, naming what to change."""
-    itemsize = ITEMSIZE[job.dtype]
     widths = [n_inputs] + [layer.units for layer in job.network.layers]
-    acts = [layer.activation for layer in job.network.layers]
     training = job.training
-    train_rows = max(1, n_samples - round(n_samples * training.validation_split))
+    validation_rows = round(n_samples * training.validation_split)
+    train_rows = max(1, n_samples - validation_rows)
     batch = train_rows if training.full_batch else min(training.batch_size, train_rows)
-    model = training_bytes(widths, acts, batch, training.optimizer, itemsize)
-    per_row = -(-(model - training_bytes(widths, acts, 0, training.optimizer, itemsize))
-                // batch)
-    data = n_samples * (n_inputs * itemsize + widths[-1] * 8)  # X, and targets at most 8 B
+    restore_best = bool(training.early_stopping and training.early_stopping.restore_best)
+
+    def needed(rows_per_batch: int) -> memory.TrainingMemory:
+        return memory.training_bytes(widths, n_samples, rows_per_batch, job.dtype,
+                                     training.optimizer, job.network.loss, validation_rows,
+                                     restore_best, "gpu" if job.device == "gpu" else "cpu")
+
+    parts = needed(batch)
+    per_row = -(-(parts.total - needed(0).total) // batch)
+    data, model = parts.data, parts.total - parts.data
     total, limit = model + data, settings.max_training_bytes
     if total <= limit:
         return

@@ -5,7 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from engine import ACTIVATIONS, DeviceUnavailable, Network, NetworkSpec
+from engine import ACTIVATIONS, DeviceUnavailable, Network, NetworkSpec, TrainingDiverged
+from engine import labels_from_outputs
 from engine.backend import get_backend
 from engine.initializers import standard_normal
 from engine.network import SMALL_PREDICT_ROWS
@@ -157,20 +158,58 @@ def test_gpu_code_path_matches_cpu(monkeypatch):
     np.testing.assert_array_equal(restored.predict(X), gpu.predict(X))
 
 
-def test_gpu_code_path_detects_divergence_by_epoch_end(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+@pytest.mark.parametrize("optimizer, rate", [("sgd", 0.3), ("momentum", 0.3), ("momentum", 3.0),
+                                             ("sgd", 10.0)])
+def test_gpu_code_path_names_the_batch_and_layer_the_cpu_names_on_divergence(monkeypatch,
+                                                                             optimizer, rate):
+    """The GPU path checks the loss once per epoch, when the weights and buffers have moved on
+    past the failing batch; it replays the epoch from its start to name what the CPU names."""
+    from engine import blas, propagation
+
+    # The CPU's own faster kernels (a transposed small-batch GEMM, SGD fused into the GEMM)
+    # round differently from the GPU path's; off, both paths compute the same weights.
+    monkeypatch.setattr(propagation, "TRANSPOSED_GEMM_ROWS", 0)
+    monkeypatch.setattr(blas, "ENABLED", False)
     X, Y = make_regression()
-    net = Network(spec(hidden=("relu",), out="identity", loss="squared_error", k=2), device="gpu")
-    with pytest.raises(ValueError, match="learning_rate 10 is probably too large"):
-        net.fit(1e3 * X, 1e3 * Y, {"learning_rate": 10.0, "epochs": 20, "batch_size": 8})
+    s = spec(hidden=("relu", "tanh"), out="identity", loss="squared_error", k=2, units=16)
+    training = {"optimizer": optimizer, "learning_rate": rate, "epochs": 30, "batch_size": 8,
+                "seed": 2}
+    errors = {}
+    for device in ("cpu", "gpu"):
+        if device == "gpu":
+            monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+        net = Network(s, seed=0, device=device)
+        with pytest.raises(TrainingDiverged) as err:
+            net.fit(1e3 * X, 1e3 * Y, training)
+        errors[device] = err.value
+    cpu, gpu = errors["cpu"], errors["gpu"]
+    assert "(batch 15)" not in str(cpu)                     # not the epoch's last batch
+    assert (gpu.epoch, gpu.layer, str(gpu)) == (cpu.epoch, cpu.layer, str(cpu))
+    assert f"learning_rate {rate:g} is probably too large" in str(gpu)
+
+
+def test_labels_from_outputs_is_what_predict_labels_answers():
+    X, y = make_classification()
+    softmax = Network(spec(), n_inputs=5, seed=1)
+    np.testing.assert_array_equal(labels_from_outputs(softmax.spec, softmax.predict(X)),
+                                  softmax.predict_labels(X))
+    outputs = np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+    np.testing.assert_array_equal(labels_from_outputs(spec(), outputs), [1, 0])
+    one = spec(out="sigmoid", loss="binary_cross_entropy", k=1)
+    labels = labels_from_outputs(one, np.array([[0.2], [0.51], [0.5]]))
+    assert labels.shape == (3,) and labels.tolist() == [0, 1, 0]
+    several = spec(out="sigmoid", loss="squared_error", k=2)
+    assert labels_from_outputs(several, np.array([[0.9, 0.1]])).tolist() == [[1, 0]]
+    with pytest.raises(ValueError, match="use predict"):
+        labels_from_outputs(spec(out="identity", loss="squared_error"), outputs)
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
-def test_mean_abs_derivative_matches_the_derivative(name):
+def test_sum_abs_derivative_matches_the_derivative(name):
     act = ACTIVATIONS[name]
     z = np.random.default_rng(0).normal(scale=3, size=(7, 5))
     f = act.forward(z.copy())
-    assert act.mean_abs_derivative(f) == pytest.approx(np.abs(act.derivative(f)).mean(),
+    assert act.sum_abs_derivative(f) / f.size == pytest.approx(np.abs(act.derivative(f)).mean(),
                                                         rel=1e-12, abs=1e-15)
 
 

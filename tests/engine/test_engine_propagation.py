@@ -32,7 +32,7 @@ def test_transposed_gemm_matches_the_row_gemm(dtype, rtol, m):
     for transposed in (True, False):
         ws = P.Workspace(np, dtype, net.widths, m, transposed_gemm=transposed)
         assert (ws.zt is not None) == transposed
-        f = P.forward(np, net._params, net._acts, x, ws)
+        f = P.forward(np, net.weights, net.activations, x, ws)
         outs[transposed] = [f.copy(), ws.z_out.copy(), *(a.copy() for a in ws.acts[:-1])]
     for a, b in zip(outs[True], outs[False]):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
@@ -65,7 +65,7 @@ def test_set_weights_are_row_major_copies_in_the_net_dtype():
     net = Network(spec(), n_inputs=5)
     W_f = np.asfortranarray(np.arange(40.0).reshape(8, 5))
     net.params = [(W_f, np.ones(8)), net.params[1]]
-    W, b = net._params[0]
+    W, b = net.weights[0]
     assert W.flags.c_contiguous and W.dtype == b.dtype == np.float32
     np.testing.assert_array_equal(W, W_f)
     W_f[0, 0] = 99.0

@@ -86,3 +86,13 @@ def test_schedule_rejects_parameters_it_does_not_use():
         TrainingSpec.model_validate({"schedule": {"name": "cosine", "step_size": 3}})
     t = TrainingSpec.model_validate({"schedule": {"name": "step", "step_size": 3, "gamma": 0.1}})
     assert t.schedule.step_size == 3
+
+
+@pytest.mark.parametrize("sigma", [1e308, float("inf"), 1000.5])
+def test_an_untrainable_init_sigma_is_a_spec_error_that_says_what_to_give(sigma):
+    with pytest.raises(ValidationError) as err:
+        NetworkSpec.model_validate(spec(init={"sigma": sigma}))
+    message = str(err.value)
+    assert message.startswith("1 validation error") and "init.sigma" in message
+    assert "give a sigma in (0, 1000]" in message and "'he' or 'xavier'" in message
+    assert NetworkSpec.model_validate(spec(init={"sigma": 1000})).init.sigma == 1000

@@ -47,7 +47,7 @@ def test_regression_reports_r2_and_no_validation_without_split():
 def test_grad_norm_matches_loss_and_grads_for_full_batch():
     X, y = make_classification(n=50)
     net = Network(spec(), dtype="float64", seed=2)
-    net._ensure_params(X.shape[1])
+    net.build(X.shape[1])
     _, grads = net.loss_and_grads(X, y)
     h = net.fit(X, y, {"optimizer": "gd", "learning_rate": 0.1, "epochs": 1})
     expected = [np.linalg.norm(dW) for dW, _ in grads]

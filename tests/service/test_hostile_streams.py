@@ -13,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests.service.helpers import started
 from tests.service.test_events import (api_process, as_tenant, epochs_then_end, events_of,
-                                       put_queued_job, read_all, record)
-from worker.records import JobStatus, new_id
+                                       put_queued_job, read_all, record, settings_for)
+from worker import fairness
+from worker.records import JobStatus, Owner, new_id
 from worker.store import Store
 
 PER_TENANT = 20  # the default of BACKPROP_MAX_STREAMS_PER_TENANT
@@ -78,6 +80,7 @@ def test_a_tenant_at_its_quota_cannot_starve_another(api):
     his own job answered 200 with an empty body."""
     client, store = api
     alices, bobs = queued(store, "alice"), queued(store, "bob")
+    bobs_worker = started(store, settings_for(store), store.job(None, bobs))
     with open_streams(client, "alice", alices, PER_TENANT) as statuses:
         assert statuses == [200] * PER_TENANT
         refused = client.get(f"/v1/jobs/{alices}/events", headers=as_tenant("alice"))
@@ -89,10 +92,9 @@ def test_a_tenant_at_its_quota_cannot_starve_another(api):
                            timeout=30) as stream:
             assert stream.status_code == 200
             events = events_of(stream.iter_lines())
-            store.append_epoch(bobs, record(1))
+            bobs_worker.append_epoch(record(1))
             assert next(events)["data"] == record(1)
-            store.update_job(bobs, epoch=1)
-            store.finish_job(bobs, JobStatus.SUCCEEDED, 60)
+            bobs_worker.finish(JobStatus.SUCCEEDED)
             assert next(events)["event"] == "end"
         # And other requests are served meanwhile, many at once.
         with ThreadPoolExecutor(16) as pool:
@@ -118,7 +120,8 @@ def test_the_process_wide_cap_is_a_503_naming_its_setting(api):
 def test_slots_come_back_when_streams_end_or_are_closed(api):
     client, store = api
     finished = queued(store, "alice")
-    store.finish_job(finished, JobStatus.SUCCEEDED, 60)
+    fairness.finish(store, settings_for(store), finished, "alice", JobStatus.CANCELED,
+                    Owner(1, JobStatus.QUEUED))
     for _ in range(PER_TENANT + 5):  # each stream ends by itself: no slot stays taken
         assert epochs_then_end(read_all(client, f"/v1/jobs/{finished}/events",
                                         headers=as_tenant("alice")))[0] == []
