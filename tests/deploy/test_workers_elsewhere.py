@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.embedded_redis import free_port
@@ -80,11 +81,16 @@ def test_workers_of_another_project_train_through_the_published_redis(
                 assert time.monotonic() < deadline, wrong.logs("worker")[-3000:]
                 time.sleep(1)
             assert "check the user and password in BACKPROP_REDIS_URL" in wrong.logs("worker")
+            # No worker got in: the stack counts none, and a job is refused rather than queued
+            # for ever.
+            assert httpx.get(f"{stack.url}/readyz", timeout=10).json()["workers"] == 0
             with stack.client() as api:
-                job = submit(api, upload(api, rows=100, seed=4), epochs=5)
-                time.sleep(5)
-                assert api.get(f"/v1/jobs/{job}").json()["status"] == "queued"
-                assert api.post(f"/v1/jobs/{job}/cancel").status_code == 202
+                answer = api.post("/v1/jobs", json={
+                    "dataset_id": upload(api, rows=100, seed=4),
+                    "network": {"layers": [{"units": 2, "activation": "softmax"}],
+                                "loss": "cross_entropy"},
+                    "training": {"epochs": 1}})
+                assert answer.status_code == 503 and "no worker" in answer.text, answer.text
     finally:
         remote.compose("down", check=False, timeout=300)
 
