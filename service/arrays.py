@@ -1,5 +1,5 @@
 """User arrays in (JSON lists, NPZ, NPY) -> checked NumPy arrays, with errors naming the field.
-CSV files have their own streaming reader, service/csv_reader.py."""
+Tables (CSV, Parquet, records) have their own readers, service/tables.py."""
 
 from __future__ import annotations
 

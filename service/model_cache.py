@@ -12,6 +12,7 @@ import numpy as np
 import redis
 
 import engine
+from engine.preparation import ClassTarget, Preparation, ScaledTarget
 from worker.codec import npz_to_arrays
 from worker.store import Store
 
@@ -20,6 +21,12 @@ from worker.store import Store
 class LoadedModel:
     meta: dict
     net: engine.Network
+    preparation: Preparation | None = None
+
+    @property
+    def input_width(self) -> int:
+        """Values per row predict takes: the raw columns of a model with a preparation."""
+        return len(self.preparation.columns) if self.preparation else self.meta["n_inputs"]
 
 
 def network_from_weights(meta: dict, weights: bytes) -> engine.Network:
@@ -29,6 +36,12 @@ def network_from_weights(meta: dict, weights: bytes) -> engine.Network:
     net = engine.Network(meta["network"], n_inputs=meta["n_inputs"], dtype=meta["dtype"])
     net.params = [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(n_layers)]
     return net
+
+
+def loaded_model(meta: dict, weights: bytes) -> LoadedModel:
+    preparation = meta.get("preparation")
+    return LoadedModel(meta, network_from_weights(meta, weights),
+                       None if preparation is None else Preparation.model_validate(preparation))
 
 
 log = logging.getLogger("backprop.api")
@@ -66,7 +79,7 @@ class ModelCache:
             found = self.store.model_with_weights(None, model_id)  # the one round trip
             if found is None:
                 return None
-            loaded = LoadedModel(found[0], network_from_weights(*found))
+            loaded = loaded_model(*found)
             with self._lock:
                 # Kept only if no deletion can have slipped by while it loaded: none was
                 # announced for it, and the listener stayed subscribed throughout.
@@ -139,12 +152,21 @@ class DeletionListener(threading.Thread):
                     pass
 
 
-def predict_payload(loaded: LoadedModel, X: np.ndarray) -> dict:
-    """outputs for every model; labels too for classifiers."""
+def predict_payload(loaded: LoadedModel, X: np.ndarray, codes: np.ndarray | None = None) -> dict:
+    """outputs for every model (in the target's units); labels too for classifiers (the
+    classes' own values for a model whose preparation mapped them). X: the raw numeric
+    columns (n, p) and codes (n, q) the categorical ones of a model with a preparation."""
+    prep = loaded.preparation
+    if prep is not None:
+        X = prep.transform(X, codes, loaded.meta["dtype"])
     outputs = loaded.net.predict(X)
     payload: dict = {"model_id": loaded.meta["id"], "outputs": outputs}
+    target = prep.target if prep is not None else None
+    if isinstance(target, ScaledTarget):
+        target.decode(outputs)
     if loaded.meta.get("task") in ("classification", "multilabel"):
-        payload["labels"] = labels_from_outputs(loaded.net.spec, outputs)
+        labels = labels_from_outputs(loaded.net.spec, outputs)
+        payload["labels"] = target.labels(labels) if isinstance(target, ClassTarget) else labels
     return payload
 
 

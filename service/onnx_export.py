@@ -1,8 +1,12 @@
-"""A trained network as an ONNX model: per layer Gemm (x W^T + b), then its activation.
+"""A trained model as an ONNX model: its preparation (if any), then per layer Gemm
+(x W^T + b) and its activation.
 
-The graph takes `input` (rows x n_inputs) in the model's float type and answers `output`
-(rows x n_outputs), the same numbers as /v1/models/{id}/predict; classifiers also answer
-`label` (INT64), as predict's `labels`: argmax for softmax, f > 0.5 for sigmoid outputs.
+The graph takes `input` (rows x n_inputs) in the model's float type, or, for a model whose
+preparation has text (categorical) columns, one input per raw column: numeric columns as floats
+and text columns as strings, each of shape (rows, 1). It answers `output` (rows x n_outputs),
+the same numbers as /v1/models/{id}/predict (a regression target in its own units); classifiers
+also answer `label`, as predict's `labels`: argmax for softmax (the class names, as strings,
+when the preparation mapped classes), f > 0.5 for sigmoid outputs.
 """
 
 from __future__ import annotations
@@ -14,9 +18,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from engine.activations import LEAKY_SLOPE
+from engine.preparation import ClassTarget, Preparation, ScaledTarget
+from service.tables import NULL_VALUES
 
 OPSET = 17
 """ONNX operator set: Softmax(axis=1) has its single-axis meaning from opset 13 on."""
+ML_OPSET = 1
+"""ai.onnx.ml operator set (OneHotEncoder) for text columns."""
 
 IR_VERSION = 8
 """The file format version that goes with opset 17, read by onnxruntime 1.13 and later."""
@@ -79,33 +87,132 @@ def label_shape(output_activation: str, n_outputs: int) -> list:
     return ["rows"] if output_activation == "softmax" or n_outputs == 1 else ["rows", n_outputs]
 
 
-def onnx_model(meta: dict, params: list[tuple[np.ndarray, np.ndarray]]) -> onnx.ModelProto:
-    """The graph of a stored model: meta as the store keeps it, params [(W (out, in), b)]."""
+def constant(name: str, value) -> tuple[onnx.NodeProto, str]:
+    tensor = numpy_helper.from_array(np.asarray(value), name)
+    return node("Constant", [], [name], value=tensor), name
+
+
+def preparation_nodes(prep: Preparation, dtype: str
+                      ) -> tuple[list[onnx.ValueInfoProto], list[onnx.NodeProto], str]:
+    """(graph inputs, nodes, name of X): the preparation as ONNX, as transform() computes it:
+    numeric columns imputed and standardized, then each text column one-hot encoded."""
+    element = ONNX_TYPES[dtype]
+    nodes: list[onnx.NodeProto] = []
+    if prep.all_numeric:
+        inputs = [helper.make_tensor_value_info(INPUT, element, ["rows", len(prep.columns)])]
+        columns, width = [INPUT], len(prep.columns)
+        means = [c.mean for c in prep.numeric]
+        scales = [c.scale for c in prep.numeric]
+        numeric = [(INPUT, np.array(means, dtype=dtype), np.array(scales, dtype=dtype), "num")]
+    else:
+        inputs, numeric, columns = [], [], []
+        for c in prep.columns:
+            kind = element if c.kind == "numeric" else TensorProto.STRING
+            inputs.append(helper.make_tensor_value_info(c.name, kind, ["rows", 1]))
+        for i, c in enumerate(prep.numeric):
+            numeric.append((c.name, np.array([c.mean], dtype=dtype),
+                            np.array([c.scale], dtype=dtype), f"num{i}"))
+    standardized = []
+    for source, mean, scale, tag in numeric:
+        for make in (constant(f"{tag}_mean", mean), constant(f"{tag}_scale", scale)):
+            nodes.append(make[0])
+        nodes += [node("IsNaN", [source], [f"{tag}_nan"]),
+                  node("Where", [f"{tag}_nan", f"{tag}_mean", source], [f"{tag}_filled"]),
+                  node("Sub", [f"{tag}_filled", f"{tag}_mean"], [f"{tag}_centred"]),
+                  node("Div", [f"{tag}_centred", f"{tag}_scale"], [f"{tag}_std"])]
+        standardized.append(f"{tag}_std")
+    if prep.all_numeric:
+        return inputs, nodes, standardized[0]
+    for i, c in enumerate(prep.categorical):
+        tag = f"cat{i}"
+        # The missing words each get a column of their own, summed into the missing unit.
+        words = [w for w in NULL_VALUES if w not in c.categories]
+        shape = constant(f"{tag}_flat", np.array([-1], dtype=np.int64))
+        nodes += [shape[0], node("Reshape", [c.name, shape[1]], [f"{tag}_rows"]),
+                  node("OneHotEncoder", [f"{tag}_rows"], [f"{tag}_hot"], domain="ai.onnx.ml",
+                       cats_strings=c.categories + words, zeros=1),
+                  node("Cast", [f"{tag}_hot"], [f"{tag}_all"], to=element)]
+        k = len(c.categories)
+        limits = [("start", [0]), ("k", [k]), ("axis", [1])]
+        if c.missing_level:
+            limits.append(("end", [k + len(words)]))
+        bounds = {name: constant(f"{tag}_{name}", np.array(value, dtype=np.int64))
+                  for name, value in limits}
+        nodes += [b[0] for b in bounds.values()]
+        nodes.append(node("Slice", [f"{tag}_all", bounds["start"][1], bounds["k"][1],
+                                    bounds["axis"][1]], [f"{tag}_known"]))
+        parts = [f"{tag}_known"]
+        if c.missing_level:
+            nodes += [node("Slice", [f"{tag}_all", bounds["k"][1], bounds["end"][1],
+                                     bounds["axis"][1]], [f"{tag}_words"]),
+                      node("ReduceSum", [f"{tag}_words", bounds["axis"][1]], [f"{tag}_missing"],
+                           keepdims=1)]
+            parts.append(f"{tag}_missing")
+        standardized += parts
+    nodes.append(node("Concat", standardized, ["prepared"], axis=1))
+    return inputs, nodes, "prepared"
+
+
+def target_nodes(target, dtype: str, network_output: str) -> list[onnx.NodeProto]:
+    """A regression target back in its units: output = f * scale + mean."""
+    if not isinstance(target, ScaledTarget):
+        return [node("Identity", [network_output], [OUTPUT])]
+    scale = constant("target_scale", np.array(target.scale, dtype=dtype))
+    mean = constant("target_mean", np.array(target.mean, dtype=dtype))
+    return [scale[0], mean[0], node("Mul", [network_output, scale[1]], ["target_scaled"]),
+            node("Add", ["target_scaled", mean[1]], [OUTPUT])]
+
+
+def class_label_nodes(target: ClassTarget) -> tuple[list[onnx.NodeProto], int]:
+    """`label` as the class values: argmax, then a lookup in the classes."""
+    classes = np.array(target.classes, dtype=object if isinstance(target.classes[0], str)
+                       else None)
+    table = numpy_helper.from_array(classes, "classes")
+    element = table.data_type
+    return [node("ArgMax", [OUTPUT], ["label_index"], axis=1, keepdims=0),
+            node("Constant", [], ["classes"], value=table),
+            node("Gather", ["classes", "label_index"], [LABEL], axis=0)], element
+
+
+def onnx_model(meta: dict, params: list[tuple[np.ndarray, np.ndarray]],
+               preparation: Preparation | None = None) -> onnx.ModelProto:
+    """The graph of a stored model: meta as the store keeps it, params [(W (out, in), b)], and
+    the model's preparation, if it has one."""
     dtype = meta["dtype"]
     layers = meta["network"]["layers"]
-    nodes: list[onnx.NodeProto] = []
+    element = ONNX_TYPES[dtype]
+    if preparation is not None:
+        inputs, nodes, x = preparation_nodes(preparation, dtype)
+    else:
+        inputs = [helper.make_tensor_value_info(INPUT, element, ["rows", meta["n_inputs"]])]
+        nodes, x = [], INPUT
+    target = preparation.target if preparation is not None else None
     weights: list[onnx.TensorProto] = []
-    x = INPUT
     for i, ((W, b), layer) in enumerate(zip(params, layers)):
-        z, f = f"z{i}", (OUTPUT if i == len(layers) - 1 else f"a{i}")
+        z, f = f"z{i}", (f"a{i}" if i < len(layers) - 1 else "network_output")
         weights += [numpy_helper.from_array(np.asarray(W, dtype=dtype), f"W{i}"),
                     numpy_helper.from_array(np.asarray(b, dtype=dtype), f"b{i}")]
         nodes.append(node("Gemm", [x, f"W{i}", f"b{i}"], [z], transB=1))
         nodes += ACTIVATION_NODES[layer["activation"]](z, f, dtype)
         x = f
-    element = ONNX_TYPES[dtype]
+    nodes += target_nodes(target, dtype, x)
     outputs = [helper.make_tensor_value_info(OUTPUT, element, ["rows", meta["n_outputs"]])]
     if meta.get("task") in ("classification", "multilabel"):
         out = layers[-1]["activation"]
-        nodes += label_nodes(out, meta["n_outputs"], dtype)
-        outputs.append(helper.make_tensor_value_info(
-            LABEL, TensorProto.INT64, label_shape(out, meta["n_outputs"])))
-    graph = helper.make_graph(
-        nodes, f"backprop_{meta['id']}",
-        [helper.make_tensor_value_info(INPUT, element, ["rows", meta["n_inputs"]])],
-        outputs, initializer=weights)
-    model = helper.make_model(graph, producer_name="backprop-service",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
+        if isinstance(target, ClassTarget):
+            label, label_type = class_label_nodes(target)
+            nodes += label
+            outputs.append(helper.make_tensor_value_info(LABEL, label_type, ["rows"]))
+        else:
+            nodes += label_nodes(out, meta["n_outputs"], dtype)
+            outputs.append(helper.make_tensor_value_info(
+                LABEL, TensorProto.INT64, label_shape(out, meta["n_outputs"])))
+    graph = helper.make_graph(nodes, f"backprop_{meta['id']}", inputs, outputs,
+                              initializer=weights)
+    opsets = [helper.make_opsetid("", OPSET)]
+    if preparation is not None and not preparation.all_numeric:
+        opsets.append(helper.make_opsetid("ai.onnx.ml", ML_OPSET))
+    model = helper.make_model(graph, producer_name="backprop-service", opset_imports=opsets)
     model.ir_version = IR_VERSION
     model.doc_string = (f"model {meta['id']} of job {meta.get('job_id')}: "
                         f"{meta['n_inputs']}-" + "-".join(str(l["units"]) for l in layers))
@@ -113,5 +220,6 @@ def onnx_model(meta: dict, params: list[tuple[np.ndarray, np.ndarray]]) -> onnx.
     return model
 
 
-def onnx_bytes(meta: dict, params: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
-    return onnx_model(meta, params).SerializeToString()
+def onnx_bytes(meta: dict, params: list[tuple[np.ndarray, np.ndarray]],
+               preparation: Preparation | None = None) -> bytes:
+    return onnx_model(meta, params, preparation).SerializeToString()

@@ -7,7 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 import engine
+from engine.preparation import PreparationSpec
 from worker.records import JobError, JobStatus
+from worker.schema import ColumnInfo, TargetInfo
 
 Matrix = list[list[float]]
 Targets = list[float] | list[list[float]]
@@ -32,13 +34,27 @@ class DatasetIn(DatasetFields):
     y: Targets = Field(..., description="class labels, one-hot rows, or regression targets")
 
 
+class RecordsIn(Strict):
+    """A table as JSON records: one object per row, `null` or an absent key for missing."""
+    name: str = Field("dataset", min_length=1, max_length=200)
+    records: list[dict[str, Any]] = Field(..., description="one object per row")
+    target: str | None = Field(None, description="the target column(s), comma-separated "
+                                                 "(default: the last column)")
+    ignore: list[str] = Field(default_factory=list, description="columns to leave out")
+    columns: dict[str, str] = Field(default_factory=dict,
+                                    description="declared kinds: numeric, categorical, ignored")
+    dtype: Literal["float32", "float64"] = "float32"
+
+
 class DatasetOut(BaseModel):
     id: str
     name: str
     n_samples: int
-    n_features: int
+    n_features: int = Field(..., description="feature columns (not ignored)")
     n_outputs: int = Field(..., description="target columns (1 for a label vector)")
-    classes: int | None = Field(None, description="distinct integer labels, when y is labels")
+    classes: int | None = Field(None, description="how many classes the target can have")
+    columns: list[ColumnInfo] = Field(..., description="every column but the target, in order")
+    target: TargetInfo
     dtype: str
     bytes: int
     sha256: str = Field(..., description="SHA-256 of X's then y's raw bytes as stored")
@@ -56,6 +72,10 @@ class JobIn(Strict):
     training: engine.TrainingSpec = Field(default_factory=engine.TrainingSpec)
     dataset_id: str | None = Field(None, max_length=100)
     data: InlineData | None = Field(None, description="small inline data set instead of dataset_id")
+    preprocessing: PreparationSpec = Field(
+        default_factory=PreparationSpec, description="\"auto\" (default): impute, standardize, "
+        "one-hot encode and map classes, fitted on the training rows; \"none\": the numbers as "
+        "they are; or {\"mode\": \"auto\", \"ignore\": [columns]}")
     device: Literal["cpu", "gpu", "auto"] = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
     seed: int = Field(0, ge=0, le=2**32 - 1, description="weight-initialisation seed")
@@ -119,8 +139,13 @@ class ModelOut(BaseModel):
     id: str
     job_id: str
     network: dict[str, Any]
-    n_inputs: int
+    n_inputs: int = Field(..., description="the network's input units")
     n_outputs: int
+    input_columns: list[dict[str, Any]] | None = Field(
+        None, description="the raw columns predict takes, with kinds and categories (models "
+                          "trained with preprocessing)")
+    classes: list[Any] | None = Field(None, description="what each output unit answers")
+    target: str | None = Field(None, description="the target column(s)")
     task: Literal["classification", "multilabel", "regression"]
     dtype: str
     epochs_trained: int

@@ -11,9 +11,12 @@ from service import arrays
 from service.budgets import check_training_budget
 from service.errors import ApiError
 from service.schemas import JobIn
+from service.table_builder import TableOptions
+from service.tables import table_from_arrays
 from worker import fairness, queues, quota
-from worker.data import checked_arrays
+from worker.data import DataMismatch, check_job_data, checked_arrays
 from worker.records import JobRecord
+from worker.schema import DatasetSchema
 from worker.settings import Settings
 from worker.store import Store
 
@@ -75,10 +78,13 @@ def check_data_fit(spec: engine.NetworkSpec, X: np.ndarray, y: np.ndarray, field
 
 
 def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
-    """(n_samples, n_inputs, inline arrays or None), after checking the data fits the network."""
+    """(n_samples, n_inputs, inline arrays or None), after
+    checking that the data fit the network, the preprocessing and the validation split.
+    n_inputs is the widest input the preprocessing can make (the fitted one can be smaller)."""
     if (job.dataset_id is None) == (job.data is None):
         raise ApiError(422, "give exactly one of dataset_id (an uploaded dataset) or data "
                             "({\"X\", \"y\"} inline)", "dataset_id")
+    inline = None
     if job.data is not None:
         X = arrays.matrix(job.data.X, "data.X")
         y = arrays.vector_or_matrix(job.data.y, "data.y")
@@ -87,23 +93,39 @@ def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
             raise ApiError(413, f"data.X: {X.shape[0]} inline rows; at most "
                                 f"{settings.max_inline_rows} (BACKPROP_MAX_INLINE_ROWS): upload "
                                 f"larger data sets to /v1/datasets", "data.X")
-        X = arrays.as_float(X, "data.X", job.dtype)
-        if y.dtype.kind == "f":
-            y = arrays.as_float(y, "data.y", job.dtype)
-        check_data_fit(job.network, X, y, "data.y", job.dtype)
-        return X.shape[0], X.shape[1], (X, y)
-    meta = store.dataset(tenant, job.dataset_id)
-    if meta is None:
-        raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
-                            f"/v1/datasets first", "dataset_id")
-    y = store.dataset_targets(job.dataset_id)
-    if y is None:  # deleted since its meta was read
-        raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
-                            f"/v1/datasets first", "dataset_id")
-    # The input width comes from the data, so only the targets can fail to fit: check them
-    # against a one-column stand-in for X instead of loading X.
-    check_data_fit(job.network, np.zeros((len(y), 1), np.float32), y, "dataset_id", job.dtype)
-    return meta["n_samples"], meta["n_features"], None
+        table = table_from_arrays(X, y, TableOptions(dtype=job.dtype,
+                                                     max_categories=settings.max_categories),
+                                  "data.X", "data.y")
+        schema, inline = table.schema, (table.numeric, table.y)
+        y, n_samples, field = table.y, table.n_rows, "data.y"
+    else:
+        meta = store.dataset(tenant, job.dataset_id)
+        if meta is None:
+            raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
+                                f"/v1/datasets first", "dataset_id")
+        schema, n_samples, field = DatasetSchema.model_validate(meta["schema"]), \
+            meta["n_samples"], "dataset_id"
+        y = None
+    try:
+        features = check_job_data(schema, job.network, job.preprocessing, job.dtype)
+    except DataMismatch as exc:
+        raise ApiError(422, f"{exc.field}: {exc}", exc.field) from None
+    try:
+        engine.check_split(n_samples, job.training.validation_split)
+    except ValueError as exc:
+        raise ApiError(422, f"training.validation_split: {exc}",
+                       "training.validation_split") from None
+    mapped = (job.preprocessing.mode == "auto" and job.network.loss == "cross_entropy"
+              and len(schema.target.names) == 1)
+    if not mapped:  # classes mapped to units were checked by count; anything else by value
+        y = y if y is not None else store.dataset_targets(job.dataset_id)
+        if y is None:  # deleted since its meta was read
+            raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
+                                f"/v1/datasets first", "dataset_id")
+        # The input width comes from the data, so only the targets can fail to fit: check
+        # them against a one-column stand-in for X instead of loading X.
+        check_data_fit(job.network, np.zeros((len(y), 1), np.float32), y, field, job.dtype)
+    return n_samples, features.width, inline
 
 
 def job_record(settings: Settings, tenant: str, job: JobIn, n_samples: int, n_inputs: int,
@@ -111,7 +133,8 @@ def job_record(settings: Settings, tenant: str, job: JobIn, n_samples: int, n_in
     return JobRecord(
         tenant=tenant, network=job.network.model_dump(mode="json", exclude_unset=True),
         training=job.training.model_dump(mode="json", exclude_unset=True),
-        dataset_id=job.dataset_id, device=job.device, dtype=job.dtype, seed=job.seed,
+        dataset_id=job.dataset_id, preprocessing=job.preprocessing, device=job.device,
+        dtype=job.dtype, seed=job.seed,
         timeout_s=job.timeout_s or settings.job_timeout_s, n_samples=n_samples,
         n_inputs=n_inputs, data_bytes=data_bytes, epochs=job.training.epochs)
 

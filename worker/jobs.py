@@ -18,9 +18,10 @@ import engine
 from worker import queues
 from worker.attempts import Attempt, AttemptLost, patiently
 from worker.codec import arrays_to_npz
-from worker.data import task_of, training_arrays
+from worker.data import input_columns, prepared_arrays, task_of
 from worker.logs import ContextLogger
 from worker.records import JobRecord, JobStatus, Owner, new_id
+from worker.schema import DatasetSchema, arrays_schema
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
@@ -81,6 +82,7 @@ class TrainingRun:
         self.last_checkpoint = time.monotonic()
         self.metrics: dict = job.metrics or {}
         self.model_id = new_id("model")
+        self.preparation = None          # fitted by _prepare under preprocessing "auto"
         self.log = ContextLogger(log, {"job_id": self.job_id, "tenant": job.tenant})
 
     # -- the attempt -------------------------------------------------------------------------
@@ -139,12 +141,10 @@ class TrainingRun:
         job = self.job
         spec = engine.NetworkSpec.model_validate(job.network)
         training = engine.TrainingSpec.model_validate(job.training)
-        arrays = (self.store.dataset_arrays(job.dataset_id) if job.dataset_id
-                  else self.store.job_inline_data(self.job_id))
-        if arrays is None:
-            raise DataMissing(f"dataset {job.dataset_id} was deleted before the job could "
-                              f"load it; upload it again and resubmit")
-        X, Y = training_arrays(spec, *arrays, dtype=job.dtype)
+        schema, arrays = self._data()
+        X, Y, self.preparation = prepared_arrays(schema, *arrays, spec, training,
+                                                 job.preprocessing, seed=job.seed,
+                                                 dtype=job.dtype)
         checkpoint = self.store.checkpoint(self.job_id)
         if checkpoint is not None:
             net = engine.Network.from_bytes(checkpoint, device=job.device)
@@ -156,6 +156,24 @@ class TrainingRun:
         # history has neither gaps nor duplicates.
         self.attempt.rewind(net.epochs_done)
         return net, X, Y, training
+
+    def _data(self) -> tuple[DatasetSchema, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The schema and (numeric, codes, y) arrays of the job's dataset or inline data."""
+        dataset_id = self.job.dataset_id
+        if dataset_id:
+            meta, arrays = self.store.dataset(None, dataset_id), \
+                self.store.dataset_arrays(dataset_id)
+            if meta is None or arrays is None:
+                raise DataMissing(f"dataset {dataset_id} was deleted before the job could load "
+                                  f"it; upload it again and resubmit")
+            return DatasetSchema.model_validate(meta["schema"]), arrays
+        inline = self.store.job_inline_data(self.job_id)
+        if inline is None:
+            raise DataMissing("the job's inline data is gone (the job was deleted?); submit it "
+                              "again")
+        X, y = inline
+        return (arrays_schema(X, y, self.settings.max_categories),
+                (X, np.empty((len(X), 0), dtype=np.int32), y))
 
     # -- callbacks from the engine -----------------------------------------------------------
     def _on_epoch(self, net: engine.Network, record: dict) -> None:
@@ -227,8 +245,8 @@ class TrainingRun:
     def _finish(self, net: engine.Network, status: JobStatus) -> str:
         """Store the model (a canceled job keeps the weights it had) and close the job."""
         model_id = self.model_id if net.epochs_done > 0 else None
-        model = ((model_meta(model_id, self.job, net, self.metrics), model_weights(net))
-                 if model_id else None)
+        model = ((model_meta(model_id, self.job, net, self.metrics, self.preparation),
+                  model_weights(net)) if model_id else None)
         if not self._end("storing the model", lambda: self.attempt.finish(
                 status, model, model_id=model_id, metrics=self.metrics, epoch=net.epochs_done,
                 stopped_early=bool(getattr(net, "stopped_early", False)))):
@@ -249,12 +267,19 @@ def to_host(array) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
-def model_meta(model_id: str, job: JobRecord, net: engine.Network, metrics: dict) -> dict:
+def model_meta(model_id: str, job: JobRecord, net: engine.Network, metrics: dict,
+               preparation=None) -> dict:
     spec = net.spec
+    target = preparation.target if preparation is not None else None
     return {
         "id": model_id, "tenant": job.tenant, "job_id": job.id,
         "network": spec.model_dump(mode="json", exclude_unset=True), "n_inputs": net.n_inputs,
         "n_outputs": net.n_outputs, "task": task_of(spec), "dtype": str(net.dtype),
         "epochs_trained": net.epochs_done, "created_at": time.time(),
         "metrics": metrics,
+        "preparation": None if preparation is None else preparation.model_dump(mode="json"),
+        "input_columns": None if preparation is None else input_columns(preparation),
+        "classes": getattr(target, "classes", None),
+        "target": None if target is None else ", ".join(getattr(target, "names", None)
+                                                         or [target.name]),
     }

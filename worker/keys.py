@@ -25,6 +25,10 @@ class Keys:
     def dataset_y(self, dataset_id: str) -> str:
         return f"{self.prefix}:dataset:{dataset_id}:y"
 
+    def dataset_codes(self, dataset_id: str) -> str:
+        """Categorical columns as int32 codes (worker/schema.py)."""
+        return f"{self.prefix}:dataset:{dataset_id}:codes"
+
     def datasets_of(self, tenant: str) -> str:
         """Sorted set of a tenant's dataset ids, scored by creation time."""
         return f"{self.prefix}:tenant:{tenant}:datasets"

@@ -20,6 +20,8 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from engine.preparation import PreparationSpec
+
 
 class JobStatus(str, Enum):
     """The one list of job states (the API's `status` and `?status=` use it too)."""
@@ -105,6 +107,7 @@ class JobRecord(Record):
     network: dict[str, Any]
     training: dict[str, Any]
     dataset_id: str | None = None
+    preprocessing: PreparationSpec = Field(default_factory=PreparationSpec)
     device: Literal["cpu", "gpu", "auto"] = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
     seed: int = 0

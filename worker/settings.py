@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         2**30, description="most memory a job may take to train, as estimated at submit "
                            "(network, batch and data)")
     max_predict_rows: int = Field(100_000, description="most rows in one predict request")
+    max_categories: int = Field(
+        1000, description="most distinct values of a text column (more: free text, not a "
+                          "category) and most classes of a target")
     max_tenant_bytes: int = Field(
         2 * 1024**3, ge=0, description="bytes one tenant may store (datasets, models, inline "
                                        "job data), all in Redis memory")

@@ -44,7 +44,7 @@ def decode_meta(raw: dict[bytes, bytes], skip: Iterable[bytes] = ()) -> dict[str
 
 
 def arrays_sha256(*arrays: np.ndarray) -> str:
-    """Content hash of a dataset: each array's raw bytes in turn, C order, as stored."""
+    """Content hash of a dataset: each stored array's raw bytes in turn, C order."""
     digest = hashlib.sha256()
     for array in arrays:
         digest.update(np.ascontiguousarray(array).data)
@@ -139,12 +139,13 @@ class Store:
                     cursor_of(*found[limit - 1][:2]) if more else None)
 
     # -- datasets ----------------------------------------------------------------------------
-    def put_dataset(self, meta: dict[str, Any], X: np.ndarray, y: np.ndarray,
-                    max_tenant_bytes: int) -> dict:
-        """Store a dataset's arrays and meta (meta gets bytes and sha256 filled in), counting
-        its bytes against the tenant's quota (quota.QuotaExceeded when over); returns the meta."""
-        arrays = [(self.keys.dataset_x(meta["id"]), X), (self.keys.dataset_y(meta["id"]), y)]
-        return self._put_arrays(meta, arrays, max_tenant_bytes)
+    def put_dataset(self, meta: dict[str, Any], numeric: np.ndarray, codes: np.ndarray,
+                    y: np.ndarray, max_tenant_bytes: int) -> dict:
+        """Store the arrays worker/schema.py describes and the meta (which gets bytes and
+        sha256 filled in), counting their bytes against the tenant's quota
+        (quota.QuotaExceeded when over); returns the meta."""
+        keys = self.dataset_array_keys(meta["id"])
+        return self._put_arrays(meta, list(zip(keys, (numeric, codes, y))), max_tenant_bytes)
 
     def _put_arrays(self, meta: dict[str, Any], arrays: list[tuple[str, np.ndarray]],
                     max_tenant_bytes: int) -> dict:
@@ -176,12 +177,13 @@ class Store:
         return self._listed(self.keys.datasets_of(tenant), self.keys.dataset, decode_meta,
                             limit, before)
 
-    def dataset_arrays(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        x_bytes, y_bytes = self.r.mget(self.keys.dataset_x(dataset_id),
-                                       self.keys.dataset_y(dataset_id))
-        if x_bytes is None or y_bytes is None:
+    def dataset_arrays(self, dataset_id: str
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(numeric, codes, y) as worker/schema.py describes them, or None once deleted."""
+        raw = self.r.mget(*self.dataset_array_keys(dataset_id))
+        if any(part is None for part in raw):
             return None
-        return bytes_to_array(x_bytes), bytes_to_array(y_bytes)
+        return tuple(bytes_to_array(part) for part in raw)
 
     def dataset_targets(self, dataset_id: str) -> np.ndarray | None:
         """y alone (what a job submission checks), without fetching X."""
@@ -189,8 +191,9 @@ class Store:
         return None if y_bytes is None else bytes_to_array(y_bytes)
 
     def dataset_array_keys(self, dataset_id: str) -> list[str]:
-        """Every key that holds one of a dataset's arrays."""
-        return [self.keys.dataset_x(dataset_id), self.keys.dataset_y(dataset_id)]
+        """Every key that holds one of a dataset's arrays: numeric, codes, y."""
+        k = self.keys
+        return [k.dataset_x(dataset_id), k.dataset_codes(dataset_id), k.dataset_y(dataset_id)]
 
     def delete_dataset(self, tenant: str, dataset_id: str) -> bool:
         k = self.keys

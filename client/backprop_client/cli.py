@@ -239,13 +239,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     rows += n
             except ValueError as exc:  # an empty file, or one that is not UTF-8 text
                 raise UsageError(f"{args.data}: {exc}") from None
-            except ApiError as exc:
-                if exc.status == 415:
-                    raise ApiError(415, f"the service at {client.url} does not score CSV files "
-                                        f"(it answered: {exc.message}); update the service, or "
-                                        f"predict arrays from Python with backprop_client's "
-                                        f"Model.predict") from None
-                raise
     finally:
         if args.output and out is not None:
             out.close()

@@ -1,21 +1,25 @@
-"""/v1/datasets: upload (JSON, CSV or NPZ), list, read, delete."""
+"""/v1/datasets: upload (a CSV or Parquet table, JSON records, NPZ or JSON X/y), list, read,
+delete. Every upload records a schema: per column its kind, missing values, categories or
+statistics, and the target's kind and classes."""
 
 from __future__ import annotations
 
+import json
 import time
 
-import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from service import arrays
-from service.csv_reader import read_csv
 from service.deps import SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, not_found, validation_details
 from service.multipart import read_form
-from service.schemas import DatasetFields, DatasetIn, DatasetList, DatasetOut, error_responses
+from service.schemas import (DatasetFields, DatasetIn, DatasetList, DatasetOut, RecordsIn,
+                             error_responses)
+from service.table_builder import Table, TableOptions
+from service.tables import read_csv_table, read_parquet_table, read_records, table_from_arrays
 from worker.settings import Settings
 from worker.store import BadCursor
 from worker.records import new_id
@@ -24,69 +28,115 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": DatasetIn.model_json_schema(ref_template="#/components/schemas/{model}")},
+    "application/json": {"schema": {"oneOf": [
+        DatasetIn.model_json_schema(ref_template="#/components/schemas/{model}"),
+        RecordsIn.model_json_schema(ref_template="#/components/schemas/{model}")]}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "CSV with a header row, or NPZ with arrays X and y"},
+        "file": {"type": "string", "format": "binary",
+                 "description": "CSV with a header row, Parquet, or NPZ with arrays X and y"},
         "name": {"type": "string"},
-        "target": {"type": "string", "description": "CSV label column(s), comma-separated (default: the last column)"},
+        "target": {"type": "string", "description": "the target column(s), comma-separated "
+                                                    "(default: the last column)"},
+        "ignore": {"type": "string", "description": "columns to leave out, comma-separated"},
+        "columns": {"type": "string", "description": "JSON object declaring kinds, e.g. "
+                                                     "{\"year\": \"categorical\"}"},
         "dtype": {"type": "string", "enum": ["float32", "float64"]}}}}}}}
 
 
-async def parse_form(form: FormData, settings: Settings
-                     ) -> tuple[str, str, np.ndarray, np.ndarray, str]:
-    """(name, source, X, y, dtype) from a multipart upload: CSV or NPZ in field `file`."""
+def table_options(settings: Settings, dtype: str, target: list[str] | None = None,
+                  ignore: list[str] | None = None, kinds: dict | None = None) -> TableOptions:
+    return TableOptions(target=target or None, ignore=ignore or [], kinds=kinds or {},
+                        dtype=dtype, max_rows=settings.max_dataset_rows,
+                        max_bytes=settings.max_dataset_bytes,
+                        max_categories=settings.max_categories)
+
+
+def names_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def declared_kinds(value: str) -> dict:
+    try:
+        kinds = json.loads(value) if value.strip() else {}
+    except ValueError:
+        kinds = None
+    if not isinstance(kinds, dict) or not all(isinstance(k, str) for k in kinds.values()):
+        raise ApiError(422, "columns: must be a JSON object of column name -> kind, e.g. "
+                            "{\"year\": \"categorical\"}", "columns")
+    return kinds
+
+
+def read_file(file, filename: str, options: TableOptions) -> tuple[str, Table]:
+    """(source, table) of an uploaded file, by its content: NPZ, Parquet, else CSV."""
+    magic = file.read(4)
+    file.seek(0)
+    if filename.endswith(".npz") or magic.startswith(b"PK"):
+        X, y = arrays.from_npz(file, options.max_rows, options.max_bytes, options.dtype)
+        arrays.rows_match(X, y)
+        return "npz", table_from_arrays(X, y, options)
+    if filename.endswith(".parquet") or magic == b"PAR1":
+        return "parquet", read_parquet_table(file, options)
+    return "csv", read_csv_table(file, options)
+
+
+async def parse_form(form: FormData, settings: Settings) -> tuple[str, str, Table]:
+    """(name, source, table) from a multipart upload (the file in field `file`)."""
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise ApiError(422, "file: attach the data as a file field named `file`", "file")
-    file = upload.file  # spooled to disk past 1 MB: parsed from there, never read whole
-    filename = (upload.filename or "").lower()
     dtype = str(form.get("dtype") or "float32")
     if dtype not in arrays.FLOAT_DTYPES:
         raise ApiError(422, "dtype: must be float32 or float64", "dtype")
+    options = table_options(settings, dtype, names_list(str(form.get("target") or "")),
+                            names_list(str(form.get("ignore") or "")),
+                            declared_kinds(str(form.get("columns") or "")))
     name = str(form.get("name") or upload.filename or "dataset")[:200]
-    magic = file.read(2)
-    file.seek(0)
-    # Parsing takes seconds for big files: in a thread, so the event loop keeps answering.
-    if filename.endswith(".npz") or magic == b"PK":
-        X, y = await arrays.off_loop(arrays.from_npz, file, settings.max_dataset_rows,
-                                     settings.max_dataset_bytes, dtype)
-        return name, "npz", X, y, dtype
-    target = [t.strip() for t in str(form.get("target") or "").split(",") if t.strip()]
-    X, y = await run_in_threadpool(read_csv, file, target or None, dtype)
-    return name, "csv", X, y, dtype
+    # Parsing takes seconds for big files: in a decoder thread, so the event loop keeps
+    # answering. The file is spooled to disk past 1 MB: read from there in blocks, never whole.
+    source, table = await arrays.off_loop(read_file, upload.file,
+                                          (upload.filename or "").lower(), options)
+    return name, source, table
 
 
-async def parse_upload(request: Request) -> tuple[str, str, np.ndarray, np.ndarray, str]:
-    """(name, source, X, y, dtype) from a JSON body or a multipart file upload."""
+def parse_json_upload(body: bytes, settings: Settings) -> tuple[str, str, Table]:
+    """(name, source, table) from a JSON body: X/y arrays or records."""
+    payload = arrays.parse_json(body)
+    if not isinstance(payload, dict):
+        raise ApiError(422, "body: must be a JSON object: {\"name\", \"X\", \"y\"} or "
+                            "{\"name\", \"records\", \"target\"}", "body")
+    if "records" in payload:
+        fields = validated(RecordsIn, payload)
+        options = table_options(settings, fields.dtype, names_list(fields.target or ""),
+                                fields.ignore, fields.columns)
+        return fields.name, "records", read_records(payload["records"], options)
+    fields = validated(DatasetFields, payload)
+    try:
+        X = arrays.matrix(payload["X"], "X")
+        y = arrays.vector_or_matrix(payload["y"], "y")
+    except ApiError:
+        validated(DatasetIn, payload)  # names the element at fault (X[0][1]) where it can
+        raise
+    arrays.rows_match(X, y)
+    return fields.name, "json", table_from_arrays(X, y, table_options(settings, fields.dtype))
+
+
+async def parse_upload(request: Request, settings: Settings) -> tuple[str, str, Table]:
+    """(name, source, table) from a JSON body or a multipart file upload."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await read_form(request)
         try:
-            return await parse_form(form, request.app.state.settings)
+            return await parse_form(form, settings)
         finally:
             await form.close()
     if not content_type.startswith("application/json"):
-        raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"}) or a multipart file upload "
-                            "(CSV or NPZ in field `file`)")
-    return await arrays.off_loop(json_upload, await request.body())
+        raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"} or {\"name\", \"records\", "
+                            "\"target\"}) or a multipart file upload (CSV, Parquet or NPZ in "
+                            "field `file`)")
+    return await arrays.off_loop(parse_json_upload, await request.body(), settings)
 
 
-def json_upload(raw: bytes) -> tuple[str, str, np.ndarray, np.ndarray, str]:
-    """(name, source, X, y, dtype) from a JSON upload's body."""
-    body = arrays.parse_json(raw)
-    if not isinstance(body, dict):
-        raise ApiError(422, "body: must be a JSON object with name, X and y", "body")
-    payload = validated(DatasetFields, body)
-    try:
-        X = arrays.matrix(body["X"], "X")
-        y = arrays.vector_or_matrix(body["y"], "y")
-    except ApiError:
-        validated(DatasetIn, body)  # names the element at fault (X[0][1]) where it can
-        raise
-    return payload.name, "json", X, y, payload.dtype
-
-
-def validated(model: type[DatasetFields], body: dict) -> DatasetFields:
+def validated(model, body: dict):
     """model.model_validate(body), its first error as a 422 naming the field."""
     try:
         return model.model_validate(body)
@@ -96,38 +146,34 @@ def validated(model: type[DatasetFields], body: dict) -> DatasetFields:
                        details[0]["field"]) from None
 
 
-def dataset_meta(tenant: str, name: str, source: str, X: np.ndarray, y: np.ndarray) -> dict:
-    labels = y.ndim == 1 and (y.dtype.kind in "iu" or bool(np.all(y == np.round(y))))
+def dataset_meta(tenant: str, name: str, source: str, table: Table) -> dict:
+    schema, target = table.schema, table.schema.target
+    features = [c for c in schema.columns if c.kind != "ignored"]
     return {"id": new_id("dataset"), "tenant": tenant, "name": name, "source": source,
-            "n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),
-            "n_outputs": 1 if y.ndim == 1 else int(y.shape[1]),
-            "classes": int(len(np.unique(y))) if labels else None,
-            "dtype": str(X.dtype), "created_at": time.time()}
-
-
-def check_limits(settings: Settings, X: np.ndarray, y: np.ndarray) -> None:
-    if X.shape[0] > settings.max_dataset_rows:
-        raise ApiError(413, f"the dataset has {X.shape[0]} rows; this service takes at most "
-                            f"{settings.max_dataset_rows} (BACKPROP_MAX_DATASET_ROWS)", "X")
-    if X.nbytes + y.nbytes > settings.max_dataset_bytes:
-        raise ApiError(413, f"the dataset takes {X.nbytes + y.nbytes} bytes; this service takes "
-                            f"at most {settings.max_dataset_bytes} (BACKPROP_MAX_DATASET_BYTES)", "X")
+            "n_samples": table.n_rows, "n_features": len(features),
+            "n_outputs": len(target.names),
+            "classes": len(target.classes) if target.classes is not None else None,
+            "dtype": str(table.numeric.dtype), "created_at": time.time(),
+            "schema": schema.model_dump(mode="json", exclude_none=True)}
 
 
 @router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY,
              responses=error_responses(413, 415))
 async def upload_dataset(request: Request, response: Response, store: StoreDep,
                          settings: SettingsDep, tenant: TenantDep):
-    """Upload a dataset as JSON `{name, X, y}`, or as a CSV/NPZ file (multipart field `file`)."""
-    name, source, X, y, dtype = await parse_upload(request)
-    arrays.rows_match(X, y)
-    X = arrays.as_float(X, "X", dtype)
-    y = arrays.targets(y, dtype)
-    check_limits(settings, X, y)
-    meta = await run_in_threadpool(store.put_dataset, dataset_meta(tenant, name, source, X, y),
-                                   X, y, settings.max_tenant_bytes)
+    """Upload a table (CSV or Parquet file, or JSON records) or X/y arrays (NPZ file or JSON).
+    Form fields (or JSON fields for records): target, ignore, columns, name, dtype."""
+    name, source, table = await parse_upload(request, settings)
+    meta = await run_in_threadpool(store.put_dataset, dataset_meta(tenant, name, source, table),
+                                   table.numeric, table.codes, table.y, settings.max_tenant_bytes)
     response.headers["Location"] = f"/v1/datasets/{meta['id']}"
-    return meta
+    return dataset_view(meta)
+
+
+def dataset_view(meta: dict) -> dict:
+    """A dataset as clients see it: its meta, the schema's columns and target at top level."""
+    schema = meta.get("schema") or {}
+    return {**meta, "columns": schema.get("columns", []), "target": schema.get("target")}
 
 
 @router.get("", response_model=DatasetList)
@@ -139,7 +185,7 @@ def list_datasets(store: StoreDep, tenant: TenantDep, limit: int = Query(1000, g
         page = store.datasets(tenant, limit, before)
     except BadCursor as exc:
         raise ApiError(422, str(exc), "before") from None
-    return {"datasets": page.items, "next": page.next}
+    return {"datasets": [dataset_view(m) for m in page.items], "next": page.next}
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))
@@ -147,7 +193,7 @@ def get_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep):
     meta = store.dataset(tenant, dataset_id)
     if meta is None:
         raise not_found("dataset", dataset_id)
-    return meta
+    return dataset_view(meta)
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=error_responses(404))
@@ -155,3 +201,4 @@ def delete_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep):
     if not store.delete_dataset(tenant, dataset_id):
         raise not_found("dataset", dataset_id)
     return Response(status_code=204)
+

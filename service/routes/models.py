@@ -5,20 +5,23 @@ from __future__ import annotations
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 from service.responses import JSONBytes
 
 from service import arrays
 from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, not_found
 from service.model_cache import LoadedModel, predict_payload
+from service.scored_csv import scored_csv
+from service.table_inputs import csv_table, records_blocks, table_blocks
 from service.schemas import ModelOut, PredictIn, PredictOut, WeightsOut, error_responses
 from worker.codec import array_to_bytes, arrays_to_npz
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
                    responses=error_responses(401, 404, 422, 503))
 
-NPZ, NPY = "application/x-npz", "application/x-npy"
-PREDICT_MEDIA = ("", "application/json", NPY)
+NPZ, NPY, CSV = "application/x-npz", "application/x-npy", "text/csv"
+PREDICT_MEDIA = ("", "application/json", NPY, CSV)
 PREDICT_PATH = "/{model_id}/predict"
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/PredictIn"}},
@@ -65,8 +68,10 @@ def check_media(media: str) -> None:
                             f"{{\"inputs\": [[...]]}} or a .npy array as {NPY}", "body")
 
 
-def predict_inputs(media: str, body: bytes, n_inputs: int, max_rows: int) -> np.ndarray:
-    """The rows to predict from a JSON body `{"inputs": [[...]]}` or an .npy body."""
+def predict_inputs(media: str, body: bytes, loaded: LoadedModel,
+                   max_rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(numeric rows, category codes or None) from a JSON body `{"inputs": [[...]]}` or
+    `{"inputs": [{column: value}]}` (records, for a model with a preparation), or an .npy body."""
     if media == NPY:
         X = arrays.from_npy(body, "inputs")
     else:
@@ -79,21 +84,40 @@ def predict_inputs(media: str, body: bytes, n_inputs: int, max_rows: int) -> np.
                                 f"{{\"inputs\": [[...], ...]}}", unknown[0])
         if "inputs" not in payload:
             raise ApiError(422, "inputs: required (rows x n_inputs numbers)", "inputs")
-        X = arrays.matrix(payload["inputs"], "inputs")
-    if X.ndim != 2 or X.shape[1] != n_inputs:
-        raise ApiError(422, f"inputs: each row needs {n_inputs} values (the model's input "
+        inputs = payload["inputs"]
+        if loaded.preparation is not None and isinstance(inputs, list) and inputs and \
+                isinstance(inputs[0], dict):
+            return records_blocks(inputs, loaded.preparation, max_rows)
+        X = arrays.matrix(inputs, "inputs")
+    width = loaded.input_width
+    if X.ndim != 2 or X.shape[1] != width:
+        raise ApiError(422, f"inputs: each row needs {width} values (the model's input "
                             f"width); got shape {list(X.shape)}", "inputs")
     if X.shape[0] > max_rows:
         raise ApiError(413, f"inputs: {X.shape[0]} rows; at most {max_rows} per request "
                             f"(BACKPROP_MAX_PREDICT_ROWS)", "inputs")
-    return X
+    if loaded.preparation is not None and not loaded.preparation.all_numeric:
+        raise ApiError(422, "inputs: this model takes text columns "
+                            f"{[c.name for c in loaded.preparation.categorical]}; send records "
+                            "{\"inputs\": [{\"column\": value, ...}]} or a CSV body", "inputs")
+    return arrays.as_float(X, "inputs", loaded.meta["dtype"]), None
 
 
 def predicted(loaded: LoadedModel, media: str, body: bytes, max_rows: int) -> dict:
     """The predict answer ({model_id, outputs, labels?}) for a request body of type `media`.
     Shared with service/fast_predict.py, which answers the common case without FastAPI."""
-    X = predict_inputs(media, body, loaded.meta["n_inputs"], max_rows)
-    return predict_payload(loaded, arrays.as_float(X, "inputs", loaded.meta["dtype"]))
+    return predict_payload(loaded, *predict_inputs(media, body, loaded, max_rows))
+
+
+def predicted_csv(loaded: LoadedModel, body: bytes, max_rows: int) -> bytes:
+    """A CSV body scored: its rows with the predicted label (classifiers) or value, and the
+    class probabilities (softmax outputs), appended as columns."""
+    if loaded.preparation is None:
+        raise ApiError(415, "body: CSV is read for models trained with preprocessing; send "
+                            "JSON {\"inputs\": [[...]]} or .npy to this model", "body")
+    table = csv_table(body, loaded.preparation, max_rows)
+    payload = predict_payload(loaded, *table_blocks(table, loaded.preparation))
+    return scored_csv(table, loaded, payload)
 
 
 def rendered(payload: dict, accept: str) -> tuple[str, bytes]:
@@ -112,9 +136,13 @@ async def predict(model_id: str, request: Request, tenant: TenantDep, models: Mo
     loaded = loaded_model(models, tenant, model_id)
     media = media_type(request.headers.get("content-type", ""))
     check_media(media)
-    payload = predicted(loaded, media, await request.body(), settings.max_predict_rows)
-    content_type, body = rendered(payload, request.headers.get("accept", ""))
-    return Response(body, media_type=content_type)
+    body = await request.body()
+    if media == CSV:
+        return Response(await run_in_threadpool(predicted_csv, loaded, body,
+                                                settings.max_predict_rows), media_type=CSV)
+    payload = predicted(loaded, media, body, settings.max_predict_rows)
+    content_type, answer = rendered(payload, request.headers.get("accept", ""))
+    return Response(answer, media_type=content_type)
 
 
 @router.delete("/{model_id}", status_code=204)

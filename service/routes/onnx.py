@@ -17,10 +17,12 @@ ONNX_MEDIA = "application/octet-stream"
 
 @router.get("/{model_id}/onnx", response_class=Response,
             responses={200: {"content": {ONNX_MEDIA: {}},
-                             "description": "the ONNX model (opset 17): input `input`, "
+                             "description": "the ONNX model (opset 17): input `input` (or "
+                                            "one per column for models with text columns), "
                                             "outputs `output` and, for classifiers, `label`"}})
 def get_onnx(model_id: str, tenant: TenantDep, models: ModelCacheDep):
     """The model as ONNX: Gemm then the activation, per layer; same outputs as /predict."""
     loaded = loaded_model(models, tenant, model_id)
-    return Response(onnx_bytes(loaded.meta, loaded.net.params), media_type=ONNX_MEDIA,
+    return Response(onnx_bytes(loaded.meta, loaded.net.params, loaded.preparation),
+                    media_type=ONNX_MEDIA,
                     headers={"Content-Disposition": f'attachment; filename="{model_id}.onnx"'})

@@ -3,6 +3,7 @@
 
 import { ApiError, apiKey, getJSON, readEvents } from "./api.js";
 import { LineChart } from "./chart.js";
+import { renderColumns } from "./dataset.js";
 
 const POLL_MS = 2000;
 const RETRY_MS = 2000;
@@ -121,6 +122,7 @@ function select(id) {
   $("detail-id").textContent = id;
   $("detail-stream").textContent = `GET /v1/jobs/${id}/events`;
   $("detail-error").hidden = true;
+  $("data").hidden = true;
   for (const row of $("jobs-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.id === id);
   if (!state.job) {
     getJSON(`/v1/jobs/${encodeURIComponent(id)}`)
@@ -129,6 +131,22 @@ function select(id) {
   }
   scheduleRender();
   follow(id);
+  showData(id);
+}
+
+/** The selected job's dataset and its columns (jobs with inline data have none to show). */
+async function showData(id) {
+  try {
+    const job = state.job?.id === id ? state.job : await getJSON(`/v1/jobs/${encodeURIComponent(id)}`);
+    if (!job.dataset_id || id !== state.selected) return;
+    const dataset = await getJSON(`/v1/datasets/${encodeURIComponent(job.dataset_id)}`);
+    if (id !== state.selected) return;
+    $("data-id").textContent = dataset.id;
+    $("data-facts").textContent = renderColumns($("columns-table").tBodies[0], dataset);
+    $("data").hidden = false;
+  } catch {
+    // a deleted dataset, or no key yet: the job's own view still stands
+  }
 }
 
 /** Follow a job's events until its `end`; reconnect after drops, resuming at the last epoch. */

@@ -115,18 +115,27 @@ def test_history_prints_the_epochs_and_plots_a_png(followed, stack, files):
     assert (width, height) == (640, 400)
 
 
-def test_predict_on_a_service_without_csv_scoring_says_what_to_do(followed, stack, files):
-    """Services older than CSV scoring answer 415 to a text/csv body: the command says so."""
-    probe = httpx.post(f"{stack.url}/v1/models/{followed['model_id']}/predict",
-                       content=b"f1\n1\n", headers={"Content-Type": "text/csv"})
-    if probe.status_code != 415:
-        pytest.skip("this service scores CSV files (tests/client/test_tables.py checks that)")
+def test_predict_of_a_csv_file_by_a_model_without_preparation_says_what_to_do(stack, files):
+    """A model trained with preprocessing "none" takes arrays, not CSV files: the command
+    passes on the service's 415, which says what to send instead."""
+    import numpy as np
+    from tests.service.helpers import npz_bytes, wait_for_job
+
+    X, y = np.eye(3, dtype=np.float32), np.arange(3)
+    dataset = httpx.post(f"{stack.url}/v1/datasets", files={"file": ("d.npz", npz_bytes(X=X, y=y))})
+    job = httpx.post(f"{stack.url}/v1/jobs", json={
+        "dataset_id": dataset.json()["id"], "preprocessing": "none", "training": {"epochs": 1},
+        "network": {"layers": [{"units": 3, "activation": "softmax"}], "loss": "cross_entropy"}})
+    with httpx.Client(base_url=stack.url) as api:
+        model_id = wait_for_job(api, job.json()["id"])["model_id"]
     out = files["folder"] / "never.csv"
-    done = client_cli("predict", followed["model_id"], files["data"], "-o", str(out),
-                      url=stack.url)
+    done = client_cli("predict", model_id, files["data"], "-o", str(out), url=stack.url)
     assert done.returncode == 1 and done.stdout == ""
-    assert f"the service at {stack.url} does not score CSV files" in done.stderr, done.stderr
-    assert "update the service" in done.stderr and not out.exists()
+    assert "CSV is read for models trained with preprocessing" in done.stderr, done.stderr
+    assert "send JSON" in done.stderr and not out.exists()
+
+
+def test_predict_of_a_missing_file_says_so(followed, stack):
     missing = client_cli("predict", followed["model_id"], "nowhere.csv", url=stack.url)
     assert missing.returncode == 2 and "no data file nowhere.csv" in missing.stderr
 

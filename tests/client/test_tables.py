@@ -1,7 +1,7 @@
 """Tables through the client: DataFrames and dict records in, names out, CSV files scored.
 
-The helpers that shape a table for the API are checked here directly; the round trips need a
-service with table support (issue 11) and are marked `needs_tables` until it is merged."""
+The helpers that shape a table for the API are checked here directly, then round trips through
+the live service."""
 
 from __future__ import annotations
 
@@ -14,14 +14,10 @@ import pandas as pd
 import pytest
 
 import backprop_client.client
-from backprop_client import ApiError, Client
+from backprop_client import Client
 from backprop_client import tables
 from tests.client.test_cli import backprop, client_cli
 
-# Strict: once the service scores tables these pass, XPASS fails, and the mark must go. Only an
-# ApiError (the service refusing a table today) counts as the expected failure.
-needs_tables = pytest.mark.xfail(strict=True, raises=ApiError,
-                                 reason="needs the service's table support (issue 11)")
 SPECIES = ("Adelie", "Chinstrap", "Gentoo")
 
 
@@ -119,7 +115,6 @@ def penguins(stack):
         yield client, job.wait(progress=False, timeout=120), job.model(), held_out
 
 
-@needs_tables
 def test_a_dataframe_upload_records_its_schema(penguins):
     client, job, _, _ = penguins
     dataset = client.dataset(job.info["dataset_id"])
@@ -129,7 +124,6 @@ def test_a_dataframe_upload_records_its_schema(penguins):
     assert columns["island"] == "categorical" and columns["body_mass_g"] == "numeric"
 
 
-@needs_tables
 def test_a_model_from_a_table_predicts_names_from_dataframes_and_records(penguins):
     _, job, model, held_out = penguins
     assert job.status == "succeeded"
@@ -148,7 +142,6 @@ def test_a_model_from_a_table_predicts_names_from_dataframes_and_records(penguin
     assert model.predict(odd).shape == (2, 3) and len(model.predict_labels(odd)) == 2
 
 
-@needs_tables
 def test_a_csv_file_is_scored_in_pieces_and_by_both_commands(penguins, stack, tmp_path,
                                                             monkeypatch):
     _, _, model, held_out = penguins

@@ -144,9 +144,30 @@ def test_page_and_assets_are_served_with_a_strict_policy(api):
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert '<script type="module" src="/static/dashboard.js">' in page.text
     for name, kind in [("dashboard.js", "text/javascript"), ("chart.js", "text/javascript"),
+                       ("dataset.js", "text/javascript"),
                        ("api.js", "text/javascript"), ("dashboard.css", "text/css")]:
         asset = api.get(f"/static/{name}")
         assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
     missing = api.get("/static/app.py")
     assert missing.status_code == 404 and "dashboard is at /" in missing.json()["error"]["message"]
     assert "/" not in api.get("/openapi.json").json()["paths"]
+
+
+def test_dashboard_shows_the_columns_of_a_jobs_dataset(stack, api, page, tmp_path):
+    import palmerpenguins
+
+    csv = (Path(palmerpenguins.__file__).parent / "data" / "penguins.csv").read_bytes()
+    dataset = api.post("/v1/datasets", files={"file": ("penguins.csv", csv)},
+                       data={"target": "species"}).json()
+    job = api.post("/v1/jobs", json={"dataset_id": dataset["id"], "network": classifier(),
+                                     "training": {"epochs": 2}}).json()
+    page.goto(f"{stack.url}/#job={job['id']}")
+    page.wait_for_selector("#data:not([hidden])")
+    rows = page.locator("#columns-table tbody tr")
+    assert rows.count() == 8                          # 7 feature columns, then the target
+    assert rows.nth(0).text_content() == "islandcategorical0Biscoe, Dream, Torgersen"
+    assert "11" in rows.nth(5).text_content()         # sex: 11 missing
+    assert "Adelie, Chinstrap, Gentoo" in rows.nth(7).text_content()
+    assert dataset["id"] in page.text_content("#data-title")
+    page.screenshot(path=str(tmp_path / "dashboard-columns.png"), full_page=True)
+    assert page.problems == []

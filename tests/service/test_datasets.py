@@ -9,6 +9,7 @@ from worker.keys import Keys
 
 
 def expected_sha256(X, y):
+    """Each stored array's bytes in turn: X, the (empty) category codes, y."""
     return hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
 
 
@@ -23,7 +24,8 @@ def test_json_upload_is_stored_as_binary_arrays(api, redis_client):
     assert meta["sha256"] == expected_sha256(np.array(X, np.float32), np.array([0, 1, 1], np.int64))
     raw = redis_client.get(Keys().dataset_x(meta["id"]))
     assert raw.startswith(b"\x93NUMPY"), "X must be stored as .npy bytes, not JSON text"
-    assert meta["bytes"] == len(raw) + len(redis_client.get(Keys().dataset_y(meta["id"])))
+    assert meta["bytes"] == sum(len(redis_client.get(key(meta["id"]))) for key in (
+        Keys().dataset_x, Keys().dataset_codes, Keys().dataset_y))
 
 
 def test_csv_upload_with_named_target_columns(api):

@@ -45,7 +45,9 @@ def test_spec_problems_are_422_at_submit_time_naming_the_field(api):
 
     too_few_outputs = submit(api, dataset_id=dataset, network=classifier(classes=2))
     assert too_few_outputs.status_code == 422
-    assert too_few_outputs.json()["error"]["field"] == "dataset_id"
+    assert too_few_outputs.json()["error"]["field"] == "network.layers"
+    assert "2 units" in too_few_outputs.json()["error"]["message"]
+    assert "3 classes" in too_few_outputs.json()["error"]["message"]
 
     unknown_dataset = submit(api, dataset_id="ds_nope", network=classifier())
     assert unknown_dataset.status_code == 422 and "ds_nope" in unknown_dataset.json()["error"]["message"]

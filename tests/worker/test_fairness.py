@@ -71,11 +71,12 @@ def test_the_reaper_promotes_what_a_raised_limit_or_a_lost_slot_left_waiting(sto
 def test_bytes_are_counted_with_every_write_and_delete(store, settings):
     k, tenant = store.keys, "carol"
     X, y = np.zeros((1000, 10), np.float32), np.zeros(1000, np.int64)  # 48 KB as .npy
-    meta = store.put_dataset({"id": "ds_a", "tenant": tenant, "created_at": 1.0}, X, y,
+    codes = np.zeros((1000, 0), np.int32)
+    meta = store.put_dataset({"id": "ds_a", "tenant": tenant, "created_at": 1.0}, X, codes, y,
                              settings.max_tenant_bytes)
     assert store.tenant_bytes(tenant) == meta["bytes"] > 48_000
     with pytest.raises(quota.QuotaExceeded) as over:
-        store.put_dataset({"id": "ds_b", "tenant": tenant, "created_at": 2.0}, X, y,
+        store.put_dataset({"id": "ds_b", "tenant": tenant, "created_at": 2.0}, X, codes, y,
                           settings.max_tenant_bytes)
     message = over.value.message
     assert "BACKPROP_MAX_TENANT_BYTES=90000" in message and "delete datasets" in message

@@ -84,8 +84,8 @@ def test_bad_cursors_are_refused(store):
 def test_datasets_page_too(store):
     X, y = np.zeros((4, 2), np.float32), np.zeros(4, np.int64)
     for i in range(5):
-        store.put_dataset({"id": f"ds_{i}", "tenant": "t", "created_at": float(i)}, X, y,
-                          max_tenant_bytes=10**9)
+        store.put_dataset({"id": f"ds_{i}", "tenant": "t", "created_at": float(i)}, X,
+                          np.zeros((4, 0), np.int32), y, max_tenant_bytes=10**9)
     first = store.datasets("t", limit=3)
     rest = store.datasets("t", limit=3, before=first.next)
     assert [d["id"] for d in first.items + rest.items] == [f"ds_{i}" for i in range(4, -1, -1)]

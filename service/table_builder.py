@@ -1,0 +1,353 @@
+"""Arrow record batches -> a dataset's stored arrays and its schema (worker.schema).
+
+The readers in service/tables.py (CSV, Parquet, JSON records, X/y arrays) all feed record
+batches to one TableBuilder, which decides each column's kind once, from the first batch's
+types, and then copies every batch into arrays allocated once for all rows: numeric features
+into one float block (NaN where missing), categorical ones into int32 codes, the target into y.
+The API holds about the stored arrays, never the file's text as Python objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.errors import ApiError
+from worker.schema import (COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo, numeric_infos,
+                           numeric_targets, whole_classes)
+
+FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
+ID_MIN_ROWS = 20
+"""A text column whose every value differs is taken for an id from this many rows on."""
+COMPACT_ROWS = 1 << 16
+"""Rows moved at a time when rows without a target are left out."""
+FREE_TEXT_MIN_ROWS = 100
+"""...and one with more distinct values than half its rows for free text, from this many."""
+
+
+def invalid(field_name: str, message: str, status: int = 422) -> ApiError:
+    return ApiError(status, f"{field_name}: {message}", field_name)
+
+
+@dataclass
+class TableOptions:
+    """What the uploader said about the table (form fields, or the JSON body's fields)."""
+
+    target: list[str] | None = None         # default: the last column
+    ignore: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)   # declared kinds, `columns=`
+    dtype: str = "float32"
+    max_rows: int = 1_000_000
+    max_bytes: int = 512 * 1024 * 1024
+    max_categories: int = 1000
+
+
+@dataclass
+class Table:
+    """A parsed dataset: the arrays worker.schema describes, and the schema itself."""
+
+    numeric: np.ndarray       # (n, p) float32/64, NaN where missing
+    codes: np.ndarray         # (n, q) int32, -1 where missing
+    y: np.ndarray             # (n,) or (n, k)
+    schema: DatasetSchema
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.y)
+
+
+def is_numeric(kind: pa.DataType) -> bool:
+    return (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+            or pa.types.is_decimal(kind) or pa.types.is_null(kind))
+
+
+def is_text(kind: pa.DataType) -> bool:
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_dictionary(kind))
+
+
+def is_temporal(kind: pa.DataType) -> bool:
+    return pa.types.is_temporal(kind)
+
+
+class Categories:
+    """A text column's distinct values, each given a code as it first appears; at most `cap`
+    (beyond it the column is marked and its values no longer kept, bounding memory)."""
+
+    def __init__(self, cap: int):
+        self.cap, self.index, self.overflow = cap, {}, False
+
+    def codes(self, values: pa.Array) -> np.ndarray:
+        """(n,) int32 codes of values' strings, -1 for a null."""
+        encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
+        words = encoded.dictionary.to_pylist()
+        lookup = np.full(len(words) + 1, -1, dtype=np.int32)
+        for i, word in enumerate(words):
+            code = self.index.get(word)
+            if code is None and not self.overflow:
+                if len(self.index) >= self.cap:
+                    self.overflow = True
+                else:
+                    code = self.index[word] = len(self.index)
+            lookup[i] = -1 if code is None else code
+        positions = pc.fill_null(encoded.indices, len(words)).to_numpy(zero_copy_only=False)
+        return lookup[positions]
+
+    def sorted(self) -> tuple[list[str], np.ndarray]:
+        """(categories sorted, remap) where remap[old code] is the code in sorted order."""
+        words = sorted(self.index, key=self.index.__getitem__)
+        order = sorted(range(len(words)), key=words.__getitem__)
+        remap = np.empty(len(words), dtype=np.int32)
+        remap[order] = np.arange(len(words), dtype=np.int32)
+        return [words[i] for i in order], remap
+
+
+@dataclass
+class Plan:
+    """What happens to one column."""
+
+    name: str
+    role: str                    # "feature", "target" or "ignored"
+    kind: str                    # numeric, categorical or ignored
+    slot: int = -1               # column in the numeric/codes block (or y), -1 if not stored
+    declared: bool = False
+    problem: str | None = None
+    categories: Categories | None = None
+
+
+class TableBuilder:
+    """Copies record batches of one layout into a Table. Build with the column names and arrow
+    types (CSV: after type inference; Parquet: its schema) and an upper bound of the rows."""
+
+    def __init__(self, names: list[str], types: list[pa.DataType], options: TableOptions,
+                 capacity: int):
+        self.options = options
+        self.plans = self._plan(names, types, options)
+        features = [p for p in self.plans if p.role == "feature"]
+        for kind in ("numeric", "categorical"):
+            for slot, plan in enumerate(p for p in features if p.kind == kind):
+                plan.slot = slot
+        targets = [p for p in self.plans if p.role == "target"]
+        for slot, plan in enumerate(targets):
+            plan.slot = slot
+        self.target_kind = targets[0].kind
+        n_num = sum(p.kind == "numeric" for p in features)
+        n_cat = sum(p.kind == "categorical" for p in features)
+        dtype = np.dtype(FLOAT_DTYPES[options.dtype])
+        row_bytes = n_num * dtype.itemsize + n_cat * 4 + 8 * len(targets)
+        capacity = max(0, min(capacity, options.max_rows + 1))
+        if capacity * row_bytes > options.max_bytes:
+            raise invalid("file", f"the table has up to {capacity} rows of {row_bytes} bytes "
+                                  f"stored; this service takes at most {options.max_bytes} bytes "
+                                  f"(BACKPROP_MAX_DATASET_BYTES): upload fewer rows or columns, "
+                                  f"or ignore some (ignore=col,col)", 413)
+        self.numeric = np.empty((capacity, n_num), dtype=dtype)
+        self.codes = np.empty((capacity, n_cat), dtype=np.int32)
+        if self.target_kind == "categorical":
+            self.y = np.empty(capacity, dtype=np.int64)
+        else:
+            self.y = np.empty((capacity, len(targets)), dtype=np.float64)
+        self.rows = 0
+
+    # -- the layout ----------------------------------------------------------------------------
+    @staticmethod
+    def _plan(names: list[str], types: list[pa.DataType], options: TableOptions) -> list[Plan]:
+        blank = [i + 1 for i, name in enumerate(names) if not name.strip()]
+        if blank:
+            raise invalid("file", f"column {blank[0]} has no name; give every column a name in "
+                                  f"the header row")
+        seen: dict[str, int] = {}
+        for i, name in enumerate(names):
+            if name in seen:
+                raise invalid("file", f"the column name {name!r} appears twice (columns "
+                                      f"{seen[name] + 1} and {i + 1}); give each column its "
+                                      f"own name")
+            seen[name] = i
+        listed = f"the columns are {names}"
+        target = options.target or [names[-1]]
+        unknown = [t for t in target if t not in seen]
+        if unknown:
+            raise invalid("target", f"column(s) {unknown} are not in the table; {listed}")
+        for field_name, given in (("ignore", options.ignore), ("columns", list(options.kinds))):
+            unknown = [c for c in given if c not in seen]
+            if unknown:
+                raise invalid(field_name, f"column(s) {unknown} are not in the table; {listed}")
+        for name, kind in options.kinds.items():
+            if kind not in COLUMN_KINDS:
+                raise invalid("columns", f"{name!r}: unknown kind {kind!r}; valid kinds: "
+                                         f"{', '.join(COLUMN_KINDS)}")
+        clash = [t for t in target if t in options.ignore or options.kinds.get(t) == "ignored"]
+        if clash:
+            raise invalid("ignore", f"{clash} is the target; it cannot also be ignored")
+        plans = [TableBuilder._plan_column(name, kind, name in target, options)
+                 for name, kind in zip(names, types)]
+        if not any(p.role == "feature" for p in plans):
+            raise invalid("target", "leaves no feature column; keep at least one column that "
+                                    "is neither the target nor ignored")
+        return plans
+
+    @staticmethod
+    def _plan_column(name: str, kind: pa.DataType, is_target: bool,
+                     options: TableOptions) -> Plan:
+        declared = options.kinds.get(name)
+        if is_target:
+            if declared == "categorical" or (declared is None and is_text(kind)):
+                return Plan(name, "target", "categorical",
+                            categories=Categories(options.max_categories))
+            if declared == "numeric" or is_numeric(kind):
+                return Plan(name, "target", "numeric")
+            raise invalid("target", f"column {name!r} holds {kind} values, which cannot be a "
+                                    f"target; choose a column of numbers or of class names")
+        if name in options.ignore or declared == "ignored":
+            return Plan(name, "ignored", "ignored", declared=True)
+        if declared == "numeric" or (declared is None and is_numeric(kind)):
+            return Plan(name, "feature", "numeric", declared=declared is not None)
+        if declared == "categorical" or (declared is None and is_text(kind)):
+            return Plan(name, "feature", "categorical", declared=declared is not None,
+                        categories=Categories(options.max_categories))
+        what = "dates or times" if is_temporal(kind) else f"{kind} values"
+        fix = (f"ignore it (ignore={name}), or declare its kind (columns={{\"{name}\": "
+               f"\"categorical\"}}, or \"numeric\" for {'seconds or days since 1970' if is_temporal(kind) else 'numbers'})")
+        return Plan(name, "ignored", "ignored", problem=f"holds {what}; {fix}")
+
+    # -- the rows ----------------------------------------------------------------------------
+    def add(self, batch: pa.RecordBatch) -> None:
+        n = batch.num_rows
+        if n == 0:
+            return
+        start, end = self.rows, self.rows + n
+        if end > self.options.max_rows:
+            raise invalid("file", f"the table has more than {self.options.max_rows} rows; this "
+                                  f"service takes at most {self.options.max_rows} "
+                                  f"(BACKPROP_MAX_DATASET_ROWS)", 413)
+        if end > len(self.y):
+            raise invalid("file", "has more rows than its line count allowed for; check the "
+                                  "file's line endings and quoting")
+        for plan, values in zip(self.plans, batch.columns):
+            if plan.role == "ignored":
+                continue
+            if plan.kind == "categorical":
+                codes = plan.categories.codes(self._text(plan, values))
+                if plan.role == "target":
+                    self.y[start:end] = codes
+                else:
+                    self.codes[start:end, plan.slot] = codes
+                continue
+            numbers = self._numbers(plan, values)
+            if plan.role == "target":
+                self.y[start:end, plan.slot] = numbers
+            else:
+                self.numeric[start:end, plan.slot] = self._fits(plan, numbers)
+        self.rows = end
+
+    def _text(self, plan: Plan, values: pa.Array) -> pa.Array:
+        if is_text(values.type):
+            return values
+        try:
+            return values.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise invalid("columns", f"{plan.name!r} cannot be read as text ({exc})") from None
+
+    def _numbers(self, plan: Plan, values: pa.Array) -> np.ndarray:
+        """float64 values, NaN for nulls; infinities refused."""
+        try:
+            if is_temporal(values.type):
+                values = values.cast(pa.int64() if pa.types.is_timestamp(values.type)
+                                     else pa.int32())
+            numbers = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            where = "target" if plan.role == "target" else "columns"
+            raise invalid(where, f"{plan.name!r} holds values that are not numbers ({exc}); "
+                                 f"declare it categorical or clean it") from None
+        if np.isinf(numbers).any():
+            raise invalid("file", f"column {plan.name!r} holds an infinite value (numbers beyond "
+                                  f"±1.8e308 such as 1e400 read as infinite); remove it or "
+                                  f"leave the cell empty")
+        return numbers
+
+    def _fits(self, plan: Plan, numbers: np.ndarray) -> np.ndarray:
+        limit = np.finfo(self.numeric.dtype).max
+        if numbers.size and np.nanmax(np.abs(numbers), initial=0.0) > limit:
+            raise invalid("file", f"column {plan.name!r} holds values too large for "
+                                  f"{self.options.dtype} (largest allowed {limit:.3g}); upload "
+                                  f"with dtype=float64")
+        return numbers
+
+    # -- the end -------------------------------------------------------------------------------
+    def finish(self) -> Table:
+        if self.rows == 0:
+            raise invalid("file", "has a header but no data rows")
+        numeric, codes, y = (a[:self.rows] for a in (self.numeric, self.codes, self.y))
+        target_plans = [p for p in self.plans if p.role == "target"]
+        if self.target_kind == "categorical":
+            keep = y >= 0
+            classes, remap = target_plans[0].categories.sorted()
+            if target_plans[0].categories.overflow:
+                raise invalid("target", f"column {target_plans[0].name!r} has more than "
+                                        f"{self.options.max_categories} distinct values: too "
+                                        f"many classes (BACKPROP_MAX_CATEGORIES)")
+            y[keep] = remap[y[keep]]
+        else:
+            keep = ~np.isnan(y).any(axis=1)
+            classes = None
+        dropped = int(len(y) - keep.sum())
+        if dropped:
+            if dropped == len(y):
+                raise invalid("target", "no row has a target value; choose another target")
+            numeric, codes, y = (compact(a, keep) for a in (numeric, codes, y))
+        if self.target_kind == "numeric":
+            y = numeric_targets(y)
+            classes = whole_classes(y, self.options.max_categories)
+        numeric_plans = [p for p in self.plans if p.role == "feature" and p.kind == "numeric"]
+        described = dict(zip((p.name for p in numeric_plans),
+                             numeric_infos([p.name for p in numeric_plans], numeric)))
+        columns = [described.get(plan.name) or self._column_info(plan, codes)
+                   for plan in self.plans if plan.role != "target"]
+        target = TargetInfo(names=[p.name for p in target_plans], kind=self.target_kind,
+                            classes=classes, rows_dropped=dropped)
+        return Table(numeric, codes, y, DatasetSchema(columns=columns, target=target))
+
+    def _column_info(self, plan: Plan, codes: np.ndarray) -> ColumnInfo:
+        """A categorical or ignored column's info (numeric ones come from numeric_infos)."""
+        info = ColumnInfo(name=plan.name, kind=plan.kind, declared=plan.declared,
+                          problem=plan.problem)
+        if plan.kind == "categorical":
+            column = codes[:, plan.slot]
+            categories, remap = plan.categories.sorted()
+            present = column >= 0
+            column[present] = remap[column[present]]
+            info.missing = int((~present).sum())
+            info.categories = categories
+            info.problem = None if plan.declared and not plan.categories.overflow else \
+                text_problem(plan.name, len(categories), len(column) - info.missing,
+                             plan.categories.overflow, self.options.max_categories)
+        return info
+
+
+def text_problem(name: str, distinct: int, present: int, overflow: bool,
+                 cap: int) -> str | None:
+    """Why a text column cannot be one-hot encoded as it is, or None."""
+    fix = (f"ignore it (ignore={name}), or declare it categorical (columns={{\"{name}\": "
+           f"\"categorical\"}}) to use it anyway")
+    if overflow:
+        return (f"has more than {cap} distinct values (BACKPROP_MAX_CATEGORIES), like free "
+                f"text; ignore it (ignore={name})")
+    if present >= ID_MIN_ROWS and distinct == present:
+        return f"has a different value in every row, like an id; {fix}"
+    if present >= FREE_TEXT_MIN_ROWS and distinct > present / 2:
+        return f"has {distinct} distinct values in {present} rows, like free text; {fix}"
+    return None
+
+
+def compact(array: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """array[keep] in place (rows moved forward a chunk at a time), never a full copy."""
+    kept = np.flatnonzero(keep)
+    for start in range(0, len(kept), COMPACT_ROWS):
+        rows = kept[start:start + COMPACT_ROWS]
+        array[start:start + len(rows)] = array[rows]
+    return array[:len(kept)]
+
+

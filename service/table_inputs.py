@@ -1,0 +1,120 @@
+"""Predict inputs for a model with a preparation, as users have them: JSON records with raw
+values, a CSV file, or per-column tensors (the inference protocol). Each becomes the
+(numeric, codes) blocks that engine.preparation transforms; rows answer in the same order.
+
+A missing value (null, an absent key, an empty cell, NA, NaN, ?) is imputed as in training;
+an unknown category encodes as all zeros; keys the model does not use (the target, ignored
+columns) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from engine.preparation import MISSING, Preparation
+from service.errors import ApiError
+from service.tables import CSV_BLOCK_BYTES, NULL_VALUES, csv_problem
+
+MISSING_WORDS = frozenset(NULL_VALUES)
+
+
+def invalid(field: str, message: str, status: int = 422) -> ApiError:
+    return ApiError(status, f"{field}: {message}", field)
+
+
+def category_text(value) -> str | None:
+    """A raw categorical value as the string it was stored as (None: missing). Whole numbers
+    read as their digits (2007, not 2007.0), as a CSV cell would."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    text = str(value)
+    return None if text in MISSING_WORDS else text
+
+
+def number(value, field: str) -> float:
+    """A raw numeric value (NaN: missing); numbers written as text are read."""
+    if value is None or (isinstance(value, str) and value.strip() in MISSING_WORDS):
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise invalid(field, f"must be a number or null, not {type(value).__name__}")
+    try:
+        result = float(value)
+    except (ValueError, OverflowError):
+        raise invalid(field, f"must be a number or null, not {value!r}") from None
+    if math.isinf(result):
+        raise invalid(field, "is infinite (or beyond ±1.8e308); send a finite number or null")
+    return result
+
+
+def records_blocks(records, preparation: Preparation, max_rows: int,
+                   field: str = "inputs") -> tuple[np.ndarray, np.ndarray]:
+    """[{column: raw value}, ...] -> (numeric (n, p) float64, codes (n, q) int64)."""
+    if not isinstance(records, list) or not records:
+        raise invalid(field, "must be a non-empty list of records {\"column\": value, ...}")
+    if len(records) > max_rows:
+        raise invalid(field, f"{len(records)} rows; at most {max_rows} per request "
+                             f"(BACKPROP_MAX_PREDICT_ROWS)", 413)
+    num_cols, cat_cols = preparation.numeric, preparation.categorical
+    numeric = np.empty((len(records), len(num_cols)), dtype=np.float64)
+    codes = np.empty((len(records), len(cat_cols)), dtype=np.int64)
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise invalid(f"{field}[{i}]", "must be an object {\"column\": value, ...}")
+        for j, column in enumerate(num_cols):
+            numeric[i, j] = number(record.get(column.name), f"{field}[{i}].{column.name}")
+        for j, column in enumerate(cat_cols):
+            text = category_text(record.get(column.name))
+            codes[i, j] = MISSING if text is None else column.position(text)
+    return numeric, codes
+
+
+def csv_table(body: bytes, preparation: Preparation, max_rows: int) -> pa.Table:
+    """A CSV body (header row) read with the model's column types: numeric columns as
+    numbers, categorical ones as text; other columns as they come."""
+    types = {c.name: pa.float64() if c.kind == "numeric" else pa.string()
+             for c in preparation.columns}
+    try:
+        table = pacsv.read_csv(io.BytesIO(body), read_options=pacsv.ReadOptions(
+            block_size=CSV_BLOCK_BYTES), parse_options=pacsv.ParseOptions(
+            newlines_in_values=True), convert_options=pacsv.ConvertOptions(
+            null_values=NULL_VALUES, strings_can_be_null=True, column_types=types))
+    except pa.ArrowInvalid as exc:
+        raise invalid("body", csv_problem(str(exc))) from None
+    if table.num_rows == 0:
+        raise invalid("body", "the CSV has no data rows")
+    if table.num_rows > max_rows:
+        raise invalid("body", f"{table.num_rows} rows; at most {max_rows} per request "
+                              f"(BACKPROP_MAX_PREDICT_ROWS)", 413)
+    names = table.column_names
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise invalid("body", f"the column name(s) {repeated} appear twice; give each column "
+                              f"its own name")
+    return table
+
+
+def table_blocks(table: pa.Table, preparation: Preparation) -> tuple[np.ndarray, np.ndarray]:
+    """An arrow table's model columns -> (numeric, codes); an absent column is all missing."""
+    n = table.num_rows
+    numeric = np.full((n, len(preparation.numeric)), np.nan)
+    codes = np.full((n, len(preparation.categorical)), MISSING, dtype=np.int64)
+    present = set(table.column_names)
+    for j, column in enumerate(preparation.numeric):
+        if column.name in present:
+            numeric[:, j] = table[column.name].to_numpy()
+    for j, column in enumerate(preparation.categorical):
+        if column.name in present:
+            values = table[column.name].to_pylist()
+            codes[:, j] = [MISSING if v is None else column.position(v) for v in values]
+    return numeric, codes

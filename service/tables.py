@@ -1,0 +1,203 @@
+"""Tables in: CSV and Parquet files (pyarrow's readers, typed and null-aware), JSON records, and
+X/y arrays, each turned into a dataset's stored arrays and schema (service/table_builder.py).
+
+Empty cells, NA, N/A, NaN, null and ? are missing values. Column kinds come from the values'
+types (numbers: numeric; text: categorical; dates: refused as features until declared or
+ignored) unless declared at upload (`columns={"year": "categorical"}`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from service.table_builder import Table, TableBuilder, TableOptions, invalid
+from worker.schema import arrays_schema, numeric_targets
+
+NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"]
+CSV_BLOCK_BYTES = 4 << 20
+"""Bytes of CSV parsed at a time; the longest row the reader accepts."""
+PARQUET_BATCH_ROWS = 1 << 16
+COUNT_BLOCK = 1 << 20
+CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+)")
+WIDER = {"null": pa.float64(), "int64": pa.float64(), "double": pa.string()}
+"""A column whose first block looked like the key but a later value does not is read again
+as the value type: whole numbers, then any numbers, then text."""
+DECLARED_TYPES = {"numeric": pa.float64(), "categorical": pa.string()}
+
+
+# -- CSV -------------------------------------------------------------------------------------
+def read_csv_table(file: BinaryIO, options: TableOptions) -> Table:
+    """A CSV file with a header row (the spooled upload, read from disk in blocks)."""
+    capacity = max(count_lines(file) - 1, 0)
+    forced: dict[str, pa.DataType] = {}
+    for _ in range(64):  # each pass widens one column's type; a table has few such columns
+        file.seek(0)
+        try:
+            # Closed before any retry: its read-ahead must not share the file with the next.
+            with pacsv.open_csv(file, read_options=pacsv.ReadOptions(
+                    block_size=CSV_BLOCK_BYTES), parse_options=pacsv.ParseOptions(
+                    newlines_in_values=True), convert_options=pacsv.ConvertOptions(
+                    null_values=NULL_VALUES, strings_can_be_null=True,
+                    column_types={**forced, **{name: DECLARED_TYPES[kind] for name, kind in
+                                               options.kinds.items()
+                                               if kind in DECLARED_TYPES}})) as reader:
+                names = reader.schema.names
+                binary = [n for n, t in zip(names, reader.schema.types)
+                          if pa.types.is_binary(t)]
+                if binary:
+                    raise invalid("file", f"column {binary[0]!r} is not UTF-8 text; save the "
+                                          f"file as UTF-8")
+                builder = TableBuilder(names, reader.schema.types, options, capacity)
+                for batch in reader:
+                    builder.add(batch)
+                return builder.finish()
+        except UnicodeDecodeError:
+            raise invalid("file", "is not UTF-8 text; save the CSV as UTF-8, or upload Parquet "
+                                  "or NPZ") from None
+        except pa.ArrowException as exc:
+            wider = widened(str(exc), names if "names" in locals() else [], forced)
+            if wider is None:
+                raise invalid("file", csv_problem(str(exc))) from None
+            forced.update(wider)
+    raise invalid("file", "column types kept changing while reading; declare the kinds of "
+                          "mixed columns (columns={...})")
+
+
+def widened(message: str, names: list[str],
+            forced: dict[str, pa.DataType]) -> dict[str, pa.DataType] | None:
+    """{column: wider type} for a conversion error in a later block, or None."""
+    found = CONVERSION_ERROR.search(message)
+    if found is None or int(found[1]) >= len(names):
+        return None
+    name, failed = names[int(found[1])], found[2]
+    wider = WIDER.get(failed, pa.string())
+    if forced.get(name) == wider or failed == "string":
+        return None
+    return {name: wider}
+
+
+def csv_problem(message: str) -> str:
+    """pyarrow's parse error, said as what to fix."""
+    if "straddling" in message:
+        return (f"has a row longer than {CSV_BLOCK_BYTES >> 20} MiB (or an unbalanced quote "
+                f"that makes one); check the file's quoting")
+    if "Empty CSV file" in message:
+        return "is empty; the CSV needs a header row and data rows"
+    first = message.splitlines()[0] if message else "unreadable"
+    return f"is not a well-formed CSV file ({first[:300]})"
+
+
+def count_lines(file: BinaryIO) -> int:
+    """Lines that hold something (blank lines do not count), for \\n, \\r\\n or \\r line
+    endings: an upper bound of the header and data rows. Leaves the file at its start."""
+    file.seek(0)
+    lines, previous_is_text = 0, False
+    while block := file.read(COUNT_BLOCK):
+        ends = np.frombuffer(block, dtype=np.uint8)
+        ends = (ends == 10) | (ends == 13)
+        # a line ends where text is followed by a line break
+        lines += int(np.count_nonzero(~ends[:-1] & ends[1:]))
+        lines += int(previous_is_text and ends[0])
+        previous_is_text = not ends[-1]
+    file.seek(0)
+    return lines + previous_is_text
+
+
+# -- Parquet ---------------------------------------------------------------------------------
+def read_parquet_table(file: BinaryIO, options: TableOptions) -> Table:
+    """A Parquet file, a batch of rows at a time; its declared sizes are checked first."""
+    try:
+        parquet = pq.ParquetFile(file)
+        metadata = parquet.metadata
+        schema = parquet.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise invalid("file", f"is not a readable Parquet file ({exc})") from None
+    unpacked = sum(metadata.row_group(g).column(c).total_uncompressed_size
+                   for g in range(metadata.num_row_groups)
+                   for c in range(metadata.num_columns))
+    if unpacked > 4 * options.max_bytes:
+        raise invalid("file", f"the Parquet file unpacks to {unpacked} bytes; this service "
+                              f"takes at most {4 * options.max_bytes} (4 x "
+                              f"BACKPROP_MAX_DATASET_BYTES) before conversion", 413)
+    builder = TableBuilder(schema.names, schema.types, options, metadata.num_rows)
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            builder.add(batch)
+    except (pa.ArrowException, OSError) as exc:
+        raise invalid("file", f"is not a readable Parquet file ({exc})") from None
+    return builder.finish()
+
+
+# -- JSON records ----------------------------------------------------------------------------
+def read_records(records, options: TableOptions, field_name: str = "records") -> Table:
+    """A list of JSON objects, one per row; a key missing from a row is a missing value."""
+    if not isinstance(records, list) or not records:
+        raise invalid(field_name, "must be a non-empty list of objects, one per row")
+    if len(records) > options.max_rows:
+        raise invalid(field_name, f"{len(records)} rows; at most {options.max_rows} "
+                                  f"(BACKPROP_MAX_DATASET_ROWS)", 413)
+    names: dict[str, None] = {}
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise invalid(f"{field_name}[{i}]", "must be an object {\"column\": value, ...}")
+        names.update(dict.fromkeys(record))
+    arrays = [record_column(records, name, field_name) for name in names]
+    batch = pa.RecordBatch.from_arrays(arrays, names=list(names))
+    builder = TableBuilder(list(names), [a.type for a in arrays], options, len(records))
+    builder.add(batch)
+    return builder.finish()
+
+
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and value in NULL_VALUES)
+
+
+def record_column(records: list[dict], name: str, field_name: str) -> pa.Array:
+    """One column of records: numbers if every present value is a number, else text."""
+    values = [record.get(name) for record in records]
+    for i, value in enumerate(values):
+        if isinstance(value, (dict, list)):
+            raise invalid(f"{field_name}[{i}].{name}", "must be a number, a string or null")
+    present = [v for v in values if not is_missing(v)]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        numbers = [None if is_missing(v) else float(v) if abs(v) < 1.8e308 else math.inf
+                   for v in values]
+        return pa.array(numbers, type=pa.float64())
+    return pa.array([None if is_missing(v) else str(v) for v in values], type=pa.string())
+
+
+# -- X and y arrays --------------------------------------------------------------------------
+def table_from_arrays(X: np.ndarray, y: np.ndarray, options: TableOptions,
+                      x_field: str = "X", y_field: str = "y") -> Table:
+    """NPZ or JSON X (n, d) and y: d numeric columns x0..x{d-1}. X is cast to the stored
+    dtype without a second copy."""
+    if X.shape[0] > options.max_rows:
+        raise invalid(x_field, f"the dataset has {X.shape[0]} rows; this service takes at most "
+                               f"{options.max_rows} (BACKPROP_MAX_DATASET_ROWS)", 413)
+    stored = X.size * np.dtype(options.dtype).itemsize + y.size * 8
+    if stored > options.max_bytes:
+        raise invalid(x_field, f"the dataset takes {stored} bytes; this service takes at most "
+                               f"{options.max_bytes} (BACKPROP_MAX_DATASET_BYTES)", 413)
+    if y.dtype.kind == "u" and y.size and y.max() > np.iinfo(np.int64).max:
+        raise invalid(y_field, f"holds {y.max()}, beyond the int64 labels this service stores; "
+                               f"use labels below 2**63")
+    limit = np.finfo(options.dtype).max
+    if X.dtype.kind == "f" and X.dtype.itemsize > np.dtype(options.dtype).itemsize and \
+            X.size and np.abs(X).max() > limit:
+        raise invalid(x_field, f"holds values too large for {options.dtype} (largest allowed "
+                               f"{limit:.3g}); use dtype float64")
+    numeric = X.astype(options.dtype, copy=False)
+    if y.dtype.kind in "iub":
+        y = y.astype(np.int64)
+    else:
+        y = numeric_targets(y.reshape(len(y), -1).astype(np.float64))
+    codes = np.empty((len(y), 0), dtype=np.int32)
+    return Table(numeric, codes, y, arrays_schema(numeric, y, options.max_categories))

@@ -1,0 +1,114 @@
+"""What a dataset's columns hold: recorded at upload, shown by GET /v1/datasets/{id}, read at
+job submit (to check a job against the data) and by the worker (to fit the preparation).
+
+A dataset is stored as three arrays (see worker.store):
+    numeric   (n, p) float: the `numeric` feature columns in schema order, NaN where missing
+    codes     (n, q) int32: the `categorical` feature columns, each value's index in that
+              column's `categories`, -1 where missing
+    y         (n,) or (n, k): float64 values of a numeric target, int64 indices into `classes`
+              of a categorical one
+Columns of kind `ignored` are recorded (with `problem` saying why, when the service decided)
+but not stored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.preparation import column_moments
+
+ColumnKind = Literal["numeric", "categorical", "ignored"]
+COLUMN_KINDS = ("numeric", "categorical", "ignored")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ColumnInfo(_Record):
+    name: str
+    kind: ColumnKind
+    missing: int = Field(0, description="rows without a value")
+    declared: bool = Field(False, description="the kind was given at upload (`columns`)")
+    problem: str | None = Field(
+        None, description="why this column cannot serve as a feature as it is, and the fix")
+    # numeric columns
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    # categorical columns
+    categories: list[str] | None = Field(None, description="the distinct values, sorted")
+
+    @property
+    def usable(self) -> bool:
+        return self.kind != "ignored" and self.problem is None
+
+
+class TargetInfo(_Record):
+    names: list[str] = Field(description="the target column(s)")
+    kind: Literal["numeric", "categorical"]
+    classes: list[str] | list[int] | None = Field(
+        None, description="distinct values of a one-column target that can be classes (strings, "
+                          "or whole numbers up to BACKPROP_MAX_CATEGORIES), sorted")
+    rows_dropped: int = Field(0, description="rows without a target value, left out")
+
+
+class DatasetSchema(_Record):
+    columns: list[ColumnInfo]
+    target: TargetInfo
+
+    def of_kind(self, kind: str) -> list[ColumnInfo]:
+        """The stored columns of `kind` (numeric or categorical), in storage order."""
+        return [c for c in self.columns if c.kind == kind]
+
+    @property
+    def max_abs(self) -> float:
+        """The largest magnitude among numeric feature values (0 without any)."""
+        return max((max(abs(c.min), abs(c.max)) for c in self.of_kind("numeric")
+                    if c.min is not None), default=0.0)
+
+
+def numeric_infos(names: list[str], block: np.ndarray) -> list[ColumnInfo]:
+    """ColumnInfo of each column of a numeric block (n, p), NaN a missing value."""
+    moments = column_moments(block)
+    infos = []
+    for j, name in enumerate(names):
+        present = moments.count[j] > 0
+        stats = {key: float(getattr(moments, field)[j]) if present else None for key, field in
+                 (("min", "minimum"), ("max", "maximum"), ("mean", "mean"), ("std", "std"))}
+        infos.append(ColumnInfo(name=name, kind="numeric", missing=len(block) - int(
+            moments.count[j]), problem=None if present else f"has no values; ignore it "
+                                                            f"(ignore={name})", **stats))
+    return infos
+
+
+def numeric_targets(y: np.ndarray) -> np.ndarray:
+    """(n, k) float64 targets -> (n,) for one column, int64 when every value is whole."""
+    y = y[:, 0] if y.shape[1] == 1 else y
+    if np.all(y == np.round(y)) and np.abs(y).max(initial=0) < 2**53:
+        return y.astype(np.int64)
+    return y
+
+
+def whole_classes(y: np.ndarray, cap: int) -> list[int] | None:
+    """The sorted distinct values of a one-column whole-number target, when few enough to be
+    classes."""
+    if y.ndim != 1 or y.dtype.kind != "i":
+        return None
+    classes = np.unique(y)
+    return [int(c) for c in classes] if len(classes) <= cap else None
+
+
+def arrays_schema(numeric: np.ndarray, y: np.ndarray, max_categories: int,
+                  rows_dropped: int = 0) -> DatasetSchema:
+    """The schema of plain arrays (NPZ or JSON X and y, a job's inline data): numeric columns
+    x0..x{d-1}, and a numeric target y (y0..y{k-1} for several columns)."""
+    columns = numeric_infos([f"x{j}" for j in range(numeric.shape[1])], numeric)
+    names = ["y"] if y.ndim == 1 else [f"y{k}" for k in range(y.shape[1])]
+    return DatasetSchema(columns=columns, target=TargetInfo(
+        names=names, kind="numeric", rows_dropped=rows_dropped,
+        classes=whole_classes(y, max_categories)))
