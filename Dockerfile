@@ -1,91 +1,55 @@
-# One image for the API and the workers; only the command differs (see docker-compose.yml).
+# The CPU image: one image for the API and the workers; only the command differs (see
+# docker-compose.yml). The CUDA image has a file of its own, Dockerfile.gpu, so that a plain
+# `docker build .` with any builder (the classic one included) never reads or pulls a CUDA base.
 #
-#   docker build -t backprop-service .                      CPU image (target `runtime`)
-#   docker build --target gpu -t backprop-service-gpu .     CUDA image with the [gpu] extra
+#   docker build -t backprop-service .
+#   docker build --build-arg PYTHON_IMAGE=registry.example/python:3.11-slim-bookworm .
 #
-# Both images keep the project in a virtual environment at /opt/venv, built in a builder stage
-# that installs the dependencies listed in pyproject.toml before any source is copied, so
-# editing code rebuilds one small layer. BuildKit (Docker's default builder) builds only the
-# stages a target needs: the CPU image never pulls the CUDA base.
+# Everything installed comes from the hashed locks in requirements/ (refreshed with `./dev lock`),
+# so the image holds exactly what CI tested. A wheelhouse made by `./dev wheelhouse`
+# (requirements/wheelhouse/, ignored by git) is installed from instead of PyPI: then the build
+# needs no network at all. That is how a host whose HTTPS goes through a proxy with its own CA
+# builds: the CA stays on the host and never enters a layer, and it works with either builder
+# (a BuildKit secret would not work with the classic one).
 #
-# Build arguments:
-#   PYTHON_IMAGE  base of the CPU stages (builder and runtime share it, so the venv's
-#                 interpreter path is the same in both)
-#   CUDA_IMAGE    base of the GPU stages; pick a CUDA 12 runtime that your host driver supports
-#                 (`nvidia-smi` shows the highest CUDA version the driver runs)
-#   EXTRAS        more extras of pyproject.toml to install, comma-separated (e.g. plot)
+# Build argument:
+#   PYTHON_IMAGE  base of both stages (the same, so the venv's interpreter path matches); any
+#                 Debian-like image with Python >= 3.11 on PATH as `python`, plus venv and useradd
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04
-ARG EXTRAS=""
 
-
-# ---------------------------------------------------------------------------------------------
-# GPU image. The CUDA runtime image ships the libraries CuPy loads (cudart, cuBLAS, cuRAND,
-# cuSOLVER, cuSPARSE, NVRTC); the host needs only the NVIDIA driver and the container toolkit.
-# Ubuntu 24.04's own Python is 3.12 (pyproject requires >=3.11), so no third-party Python build.
-# ---------------------------------------------------------------------------------------------
-FROM ${CUDA_IMAGE} AS gpu-base
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PATH=/opt/venv/bin:$PATH
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --create-home --home-dir /home/backprop \
-        --shell /usr/sbin/nologin backprop
-
-FROM gpu-base AS gpu-builder
-ARG EXTRAS
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3-venv \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv
-WORKDIR /src
-# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
-RUN python -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = [e for e in sys.argv[1].split(",") if e]; print("\n".join(p["dependencies"] + [d for e in extras for d in p["optional-dependencies"][e]]))' "gpu,${EXTRAS}" > requirements.txt \
-    && pip install -r requirements.txt
-# Then the project itself (the build context is an allowlist: see .dockerignore).
-COPY . ./
-RUN pip install --no-deps .
-
-FROM gpu-base AS gpu
-COPY --from=gpu-builder /opt/venv /opt/venv
-USER backprop
-WORKDIR /home/backprop
-CMD ["backprop", "worker", "--queues", "training-gpu"]
-
-
-# ---------------------------------------------------------------------------------------------
-# CPU image (the default target, last in this file): python:3.11-slim, no compilers, non-root.
-# ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
-ARG EXTRAS
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
-RUN python -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = [e for e in sys.argv[1].split(",") if e]; print("\n".join(p["dependencies"] + [d for e in extras for d in p["optional-dependencies"][e]]))' "${EXTRAS}" > requirements.txt \
-    && pip install -r requirements.txt
-# Then the project itself (the build context is an allowlist: see .dockerignore).
+# Dependencies first, from the locks alone: this layer is rebuilt only when requirements/ changes.
+COPY requirements/ requirements/
+RUN set --; if [ -d requirements/wheelhouse ]; then \
+        set -- --no-index --find-links requirements/wheelhouse; fi \
+    && pip install "$@" --require-hashes -r requirements/build.txt \
+    && pip install "$@" --require-hashes -r requirements/runtime.txt
+# Then the local distributions (the build context is an allowlist: see .dockerignore), with no
+# dependencies of their own to fetch: the client first, so the server finds it installed.
 COPY . ./
-RUN pip install --no-deps .
+RUN for dist in ./client .; do \
+        if [ -f "$dist/pyproject.toml" ]; then \
+            pip install --no-deps --no-build-isolation "$dist" || exit 1; fi; done \
+    && pip check
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/backprop \
-        --shell /usr/sbin/nologin backprop
+# uid and gid both 10001, a regular (not --system) account: no clash with the base image's
+# system ids and no useradd warning.
+RUN groupadd --gid 10001 backprop \
+    && useradd --uid 10001 --gid backprop --no-log-init --create-home \
+        --home-dir /home/backprop --shell /usr/sbin/nologin backprop
 COPY --from=builder /opt/venv /opt/venv
 USER backprop
 WORKDIR /home/backprop
-EXPOSE 8000
+# No EXPOSE: workers run this image too and listen on nothing; compose publishes the API's port.
 # The API; workers run the same image with `backprop worker`. Health checks live in
 # docker-compose.yml because they differ by role (HTTP for the API, RQ registration for workers).
 CMD ["backprop", "api", "--host", "0.0.0.0", "--port", "8000"]

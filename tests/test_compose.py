@@ -1,5 +1,6 @@
-"""The container files: docker-compose.yml as `docker-compose config` resolves it, and plain-text
-checks of the Dockerfile and .dockerignore. No Docker engine is needed (none builds here).
+"""The compose files as `docker-compose config` resolves them (the Dockerfiles are checked in
+test_dockerfiles.py, the locks in test_locks.py). No Docker engine is needed: tests/deploy
+builds and runs them for real.
 
 The compose tests need the `docker-compose` binary (CI: `apt-get install -y
 --no-install-recommends docker-compose`) and skip, saying so, where it is absent.
@@ -18,11 +19,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+PUBLISH_FILE = ROOT / "docker-compose.publish.yml"
+TLS_FILE = ROOT / "docker-compose.tls.yml"
+WORKERS_FILE = ROOT / "docker-compose.workers.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
+GPU_DOCKERFILE = ROOT / "Dockerfile.gpu"
 COMPOSE = shutil.which("docker-compose")
 APP_SERVICES = ("api", "worker", "worker-gpu")
 TEST_KEYS = "alice:test-key-not-a-secret"
+TEST_PASSWORD = "0123abcd"
+TEST_ENV = {"BACKPROP_API_KEYS": TEST_KEYS, "BACKPROP_REDIS_PASSWORD": TEST_PASSWORD}
 
 needs_compose = pytest.mark.skipif(
     COMPOSE is None,
@@ -30,24 +36,25 @@ needs_compose = pytest.mark.skipif(
            "apt-get install -y --no-install-recommends docker-compose) to check the compose file")
 
 
-def compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    """`docker-compose config` with the gpu profile on, given `env` and none of the caller's
-    BACKPROP_*/COMPOSE_* variables or .env file (nor a PYTHONPATH: Debian's docker-compose is
-    a Python program of the system interpreter)."""
+def compose_config(tmp_path: Path, *files: Path, **env: str) -> subprocess.CompletedProcess:
+    """`docker-compose config` of `files` (default: docker-compose.yml) with the gpu profile on,
+    given `env` and none of the caller's BACKPROP_*/COMPOSE_* variables or .env file (nor a
+    PYTHONPATH: Debian's docker-compose is a Python program of the system interpreter)."""
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("BACKPROP_", "COMPOSE_", "DOCKER_"))
              and k not in ("PYTHONPATH", "PYTHONHOME")}
     empty_env_file = tmp_path / "empty.env"
     empty_env_file.write_text("")
+    file_args = [arg for f in (files or (COMPOSE_FILE,)) for arg in ("--file", str(f))]
     return subprocess.run(
-        [COMPOSE, "--env-file", str(empty_env_file), "--file", str(COMPOSE_FILE),
+        [COMPOSE, "--env-file", str(empty_env_file), *file_args,
          "--project-directory", str(ROOT), "--profile", "gpu", "config"],
         cwd=tmp_path, env={**clean, **env}, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> dict:
-    result = compose_config(tmp_path_factory.mktemp("compose"), BACKPROP_API_KEYS=TEST_KEYS)
+    result = compose_config(tmp_path_factory.mktemp("compose"), **TEST_ENV)
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     return yaml.safe_load(result.stdout)
 
@@ -94,12 +101,17 @@ def command_of(service: dict) -> list[str]:
 
 @needs_compose
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
-def test_api_keys_are_required(tmp_path, value):
-    env = {} if value is None else {"BACKPROP_API_KEYS": value}
+@pytest.mark.parametrize("variable,hint", [("BACKPROP_API_KEYS", "tenant:key"),
+                                           ("BACKPROP_REDIS_PASSWORD", "openssl rand")])
+def test_secrets_are_required(tmp_path, variable, hint, value):
+    """No API without keys, no Redis without its password: compose says which and how."""
+    env = {k: v for k, v in TEST_ENV.items() if k != variable}
+    if value is not None:
+        env[variable] = value
     result = compose_config(tmp_path, **env)
-    assert result.returncode != 0, "compose must refuse to run the API without API keys"
+    assert result.returncode != 0, f"compose must refuse to run without {variable}"
     message = result.stderr + result.stdout
-    assert "set BACKPROP_API_KEYS" in message and "tenant:key" in message, message
+    assert f"set {variable}" in message and hint in message, message
 
 
 @needs_compose
@@ -129,7 +141,102 @@ def test_redis_persists_to_a_named_volume(config, services):
     assert data, "redis needs a volume at /data"
     assert data[0]["source"] in config["volumes"], "the /data volume must be a named volume"
     assert "ping" in " ".join(redis["healthcheck"]["test"])
-    assert not redis.get("ports"), "Redis has no password: it must not be published"
+
+
+def acl_users(redis: dict) -> dict[str, list[str]]:
+    """The --user rules of a Valkey command line: {user name: [rule, ...]}."""
+    command, users, current = command_of(redis), {}, None
+    for arg in command[1:]:
+        if arg.startswith("--"):
+            current = arg == "--user"
+            name = None
+            continue
+        if current and name is None:
+            name = arg
+            users[name] = []
+        elif current:
+            users[name].append(arg)
+    return users
+
+
+@needs_compose
+def test_redis_has_one_password_protected_user_and_no_default_user(services):
+    users = acl_users(services["redis"])
+    assert users["default"] == ["off"]
+    rules = users["backprop"]
+    assert "on" in rules and f">{TEST_PASSWORD}" in rules and "nopass" not in rules
+    assert "-@admin" in rules, "the service needs no CONFIG, ACL, SHUTDOWN or DEBUG"
+    health = " ".join(services["redis"]["healthcheck"]["test"])
+    assert "--user backprop" in health and "BACKPROP_REDIS_PASSWORD" in health
+
+
+@needs_compose
+@pytest.mark.parametrize("maxmemory", [None, "512mb"])
+def test_redis_memory_is_capped_without_eviction(tmp_path, maxmemory):
+    env = {**TEST_ENV, **({"BACKPROP_REDIS_MAXMEMORY": maxmemory} if maxmemory else {})}
+    result = compose_config(tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    command = command_of(yaml.safe_load(result.stdout)["services"]["redis"])
+    assert command[command.index("--maxmemory") + 1] == (maxmemory or "2gb")
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+@needs_compose
+def test_redis_is_published_only_with_the_publish_file(tmp_path, services):
+    assert not services["redis"].get("ports"), "docker-compose.yml alone must not publish Redis"
+    published = {}
+    for publish in (None, "127.0.0.1:16379"):
+        env = {**TEST_ENV, **({"BACKPROP_REDIS_PUBLISH": publish} if publish else {})}
+        result = compose_config(tmp_path, COMPOSE_FILE, PUBLISH_FILE, **env)
+        assert result.returncode == 0, result.stderr
+        redis = yaml.safe_load(result.stdout)["services"]["redis"]
+        assert container_ports(redis) == [6379]
+        port = redis["ports"][0]
+        if isinstance(port, str):  # "127.0.0.1:16379:6379/tcp"
+            host_ip, host_port, _ = port.split(":")
+            port = {"host_ip": host_ip, "published": host_port}
+        published[publish] = (port.get("host_ip"), int(port["published"]))
+    assert published == {None: (None, 6379), "127.0.0.1:16379": ("127.0.0.1", 16379)}
+
+
+@needs_compose
+def test_tls_file_closes_the_plain_port_and_clients_check_the_certificate(tmp_path):
+    result = compose_config(tmp_path, COMPOSE_FILE, TLS_FILE, **TEST_ENV,
+                            BACKPROP_REDIS_TLS_DIR="/srv/tls")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    command = command_of(services["redis"])
+    assert command[command.index("--port") + 1] == "0"
+    assert command[command.index("--tls-port") + 1] == "6379"
+    assert acl_users(services["redis"])["default"] == ["off"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert "--tls" in " ".join(services["redis"]["healthcheck"]["test"])
+    for name in APP_SERVICES:
+        url = env_of(services[name])["BACKPROP_REDIS_URL"]
+        assert url == (f"rediss://backprop:{TEST_PASSWORD}@redis:6379/0"
+                       "?ssl_ca_certs=/tls/ca.crt"), name
+        mounts = [v if isinstance(v, dict) else
+                  dict(zip(("source", "target"), str(v).split(":")[:2]))
+                  for v in services[name]["volumes"]]
+        assert [(m["source"], m["target"]) for m in mounts] == [
+            ("/srv/tls/ca.crt", "/tls/ca.crt")], f"{name} gets the CA certificate alone"
+
+
+@needs_compose
+def test_remote_workers_file_runs_the_worker_service_of_the_stack(tmp_path, services):
+    url = f"redis://backprop:{TEST_PASSWORD}@redis-host:6379/0"
+    missing = compose_config(tmp_path, WORKERS_FILE)
+    assert missing.returncode != 0 and "set BACKPROP_REDIS_URL" in missing.stderr + missing.stdout
+    result = compose_config(tmp_path, WORKERS_FILE, BACKPROP_REDIS_URL=url)
+    assert result.returncode == 0, result.stderr
+    remote = yaml.safe_load(result.stdout)["services"]
+    assert set(remote) == {"worker"}
+    worker, local = remote["worker"], services["worker"]
+    for key in ("image", "build", "command", "healthcheck", "cap_drop", "security_opt",
+                "stop_grace_period", "restart"):
+        assert worker[key] == local[key], key
+    assert env_of(worker)["BACKPROP_REDIS_URL"] == url
+    assert "BACKPROP_API_KEYS" not in env_of(worker) and not worker.get("ports")
 
 
 @needs_compose
@@ -144,7 +251,8 @@ def test_app_services_wait_for_healthy_redis(services):
     for name in APP_SERVICES:
         depends = services[name]["depends_on"]
         assert depends["redis"]["condition"] == "service_healthy", name
-        assert env_of(services[name])["BACKPROP_REDIS_URL"] == "redis://redis:6379/0", name
+        assert (env_of(services[name])["BACKPROP_REDIS_URL"]
+                == f"redis://backprop:{TEST_PASSWORD}@redis:6379/0"), name
 
 
 @needs_compose
@@ -172,7 +280,7 @@ def test_worker_scales(services):
 def test_gpu_worker_is_opt_in_and_reserves_an_nvidia_gpu(services):
     gpu = services["worker-gpu"]
     assert gpu["profiles"] == ["gpu"]
-    assert gpu["build"]["target"] == "gpu"
+    assert Path(gpu["build"]["dockerfile"]).name == GPU_DOCKERFILE.name
     assert gpu["image"] != services["worker"]["image"]
     command = command_of(gpu)
     assert command[:2] == ["backprop", "worker"]
@@ -185,7 +293,7 @@ def test_gpu_worker_is_opt_in_and_reserves_an_nvidia_gpu(services):
 
 @needs_compose
 def test_gpu_worker_listens_on_the_configured_gpu_queue(tmp_path):
-    result = compose_config(tmp_path, BACKPROP_API_KEYS=TEST_KEYS,
+    result = compose_config(tmp_path, **TEST_ENV,
                             BACKPROP_GPU_QUEUE="gpu-a100", BACKPROP_PORT="127.0.0.1:9000")
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
@@ -198,105 +306,23 @@ def test_gpu_worker_listens_on_the_configured_gpu_queue(tmp_path):
 
 
 @needs_compose
-def test_build_targets_are_dockerfile_stages(services):
-    stages = {name for name, _ in dockerfile_stages()}
-    for name in APP_SERVICES:
-        assert services[name]["build"]["target"] in stages, name
+def test_cpu_services_build_the_default_stage_of_the_plain_dockerfile(services):
+    for name in ("api", "worker"):
+        build = services[name]["build"]
+        assert "target" not in build and Path(build.get("dockerfile", "Dockerfile")).name == \
+            "Dockerfile", name
 
 
-# --- Dockerfile (plain text) ------------------------------------------------------------------
-
-def dockerfile_stages() -> list[tuple[str, list[tuple[str, str]]]]:
-    """[(stage name, [(INSTRUCTION, arguments), ...]), ...] with continuation lines joined."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    stages: list[tuple[str, list[tuple[str, str]]]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        instruction, _, args = line.partition(" ")
-        instruction = instruction.upper()
-        if instruction == "FROM":
-            match = re.search(r"\s+AS\s+(\S+)\s*$", args, re.IGNORECASE)
-            stages.append((match.group(1) if match else str(len(stages)), []))
-        elif stages:
-            stages[-1][1].append((instruction, args.strip()))
-    return stages
-
-
-def final_user(instructions: list[tuple[str, str]]) -> str | None:
-    users = [args.split(":")[0] for instruction, args in instructions if instruction == "USER"]
-    return users[-1] if users else None
-
-
-def test_dockerfile_is_multi_stage():
-    stages = dict(dockerfile_stages())
-    assert len(stages) >= 2
-    assert {"builder", "runtime", "gpu"} <= set(stages)
-
-
-@pytest.mark.parametrize("stage", ["runtime", "gpu", "final"])
-def test_images_run_as_non_root(stage):
-    stages = dockerfile_stages()
-    instructions = stages[-1][1] if stage == "final" else dict(stages)[stage]
-    user = final_user(instructions)
-    assert user is not None and user not in ("root", "0"), f"{stage} stage must set a non-root USER"
-
-
-def test_default_target_is_the_cpu_image():
-    assert dockerfile_stages()[-1][0] == "runtime"
-
-
-@pytest.mark.parametrize("builder", ["builder", "gpu-builder"])
-def test_dependencies_are_installed_before_the_source_is_copied(builder):
-    instructions = dict(dockerfile_stages())[builder]
-    copies = [i for i, (instr, _) in enumerate(instructions) if instr == "COPY"]
-    assert instructions[copies[0]][1].split()[0] == "pyproject.toml"
-    source_copy = copies[1]
-    dependency_install = [i for i, (instr, args) in enumerate(instructions)
-                          if instr == "RUN" and "pip install -r" in args]
-    assert dependency_install and dependency_install[0] < source_copy
-
-
-def test_gpu_image_installs_the_gpu_extra():
-    run_lines = " ".join(args for instr, args in dict(dockerfile_stages())["gpu-builder"]
-                         if instr == "RUN")
-    assert '"gpu,' in run_lines
-
-
-# --- .dockerignore ----------------------------------------------------------------------------
-
-def dockerignored(path: str) -> bool:
-    """Whether Docker leaves `path` out of the build context: the last pattern matching the
-    path or one of its parent folders decides; `!` patterns bring paths back."""
-    ignored = False
-    for raw in DOCKERIGNORE.read_text().splitlines():
-        pattern = raw.strip()
-        if not pattern or pattern.startswith("#"):
-            continue
-        negate = pattern.startswith("!")
-        pattern = pattern.lstrip("!").strip("/")
-        regex = "".join(
-            "(.*/)?" if tok == "**/" else ".*" if tok == "**" else "[^/]*" if tok == "*"
-            else "[^/]" if tok == "?" else tok if tok.startswith("[") else re.escape(tok)
-            for tok in re.findall(r"\*\*/|\*\*|\*|\?|\[[^\]]*\]|[^*?\[]+", pattern))
-        parts = path.split("/")
-        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-        if any(re.fullmatch(regex, p) for p in prefixes):
-            ignored = not negate
-    return ignored
-
-
-@pytest.mark.parametrize("path", [
-    ".env", ".env.production", ".git/HEAD", ".venv/bin/python", ".backprop/appendonly.aof",
-    "bench/results/run.json", "engine/__pycache__/spec.cpython-311.pyc", "tests/conftest.py",
-    "backprop_service.egg-info/PKG-INFO", "docker-compose.yml"])
-def test_dockerignore_leaves_out(path):
-    assert dockerignored(path)
-
-
-@pytest.mark.parametrize("path", [
-    "pyproject.toml", "README.md", "engine/spec.py", "worker/process.py", "service/cli.py",
-    "service/routes/health.py"])
-def test_dockerignore_keeps(path):
-    assert not dockerignored(path)
+@needs_compose
+def test_base_images_are_build_arguments(tmp_path):
+    result = compose_config(tmp_path, **TEST_ENV, BACKPROP_PYTHON_IMAGE="mirror/python:3.11",
+                            BACKPROP_CUDA_IMAGE="mirror/cuda:12",
+                            BACKPROP_REDIS_IMAGE="mirror/valkey:8")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("api", "worker"):
+        assert services[name]["build"]["args"] == {"PYTHON_IMAGE": "mirror/python:3.11"}, name
+    assert services["worker-gpu"]["build"]["args"] == {"CUDA_IMAGE": "mirror/cuda:12"}
+    assert services["redis"]["image"] == "mirror/valkey:8"
+    for arg, dockerfile in (("PYTHON_IMAGE", DOCKERFILE), ("CUDA_IMAGE", GPU_DOCKERFILE)):
+        assert re.search(rf"^ARG {arg}=", dockerfile.read_text(), re.M), (arg, dockerfile)

@@ -103,11 +103,22 @@ WORKER_CLASSES = {"fork": TrainingWorker, "simple": InProcessTrainingWorker}
 
 
 def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
-    delay = 0.1
+    """Until Redis answers, saying why not whenever the reason changes: a worker on another
+    machine with a wrong password must say so, not wait in silence."""
+    delay, reason = 0.1, None
     while not stop.is_set():
-        with contextlib.suppress(*UNREACHABLE):
+        try:
             if connection.ping():
                 return
+        except redis.AuthenticationError as exc:
+            if str(exc) != reason:
+                reason = str(exc)
+                log.error("Redis refused this worker's credentials (%s); check the user and "
+                          "password in BACKPROP_REDIS_URL. Retrying.", exc)
+        except UNREACHABLE as exc:
+            if str(exc) != reason:
+                reason = str(exc)
+                log.warning("waiting for Redis (%s)", exc)
         stop.wait(delay)
         delay = min(delay * 2, 2.0)
 

@@ -66,6 +66,7 @@ def test_a_network_too_big_for_the_budget_names_the_network(api):
                           {"units": 4096, "activation": "relu"},
                           {"units": 2, "activation": "softmax"}], "loss": "cross_entropy"}
     answer = api.post("/v1/jobs", json={"network": network, "dtype": "float64",
+                                        "preprocessing": "none",  # label 1 of 2 units
                                         "data": {"X": [[0.5] * 784], "y": [1]},
                                         "training": {"optimizer": "adam", "epochs": 1}})
     assert answer.status_code == 422, answer.text
