@@ -118,3 +118,46 @@ def table_blocks(table: pa.Table, preparation: Preparation) -> tuple[np.ndarray,
             values = table[column.name].to_pylist()
             codes[:, j] = [MISSING if v is None else column.position(v) for v in values]
     return numeric, codes
+
+
+def column_blocks(columns: dict[str, np.ndarray], preparation: Preparation
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One tensor per raw column (the inference protocol's inputs, shape (rows,) or (rows, 1):
+    numbers for a numeric column, NaN for missing; strings for a text one, "" for missing)
+    -> (numeric, codes). A column the request leaves out is missing in every row."""
+    names = {c.name for c in preparation.columns}
+    unknown = sorted(set(columns) - names)
+    if unknown:
+        raise invalid("inputs", f"{unknown} are not columns of this model; it takes one input "
+                                f"per column: {[c.name for c in preparation.columns]}")
+    shaped = {}
+    for name, values in columns.items():
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.ndim != 1:
+            raise invalid(f"input {name!r}", f"shape must be [rows] or [rows, 1], got "
+                                             f"{list(values.shape)}")
+        shaped[name] = values
+    rows = {len(v) for v in shaped.values()}
+    if len(rows) != 1 or 0 in rows:
+        raise invalid("inputs", f"every column needs the same number of rows (at least one); "
+                                f"got {sorted(rows)}")
+    [n] = rows
+    numeric = np.full((n, len(preparation.numeric)), np.nan)
+    codes = np.full((n, len(preparation.categorical)), MISSING, dtype=np.int64)
+    for j, column in enumerate(preparation.numeric):
+        if column.name in shaped:
+            values = shaped[column.name]
+            if values.dtype == object:
+                numeric[:, j] = [number(v, f"input {column.name!r}") for v in values]
+            else:
+                numeric[:, j] = values
+                if np.isinf(numeric[:, j]).any():
+                    raise invalid(f"input {column.name!r}", "holds an infinite value; send "
+                                                            "finite numbers, NaN for missing")
+    for j, column in enumerate(preparation.categorical):
+        if column.name in shaped:
+            texts = (category_text(v.item() if hasattr(v, "item") else v)
+                     for v in shaped[column.name])
+            codes[:, j] = [MISSING if t is None else column.position(t) for t in texts]
+    return numeric, codes

@@ -84,13 +84,48 @@ def tensor_shape(tensor: dict, where: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
+TEXT = np.dtype(object)
+"""BYTES tensors (a table model's text columns) parse to object arrays of str."""
+
+
 def tensor_datatype(tensor: dict, where: str) -> np.dtype:
     name = tensor.get("datatype")
+    if name == "BYTES":
+        return TEXT
     if name not in DATATYPES:
         raise bad_request(f"{where}: datatype {name!r} is not supported; use one of "
-                          f"{', '.join(sorted(DATATYPES))} (FP32 or FP64 for this service's "
-                          f"models)")
+                          f"{', '.join(sorted([*DATATYPES, 'BYTES']))} (FP32 or FP64 for this "
+                          f"service's models; BYTES for the text columns of table models)")
     return DATATYPES[name]
+
+
+def text_tensor(values, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """BYTES `data` (flat or nested strings) as an object array of str of `shape`."""
+    flat = np.asarray(values, dtype=object).ravel()
+    if flat.size != math.prod(shape) or not all(isinstance(v, str) for v in flat):
+        raise bad_request(f"{where}: BYTES data must hold {math.prod(shape)} strings for shape "
+                          f"{list(shape)}")
+    return flat.reshape(shape)
+
+
+def binary_text(raw: memoryview, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """A BYTES tensor's binary form (each element: a 4-byte little-endian length, then its
+    UTF-8 bytes) as an object array of str."""
+    values, offset = [], 0
+    for _ in range(math.prod(shape)):
+        if offset + 4 > len(raw):
+            raise bad_request(f"{where}: binary BYTES data ends before its "
+                              f"{math.prod(shape)} elements do")
+        size = int.from_bytes(raw[offset:offset + 4], "little")
+        try:
+            values.append(bytes(raw[offset + 4:offset + 4 + size]).decode())
+        except UnicodeDecodeError:
+            raise bad_request(f"{where}: BYTES element {len(values)} is not UTF-8 text") from None
+        offset += 4 + size
+    if offset != len(raw):
+        raise bad_request(f"{where}: binary_data_size is {len(raw)} but its elements take "
+                          f"{offset} bytes")
+    return np.array(values, dtype=object).reshape(shape)
 
 
 def json_tensor(tensor: dict, shape: tuple[int, ...], dtype: np.dtype, where: str) -> np.ndarray:
@@ -98,6 +133,8 @@ def json_tensor(tensor: dict, shape: tuple[int, ...], dtype: np.dtype, where: st
     whole numbers."""
     if "data" not in tensor:
         raise bad_request(f"{where}: has no `data` (and no binary_data_size parameter)")
+    if dtype is TEXT:
+        return text_tensor(tensor["data"], shape, where)
     try:
         values = np.asarray(tensor["data"], dtype=np.float64)
     except (TypeError, ValueError):
@@ -121,6 +158,10 @@ def json_tensor(tensor: dict, shape: tuple[int, ...], dtype: np.dtype, where: st
 
 def binary_tensor(raw: memoryview, offset: int, size, shape: tuple[int, ...], dtype: np.dtype,
                   where: str) -> np.ndarray:
+    if dtype is TEXT:
+        if not isinstance(size, int) or isinstance(size, bool) or offset + size > len(raw):
+            raise bad_request(f"{where}: binary_data_size {size!r} runs past the body")
+        return binary_text(raw[offset:offset + size], shape, where)
     need = math.prod(shape) * dtype.itemsize
     if not isinstance(size, int) or isinstance(size, bool) or size != need:
         raise bad_request(f"{where}: binary_data_size is {size!r} but shape {list(shape)} of "

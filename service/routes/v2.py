@@ -26,6 +26,7 @@ from service.model_cache import LoadedModel
 from service.routes.models import loaded_model, model_for
 from service.v2_schemas import (InferRequestIn, InferResponseOut, Live, ModelMetadata,
                                 ModelReady, ProtocolError, Ready, ServerMetadata, inline_schema)
+from service.table_inputs import column_blocks
 from service.v2_tensors import (DATATYPE_OF, HEADER_LENGTH, InferRequest, bad_request,
                                 encode_response, parse_request, select_outputs)
 
@@ -90,14 +91,24 @@ class ProtocolRoute(APIRoute):
 router = APIRouter(prefix="/v2", tags=["inference protocol (v2)"], route_class=ProtocolRoute)
 
 
-def model_input(request: InferRequest) -> np.ndarray:
-    """The one input tensor. Its name may differ from `input` (KServe's examples say
-    `input-0`): there is only one."""
+def per_column(loaded: LoadedModel) -> bool:
+    """Whether the model takes one input per raw column: a preparation with text columns."""
+    return loaded.preparation is not None and not loaded.preparation.all_numeric
+
+
+def model_input(request: InferRequest, loaded: LoadedModel
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rows, category codes or None): the one input tensor (its name may differ from `input`:
+    KServe's examples say `input-0`), or for a model with text columns one tensor per column."""
+    if per_column(loaded):
+        return column_blocks(request.inputs, loaded.preparation)
     if len(request.inputs) != 1:
         raise bad_request(f"this model takes one input tensor ({INPUT!r}); got "
                           f"{len(request.inputs)}: {sorted(request.inputs)}")
     [X] = request.inputs.values()
-    return X
+    if X.dtype == object:
+        raise bad_request(f"input {INPUT!r}: this model takes numbers (FP32 or FP64), not BYTES")
+    return X, None
 
 
 def model_outputs(prediction: Prediction) -> dict[str, np.ndarray]:
@@ -124,7 +135,8 @@ async def infer(request: Request):
 
     def work() -> tuple[bytes, dict[str, str]]:
         parsed = parse_request(body, header_length, budget)
-        prediction = predict_outputs(loaded, model_input(parsed), budget, f"input {INPUT!r}")
+        X, codes = model_input(parsed, loaded)
+        prediction = predict_outputs(loaded, X, budget, f"input {INPUT!r}", codes)
         return encode_response(model_id, parsed.id, select_outputs(parsed,
                                                                    model_outputs(prediction)))
 
@@ -175,9 +187,13 @@ def output_metadata(loaded: LoadedModel) -> list[dict]:
 @router.get("/models/{model_id}", response_model=ModelMetadata, responses=errors(401, 404, 503))
 def model_metadata(model_id: str, tenant: TenantDep, models: ModelCacheDep):
     loaded = loaded_model(models, tenant, model_id)
-    return {"name": model_id, "platform": PLATFORM,
-            "inputs": [{"name": INPUT, "datatype": DATATYPE_OF[np.dtype(loaded.meta["dtype"])],
-                        "shape": [-1, loaded.input_width]}],
+    number = DATATYPE_OF[np.dtype(loaded.meta["dtype"])]
+    if per_column(loaded):
+        inputs = [{"name": c.name, "datatype": number if c.kind == "numeric" else "BYTES",
+                   "shape": [-1, 1]} for c in loaded.preparation.columns]
+    else:
+        inputs = [{"name": INPUT, "datatype": number, "shape": [-1, loaded.input_width]}]
+    return {"name": model_id, "platform": PLATFORM, "inputs": inputs,
             "outputs": output_metadata(loaded)}
 
 

@@ -351,3 +351,54 @@ def test_jobs_that_would_fail_in_the_worker_are_422_at_submit(api):
     split = api.post("/v1/jobs", json={"dataset_id": huge["id"], "network": network,
                                        "training": {"validation_split": 0.9}}).json()["error"]
     assert split["field"] == "training.validation_split" and "3 rows" in split["message"]
+
+
+def test_the_inference_protocol_takes_one_input_per_column(api, stack):
+    """/v2 for a table model: metadata lists each raw column (BYTES for text), infer takes
+    them as JSON or binary tensors (tritonclient's own encoding), and answers the class names
+    /v1 predict answers."""
+    triton = pytest.importorskip("tritonclient.http")
+    dataset = upload(api, PENGUINS.read_bytes(), target="species")
+    model_id = wait_for_job(api, submit(api, dataset["id"], small_network(3)).json()["id"])[
+        "model_id"]
+    metadata = api.get(f"/v2/models/{model_id}").json()
+    kinds = {c["name"]: c["datatype"] for c in metadata["inputs"]}
+    assert kinds == {"island": "BYTES", "bill_length_mm": "FP32", "bill_depth_mm": "FP32",
+                     "flipper_length_mm": "FP32", "body_mass_g": "FP32", "sex": "BYTES",
+                     "year": "FP32"}
+    assert {"name": "label", "datatype": "BYTES", "shape": [-1]} in metadata["outputs"]
+    rows = penguin_rows()[:6]
+    rows[1]["island"] = "Atlantis"
+    served = api.post(f"/v1/models/{model_id}/predict",
+                      json={"inputs": [raw_record(row) for row in rows]}).json()
+
+    def column(name: str) -> list:
+        if kinds[name] == "BYTES":
+            return ["" if row[name] == "NA" else row[name] for row in rows]
+        return [None if row[name] == "NA" else float(row[name]) for row in rows]
+
+    body = {"inputs": [{"name": name, "datatype": kinds[name], "shape": [len(rows), 1],
+                        "data": column(name)} for name in kinds]}
+    answer = api.post(f"/v2/models/{model_id}/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    outputs = {t["name"]: t["data"] for t in answer.json()["outputs"]}
+    assert outputs["label"] == served["labels"]
+    np.testing.assert_allclose(np.reshape(outputs["output"], (len(rows), 3)),
+                               served["outputs"], rtol=1e-5, atol=1e-6)
+
+    client = triton.InferenceServerClient(stack.url.removeprefix("http://"))
+    inputs = []
+    for name, datatype in kinds.items():
+        values = column(name)
+        array = (np.array(values, dtype=object) if datatype == "BYTES" else
+                 np.array([np.nan if v is None else v for v in values], np.float32))
+        tensor = triton.InferInput(name, [len(rows), 1], datatype)
+        tensor.set_data_from_numpy(array.reshape(-1, 1), binary_data=True)
+        inputs.append(tensor)
+    result = client.infer(model_id, inputs, outputs=[
+        triton.InferRequestedOutput("label", binary_data=True)])
+    assert [v.decode() for v in result.as_numpy("label")] == served["labels"]
+
+    unknown = api.post(f"/v2/models/{model_id}/infer", json={"inputs": [
+        {"name": "beak", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]})
+    assert unknown.status_code == 400 and "island" in unknown.json()["error"]
