@@ -103,8 +103,9 @@ def text_tensor(values, shape: tuple[int, ...], where: str) -> np.ndarray:
     """BYTES `data` (flat or nested strings) as an object array of str of `shape`."""
     flat = np.asarray(values, dtype=object).ravel()
     if flat.size != math.prod(shape) or not all(isinstance(v, str) for v in flat):
-        raise bad_request(f"{where}: BYTES data must hold {math.prod(shape)} strings for shape "
-                          f"{list(shape)}")
+        raise bad_request(f"{where}: datatype 'BYTES' needs {math.prod(shape)} strings for "
+                          f"shape {list(shape)} (text columns of table models take BYTES; "
+                          f"numbers go as FP32 or FP64)")
     return flat.reshape(shape)
 
 
