@@ -215,9 +215,12 @@ class TableBuilder:
 
     # -- the rows ----------------------------------------------------------------------------
     def add(self, batch: pa.RecordBatch) -> None:
-        n = batch.num_rows
-        if n == 0:
-            return
+        """The next batch.num_rows rows, every column."""
+        start = self.reserve(batch.num_rows)
+        self.put(start, batch.num_rows, dict(enumerate(batch.columns)))
+
+    def reserve(self, n: int) -> int:
+        """Room for the next n rows (their values come through put); returns where they start."""
         start, end = self.rows, self.rows + n
         if end > self.options.max_rows:
             raise invalid("file", f"the table has more than {self.options.max_rows} rows; this "
@@ -226,9 +229,19 @@ class TableBuilder:
         if end > len(self.y):
             raise invalid("file", "has more rows than its line count allowed for; check the "
                                   "file's line endings and quoting")
-        for plan, values in zip(self.plans, batch.columns):
+        self.rows = end
+        return start
+
+    def put(self, start: int, n: int, columns: dict[int, pa.Array | pa.ChunkedArray]) -> None:
+        """Values of rows start..start+n for some columns, {column index: values}: all of a
+        CSV batch's at once; a Parquet row group's a few columns at a time."""
+        end = start + n
+        for index, values in columns.items():
+            plan = self.plans[index]
             if plan.role == "ignored":
                 continue
+            if isinstance(values, pa.ChunkedArray):
+                values = values.combine_chunks()
             if plan.kind == "categorical":
                 codes = plan.categories.codes(self._text(plan, values))
                 if plan.role == "target":
@@ -241,7 +254,6 @@ class TableBuilder:
                 self.y[start:end, plan.slot] = numbers
             else:
                 self.numeric[start:end, plan.slot] = self._fits(plan, numbers)
-        self.rows = end
 
     def _text(self, plan: Plan, values: pa.Array) -> pa.Array:
         if is_text(values.type):
