@@ -31,7 +31,6 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import service_cases as cases  # noqa: E402
-from bench.service_procs import api_pids, proc_status_mb  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
 from worker.settings import Settings  # noqa: E402
@@ -64,20 +63,8 @@ def parquet_of_csv(content: bytes) -> bytes:
 
 def upload_row(api: httpx.Client, stack, label: str, filename: str, content: bytes,
                target: str) -> list:
-    pids = api_pids(stack)
-    idle = max(proc_status_mb(p, "VmRSS") for p in pids)
-    for pid in pids:  # "5" resets the peak RSS (VmHWM) to the current RSS
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    mb = len(content) / 1e6
-    start = time.perf_counter()
-    answer = api.post("/v1/datasets", files={"file": (filename, content)},
-                      data={"target": target}, timeout=600)
-    seconds = time.perf_counter() - start
-    answer.raise_for_status()
-    peak = max(proc_status_mb(p, "VmHWM") for p in pids)
-    api.delete(f"/v1/datasets/{answer.json()['id']}").raise_for_status()
-    return [label, mb, seconds, mb / seconds, idle, peak, f"{peak / mb:.2f}",
-            f"{(peak - idle) / mb:.2f}"]
+    return cases.measured_upload(api, stack, label, len(content) / 1e6,
+                                 files={"file": (filename, content)}, data={"target": target})
 
 
 def uploads(api, stack, cfg) -> None:
