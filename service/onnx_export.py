@@ -100,12 +100,11 @@ def preparation_nodes(prep: Preparation, dtype: str
     nodes: list[onnx.NodeProto] = []
     if prep.all_numeric:
         inputs = [helper.make_tensor_value_info(INPUT, element, ["rows", len(prep.columns)])]
-        columns, width = [INPUT], len(prep.columns)
         means = [c.mean for c in prep.numeric]
         scales = [c.scale for c in prep.numeric]
         numeric = [(INPUT, np.array(means, dtype=dtype), np.array(scales, dtype=dtype), "num")]
     else:
-        inputs, numeric, columns = [], [], []
+        inputs, numeric = [], []
         for c in prep.columns:
             kind = element if c.kind == "numeric" else TensorProto.STRING
             inputs.append(helper.make_tensor_value_info(c.name, kind, ["rows", 1]))
