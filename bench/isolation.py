@@ -5,7 +5,8 @@ two tenants' keys; tenant `heavy` runs, one scenario at a time and then all at o
 - 100,000-row predicts (an .npy body, 64 inputs, 256 hidden units), back to back;
 - 64 MiB NPZ uploads, back to back (each dataset deleted after);
 - 50 training jobs queued at once (and trained by the 2 workers meanwhile);
-- 40 MiB JSON uploads, back to back (the JSON parser holds the GIL: see the table).
+- 40 MiB JSON uploads, back to back (decoded in a decoder process: JSON parsing holds the GIL,
+  and from a decoder thread this row read p99 741 ms).
 
 A separate process probes /healthz on a fixed schedule (every --interval-ms) and times each
 probe from its scheduled start, so a stall counts against every probe it delays (no

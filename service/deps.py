@@ -151,7 +151,9 @@ def parsed(model: type[BaseModel], body: bytes) -> BaseModel:
     try:
         return model.model_validate(parse_json(body))
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        # No `input`: for a big body it would be the whole body, pickled back from a decoder
+        # process (arrays.decode_json_body); no answer shows it.
+        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

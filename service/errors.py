@@ -26,6 +26,9 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.field, self.headers = status, message, field, headers
 
+    def __reduce__(self):  # raised in a decoder process, re-raised in the API (arrays.py)
+        return type(self), (self.status, self.message, self.field, self.headers)
+
 
 def not_found(kind: str, item_id: str) -> ApiError:
     """The one answer for a record that is missing, another tenant's, or not an id at all."""

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 import engine
 from service import arrays
 from service.budgets import check_training_budget
+from service.deps import parsed
 from service.errors import ApiError
 from service.schemas import JobIn
-from service.table_builder import TableOptions
+from service.table_builder import Table, TableOptions
 from service.tables import table_from_arrays
 from worker import fairness, queues, quota
 from worker.data import DataMismatch, check_job_data, checked_arrays
@@ -77,25 +79,44 @@ def check_data_fit(spec: engine.NetworkSpec, X: np.ndarray, y: np.ndarray, field
         raise ApiError(422, f"{field}: {exc}", field) from None
 
 
-def resolve_data(store: Store, settings: Settings, tenant: str, job: JobIn):
-    """(n_samples, n_inputs, inline arrays or None), after
-    checking that the data fit the network, the preprocessing and the validation split.
-    n_inputs is the widest input the preprocessing can make (the fitted one can be smaller)."""
+@dataclass(frozen=True)
+class JobRequest:
+    """A job body decoded: the spec (its `data` emptied) and its inline data as a table, or
+    None for a job on an uploaded dataset (`job.dataset_id`)."""
+
+    job: JobIn
+    inline: Table | None
+
+
+def parse_job(body: bytes, settings: Settings) -> JobRequest:
+    """POST /v1/jobs's body read as JobIn, its inline data checked and turned into arrays here,
+    where the body is decoded (arrays.decode_json_body: a thread, or a process for a big body),
+    so that its lists go no further."""
+    job = parsed(JobIn, body)
     if (job.dataset_id is None) == (job.data is None):
         raise ApiError(422, "give exactly one of dataset_id (an uploaded dataset) or data "
                             "({\"X\", \"y\"} inline)", "dataset_id")
-    inline = None
-    if job.data is not None:
-        X = arrays.matrix(job.data.X, "data.X")
-        y = arrays.vector_or_matrix(job.data.y, "data.y")
-        arrays.rows_match(X, y, "data.X", "data.y")
-        if X.shape[0] > settings.max_inline_rows:
-            raise ApiError(413, f"data.X: {X.shape[0]} inline rows; at most "
-                                f"{settings.max_inline_rows} (BACKPROP_MAX_INLINE_ROWS): upload "
-                                f"larger data sets to /v1/datasets", "data.X")
-        table = table_from_arrays(X, y, TableOptions(dtype=job.dtype,
-                                                     max_categories=settings.max_categories),
-                                  "data.X", "data.y")
+    if job.data is None:
+        return JobRequest(job, None)
+    X = arrays.matrix(job.data.X, "data.X")
+    y = arrays.vector_or_matrix(job.data.y, "data.y")
+    arrays.rows_match(X, y, "data.X", "data.y")
+    if X.shape[0] > settings.max_inline_rows:
+        raise ApiError(413, f"data.X: {X.shape[0]} inline rows; at most "
+                            f"{settings.max_inline_rows} (BACKPROP_MAX_INLINE_ROWS): upload "
+                            f"larger data sets to /v1/datasets", "data.X")
+    table = table_from_arrays(X, y, TableOptions(dtype=job.dtype,
+                                                 max_categories=settings.max_categories),
+                              "data.X", "data.y")
+    return JobRequest(job.model_copy(update={"data": None}), table)
+
+
+def resolve_data(store: Store, tenant: str, request: JobRequest):
+    """(n_samples, n_inputs, inline arrays or None), after
+    checking that the data fit the network, the preprocessing and the validation split.
+    n_inputs is the widest input the preprocessing can make (the fitted one can be smaller)."""
+    job, table, inline = request.job, request.inline, None
+    if table is not None:
         schema, inline = table.schema, (table.numeric, table.y)
         y, n_samples, field = table.y, table.n_rows, "data.y"
     else:
@@ -152,11 +173,12 @@ def check_worker(store: Store, settings: Settings, device: str) -> None:
                    headers={"Retry-After": "30"})
 
 
-def submit(store: Store, settings: Settings, tenant: str, job: JobIn) -> JobRecord:
+def submit(store: Store, settings: Settings, tenant: str, request: JobRequest) -> JobRecord:
     """Validate, store and queue (or backlog); returns the job record. Raises ApiError (4xx,
     or 503 when no worker serves its queue) when it cannot run."""
+    job = request.job
     check_spec_limits(settings, job)
-    n_samples, n_inputs, inline = resolve_data(store, settings, tenant, job)
+    n_samples, n_inputs, inline = resolve_data(store, tenant, request)
     n_params = parameter_count(job.network, n_inputs)
     if n_params > settings.max_parameters:
         raise ApiError(422, f"network: {n_params} parameters for {n_inputs} inputs; at most "

@@ -133,7 +133,7 @@ async def parse_upload(request: Request, settings: Settings) -> tuple[str, str, 
         raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"} or {\"name\", \"records\", "
                             "\"target\"}) or a multipart file upload (CSV, Parquet or NPZ in "
                             "field `file`)")
-    return await arrays.off_loop(parse_json_upload, await request.body(), settings)
+    return await arrays.decode_json_body(parse_json_upload, await request.body(), settings)
 
 
 def validated(model, body: dict):

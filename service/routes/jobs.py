@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service import arrays
-from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, parsed, require_json
+from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, require_json
 from service.errors import ApiError, not_found
-from service.schemas import HistoryOut, JobIn, JobList, JobOut, error_responses
-from service.submission import submit
+from service.schemas import HistoryOut, JobList, JobOut, error_responses
+from service.submission import parse_job, submit
 from worker import fairness, queues
 from worker.records import JobRecord, JobStatus, Owner
 from worker.settings import Settings
@@ -67,9 +67,9 @@ JOB_BODY = {"requestBody": {"required": True, "content": {
 async def submit_job(request: Request, response: Response, store: StoreDep,
                      settings: SettingsDep, tenant: TenantDep):
     """Check a network, training settings and data, then queue the training job."""
-    # The body (JobIn) is parsed here, in a decoder thread: FastAPI would parse it on the
+    # The body (JobIn) is parsed here, off the event loop: FastAPI would parse it on the
     # event loop, and before the key is checked.
-    job = await arrays.off_loop(parsed, JobIn, await request.body())
+    job = await arrays.decode_json_body(parse_job, await request.body(), settings)
     record = await run_in_threadpool(submit, store, settings, tenant, job)
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return viewed(store, settings, [record])[0]

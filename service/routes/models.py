@@ -9,11 +9,12 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from engine.preparation import Preparation
 from service import arrays
 from service.deps import ModelCacheDep, StoreDep, TenantDep, authenticated, hot_route_docs
 from service.errors import ApiError, not_found
 from service.model_cache import LoadedModel
-from service.predict import Budget, Prediction, check_json_size, light, predict_outputs
+from service.predict import Budget, Prediction, answered, check_json_size, predict_outputs
 from service.responses import JSONBytes
 from service.schemas import ModelOut, PredictIn, PredictOut, WeightsOut, error_responses
 from service.scored_csv import scored_csv
@@ -65,7 +66,7 @@ class Rows:
     table: Any = None
 
 
-def json_rows(body: bytes, loaded: LoadedModel, budget: Budget) -> Rows:
+def json_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> Rows:
     """`{"inputs": [[...], ...]}`, or `{"inputs": [{column: value}, ...]}` (records) for a
     model with a preparation."""
     check_json_size(body, budget, "inputs")
@@ -79,32 +80,33 @@ def json_rows(body: bytes, loaded: LoadedModel, budget: Budget) -> Rows:
     if "inputs" not in payload:
         raise ApiError(422, "inputs: required (rows x n_inputs numbers)", "inputs")
     inputs = payload["inputs"]
-    if loaded.preparation is not None and isinstance(inputs, list) and inputs and \
+    if preparation is not None and isinstance(inputs, list) and inputs and \
             isinstance(inputs[0], dict):
-        return Rows(*records_blocks(inputs, loaded.preparation, budget.max_rows))
+        return Rows(*records_blocks(inputs, preparation, budget.max_rows))
     return Rows(arrays.matrix(inputs, "inputs"))
 
 
-def npy_rows(body: bytes, loaded: LoadedModel, budget: Budget) -> Rows:
+def npy_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> Rows:
     """A 2-D .npy array, rows x n_inputs."""
     return Rows(arrays.from_npy(body, "inputs"))
 
 
-def csv_rows(body: bytes, loaded: LoadedModel, budget: Budget) -> Rows:
+def csv_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> Rows:
     """A CSV with a header row, for a model with a preparation (which names its columns)."""
-    if loaded.preparation is None:
+    if preparation is None:
         raise ApiError(415, "body: CSV is read for models trained with preprocessing; send "
                             "JSON {\"inputs\": [[...]]} or .npy to this model", "body")
-    table = csv_table(body, loaded.preparation, budget.max_rows)
-    return Rows(*table_blocks(table, loaded.preparation), table=table)
+    table = csv_table(body, preparation, budget.max_rows)
+    return Rows(*table_blocks(table, preparation), table=table)
 
 
-INPUT_CODECS: dict[str, Callable[[bytes, LoadedModel, Budget], Rows]] = {
+Codec = Callable[[bytes, "Preparation | None", Budget], Rows]
+INPUT_CODECS: dict[str, Codec] = {
     "application/json": json_rows, NPY: npy_rows, CSV: csv_rows}
 """Request media type -> its rows (no Content-Type: JSON)."""
 
 
-def input_codec(content_type: str) -> Callable[[bytes, LoadedModel, Budget], Rows]:
+def input_codec(content_type: str) -> Codec:
     """The codec of `application/json; charset=utf-8` and the like, or 415."""
     media = content_type.split(";")[0].strip().lower() or "application/json"
     codec = INPUT_CODECS.get(media)
@@ -143,12 +145,12 @@ async def predict(request: Request):
     body = await request.body()
     budget = Budget.of(request.app.state.settings)
 
-    def work() -> tuple[str, bytes]:
-        rows = decode(body, loaded, budget)
+    def respond(rows: Rows) -> tuple[str, bytes]:
         prediction = predict_outputs(loaded, rows.X, budget, "inputs", rows.codes)
         return rendered(model_id, rows, prediction, headers.get("accept", ""), loaded)
 
-    content_type, answer = work() if light(body, loaded) else await arrays.off_loop(work)
+    content_type, answer = await answered(body, loaded, decode, (loaded.preparation, budget),
+                                          respond, json_body=decode is json_rows)
     return Response(answer, media_type=content_type)
 
 

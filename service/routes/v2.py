@@ -14,12 +14,11 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.preparation import ClassTarget
-from service import arrays
 from service.deps import (ModelCacheDep, SettingsDep, StoreDep, TenantDep, authenticated,
                           hot_route_docs)
 from service.errors import ApiError, validation_details
 from service.onnx_export import INPUT, LABEL, OUTPUT
-from service.predict import Budget, Prediction, light, predict_outputs
+from service.predict import Budget, Prediction, answered, predict_outputs
 from service.responses import JSONBytes
 from service.routes.health import readiness
 from service.model_cache import LoadedModel
@@ -133,14 +132,14 @@ async def infer(request: Request):
     body = await request.body()
     budget = Budget.of(request.app.state.settings)
 
-    def work() -> tuple[bytes, dict[str, str]]:
-        parsed = parse_request(body, header_length, budget)
+    def respond(parsed: InferRequest) -> tuple[bytes, dict[str, str]]:
         X, codes = model_input(parsed, loaded)
         prediction = predict_outputs(loaded, X, budget, f"input {INPUT!r}", codes)
         return encode_response(model_id, parsed.id, select_outputs(parsed,
                                                                    model_outputs(prediction)))
 
-    answer, headers = work() if light(body, loaded) else await arrays.off_loop(work)
+    answer, headers = await answered(body, loaded, parse_request, (header_length, budget),
+                                     respond, json_body=header_length is None)
     return Response(answer, media_type=headers.pop("content-type"), headers=headers)
 
 
