@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -160,6 +161,7 @@ def main() -> int:
         for name in procs:
             print(f"\n--- {name}.log (end)\n"
                   + "\n".join((logs / f"{name}.log").read_text().splitlines()[-25:]))
+    shutil.rmtree(work, ignore_errors=True)     # Valkey's files, and the logs unless --logs
     return check.summary("gpu_service")
 
 
