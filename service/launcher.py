@@ -125,10 +125,13 @@ class Stack:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}.log", "ab")
-        # Own process group: Ctrl-C reaches only us, and we stop children in order.
+        # Own process group: Ctrl-C reaches only us, and we stop children in order. Not a
+        # session of its own: on Linux each session is a scheduler autogroup, and autogroups
+        # share the CPU as equals, so two busy workers took two thirds of a 2-core host from
+        # the API whatever their niceness (bench/isolation.py, all at once: /healthz p99
+        # 52-111 ms; in our session, with the workers' BACKPROP_WORKER_NICE, 26 ms).
         proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT if out else None,
-                                start_new_session=True)
+                                stderr=subprocess.STDOUT if out else None, process_group=0)
         self._spawned[proc.pid] = time.monotonic()
         return proc
 

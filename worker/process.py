@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import threading
 
@@ -123,6 +124,13 @@ def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
         delay = min(delay * 2, 2.0)
 
 
+def yield_to_the_api(nice: int) -> None:
+    """Run at niceness `nice` or more: this thread and what it starts from now on, the work
+    horses forked from it and their BLAS threads. Unprivileged processes can only raise it."""
+    if nice > os.getpriority(os.PRIO_PROCESS, 0):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     parser.add_argument("--queues", help="comma-separated queue names (default: from settings)")
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging("worker")
     settings = get_settings()
+    yield_to_the_api(settings.worker_nice)
     limit_blas_threads(settings.worker_blas_threads)
     warm_up()  # before any work horse is forked: each one inherits what this imports and builds
     connection = queues.connect(settings)

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     worker_blas_threads: int = Field(
         0, ge=0, description="BLAS threads per training worker (0 = every core); with N "
                              "workers on one host, about cores / N")
+    worker_nice: int = Field(
+        10, ge=0, le=19, description="niceness of a training worker and its work horses: on a "
+                                     "host shared with the API, requests come before training "
+                                     "(0 = the API's priority); raised only, never lowered")
     worker_class: Literal["fork", "simple"] = Field(
         "fork", description="fork: a fresh work horse per job (RQ's Worker); simple: jobs run "
                             "in the worker process (no fork; a crash takes the worker down)")

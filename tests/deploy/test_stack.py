@@ -36,6 +36,8 @@ def test_every_container_is_healthy_and_workers_publish_nothing(engine, stack):
             health = state["State"].get("Health", {}).get("Status")
             assert health in ("healthy", "starting"), (service, health)
             ports = state["NetworkSettings"]["Ports"] or {}
+            # Training yields the host's CPU to the API's requests (0: Docker's 1024).
+            assert state["HostConfig"]["CpuShares"] == (256 if service == "worker" else 0)
             if service == "api":
                 assert ports["8000/tcp"][0]["HostIp"] == "127.0.0.1"
             else:

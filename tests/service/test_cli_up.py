@@ -79,6 +79,23 @@ def test_up_starts_everything_prints_urls_and_stops_cleanly_on_ctrl_c(up, tmp_pa
         httpx.get(f"http://127.0.0.1:{up.port}/healthz", timeout=2)
 
 
+def test_up_keeps_its_children_in_its_session_and_runs_workers_after_the_api(up):
+    """Each child leads its own process group (Ctrl-C reaches `backprop up` alone) but stays in
+    its session: a session of its own would be a scheduler autogroup of its own on Linux,
+    where niceness cannot order the API before the workers. Workers run at
+    BACKPROP_WORKER_NICE (10), the API at the launcher's niceness."""
+    roles = children_by_role(up.pid)
+    assert {"api1", "worker1", "worker2"} <= set(roles), roles
+    for role in ("api1", "worker1", "worker2"):
+        pid = roles[role]
+        assert os.getpgid(pid) == pid, role
+        assert os.getsid(pid) == os.getsid(up.pid), role
+    launcher = os.getpriority(os.PRIO_PROCESS, up.pid)
+    assert os.getpriority(os.PRIO_PROCESS, roles["api1"]) == launcher
+    for role in ("worker1", "worker2"):
+        assert os.getpriority(os.PRIO_PROCESS, roles[role]) == max(launcher, 10), role
+
+
 def test_an_idle_worker_stops_at_once_on_sigterm(tmp_path):
     """SIGTERM while RQ's command-channel thread waits out a read: the worker exits at once
     (it waited up to 60 s for that read before)."""
