@@ -11,6 +11,7 @@ from typing import Iterator
 
 import httpx
 import numpy as np
+import pytest
 import redis
 from rq import Queue, Worker
 
@@ -78,6 +79,26 @@ def own_stack(root: Path, workers: int = 1, extra_env: dict[str, str] | None = N
                   workers=workers, log_dir=root / "logs", extra_env=extra_env).start()
     stack.logs = root / "logs"
     return stack
+
+
+def module_stack(name: str, **kwargs):
+    """A module-scoped `stack` fixture: own_stack(tmp/name, **kwargs), stopped after the
+    module. Use as `stack = module_stack("name")`, with `api = module_client()`."""
+    @pytest.fixture(scope="module")
+    def stack(tmp_path_factory):
+        running = own_stack(Path(tmp_path_factory.mktemp(name)), **kwargs)
+        yield running
+        running.stop()
+    return stack
+
+
+def module_client(timeout: float = 120):
+    """A module-scoped `api` fixture: an httpx client of the module's `stack`."""
+    @pytest.fixture(scope="module")
+    def api(stack):
+        with httpx.Client(base_url=stack.url, timeout=timeout) as client:
+            yield client
+    return api
 
 
 def trained_records(api: httpx.Client, X: np.ndarray, y: np.ndarray, network: dict,

@@ -11,28 +11,19 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from service.arrays import PROCESS_DECODE_BYTES
-from tests.service.helpers import classifier, npy_bytes, npz_bytes, own_stack, trained_records
+from tests.service.helpers import (classifier, module_client, module_stack, npy_bytes,
+                                   npz_bytes, trained_records)
 from tests.service.hostile_helpers import HealthProbe
 
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    running = own_stack(Path(tmp_path_factory.mktemp("decoder-processes")))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def api(stack):
-    with httpx.Client(base_url=stack.url, timeout=120) as client:
-        yield client
+stack = module_stack("decoder-processes")
+api = module_client()
 
 
 def decoder_processes(api_pid: int) -> list[int]:

@@ -6,30 +6,21 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.service.helpers import classifier, npy_bytes, npz_bytes, own_stack, trained_records
+from tests.service.helpers import (classifier, module_client, module_stack, npy_bytes,
+                                   npz_bytes, trained_records)
 from tests.service.hostile_helpers import npy_header, peak_rss, zip_of
 
 MB = 1 << 20
 ZEROS = bytes(MB)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    running = own_stack(Path(tmp_path_factory.mktemp("hostile-decode")))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def api(stack):
-    with httpx.Client(base_url=stack.url, timeout=120) as client:
-        yield client
+stack = module_stack("hostile-decode")
+api = module_client()
 
 
 def upload(api: httpx.Client, content: bytes) -> httpx.Response:
