@@ -129,7 +129,7 @@ class Stack:
         # session of its own: on Linux each session is a scheduler autogroup, and autogroups
         # share the CPU as equals, so two busy workers took two thirds of a 2-core host from
         # the API whatever their niceness (bench/isolation.py, all at once: /healthz p99
-        # 52-111 ms; in our session, with the workers' BACKPROP_WORKER_NICE, 26 ms).
+        # 52-111 ms; in our session, with the workers at BACKPROP_WORKER_NICE, 22-37 ms).
         proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if out else None, process_group=0)
         self._spawned[proc.pid] = time.monotonic()
