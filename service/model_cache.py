@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -77,7 +76,7 @@ class ModelCache:
         first (one HGET), so another tenant's model is never loaded: a 404 costs no load."""
         loaded = self.peek(None, model_id)
         if loaded is None:
-            if self.owner(model_id) != tenant:
+            if self.store.model_owner(model_id) != tenant:
                 return None
             generation = self._generation
             found = self.store.model_with_weights(None, model_id)  # the one round trip
@@ -93,11 +92,6 @@ class ModelCache:
                     while len(self._models) > self.size:
                         self._models.popitem(last=False)
         return loaded if loaded.meta.get("tenant") == tenant else None
-
-    def owner(self, model_id: str) -> str | None:
-        """The tenant owning the model (None: no such model), without reading its weights."""
-        raw = self.store.r.hget(self.store.keys.model(model_id), "tenant")
-        return None if raw is None else json.loads(raw)
 
     def peek(self, tenant: str | None, model_id: str) -> LoadedModel | None:
         """The model if this process has it loaded (and it is the tenant's; None: any

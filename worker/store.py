@@ -336,6 +336,12 @@ class Store:
         """Model meta without the weights."""
         return self._owned(self.keys.model(model_id), tenant)
 
+    def model_owner(self, model_id: str) -> str | None:
+        """The tenant owning a model (None: no such model), in one HGET: neither its meta nor
+        its weights are read."""
+        raw = self.r.hget(self.keys.model(model_id), "tenant")
+        return None if raw is None else json.loads(raw)
+
     def model_with_weights(self, tenant: str | None, model_id: str) -> tuple[dict, bytes] | None:
         """Meta and npz weights in one round trip (what the predict cache loads)."""
         raw = self.r.hgetall(self.keys.model(model_id))

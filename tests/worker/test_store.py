@@ -1,5 +1,5 @@
 """Store lists against the session's real Valkey: the status filter comes before the limit,
-cursors page past 1000 records, ties and expired records are handled."""
+cursors page past 1000 records, ties and expired records are handled; a model's owner."""
 
 import secrets
 
@@ -90,3 +90,11 @@ def test_datasets_page_too(store):
     rest = store.datasets("t", limit=3, before=first.next)
     assert [d["id"] for d in first.items + rest.items] == [f"ds_{i}" for i in range(4, -1, -1)]
     assert rest.next is None
+
+
+def test_a_models_owner_is_read_without_its_meta_or_weights(store):
+    model_id = f"mdl_{secrets.token_hex(8)}"
+    assert store.model_owner(model_id) is None
+    store.put_model({"id": model_id, "tenant": "alice", "created_at": 1.0}, b"weights")
+    assert store.model_owner(model_id) == "alice"
+    assert store.model("bob", model_id) is None and store.model("alice", model_id)["id"] == model_id
