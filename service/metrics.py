@@ -22,7 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from service.deps import KEYLESS_TENANT
-from worker import queues
+from worker import fairness, queues
 from worker.logs import AccessLog
 from worker.settings import Settings
 from worker.records import FINISHED
@@ -75,6 +75,7 @@ class StoreCollector(Collector):
         try:
             counters, running = self.store.job_counts()
             lengths = queues.queue_lengths(self.store.r, self.settings)
+            backlogged = fairness.backlog_length(self.store)
             workers = len(queues.live_workers(self.store.r))
         except redis.RedisError:
             up.add_metric([], 0)
@@ -82,9 +83,10 @@ class StoreCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        now = GaugeMetricFamily("backprop_jobs", "jobs waiting in a queue or running now",
-                                labels=["state"])
+        now = GaugeMetricFamily("backprop_jobs", "jobs waiting in a queue (queued), in their "
+                                "tenants' backlogs (backlogged) or running now", labels=["state"])
         now.add_metric(["queued"], sum(lengths.values()))
+        now.add_metric(["backlogged"], backlogged)
         now.add_metric(["running"], running)
         yield now
         ended = CounterMetricFamily("backprop_jobs_finished", "jobs that ended, by final state",

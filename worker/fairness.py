@@ -187,3 +187,12 @@ def backlog_positions(store: Store, jobs: list[JobRecord]) -> dict[str, int]:
         pipe.lpos(store.keys.tenant_backlog(job.tenant), job.id)
     return {job.id: int(found) + 1 for job, found in zip(waiting, pipe.execute())
             if found is not None}
+
+
+def backlog_length(store: Store) -> int:
+    """Jobs waiting in every tenant's backlog (not yet in RQ's queues)."""
+    tenants = [raw.decode() for raw in store.r.smembers(store.keys.backlogged_tenants())]
+    pipe = store.r.pipeline(transaction=False)
+    for tenant in tenants:
+        pipe.llen(store.keys.tenant_backlog(tenant))
+    return sum(pipe.execute()) if tenants else 0

@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service.fault_helpers import blobs
 from tests.service.helpers import npz_bytes, own_stack, wait_for_job
@@ -50,6 +51,16 @@ def train(api: httpx.Client, dataset_id: str, epochs: int) -> dict:
     return answer.json()
 
 
+def jobs_gauge(stack, state: str) -> float:
+    """backprop_jobs{state=...} from /metrics."""
+    text = httpx.get(f"{stack.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "backprop_jobs" and sample.labels.get("state") == state:
+                return sample.value
+    raise AssertionError(f"no backprop_jobs{{state={state!r}}} in /metrics")
+
+
 def test_another_tenants_job_starts_before_a_tenants_backlog_drains(stack):
     with tenant(stack, "alice") as alice, tenant(stack, "bob") as bob:
         data = upload(alice, *blobs(1200)).json()["id"]
@@ -64,6 +75,7 @@ def test_another_tenants_job_starts_before_a_tenants_backlog_drains(stack):
         listed = alice.get("/v1/jobs", params={"status": "queued"}).json()["jobs"]
         assert {j["id"]: j["waiting"]["position"] for j in listed if j["waiting"]} == {
             jobs[2]["id"]: 1, jobs[3]["id"]: 2, jobs[4]["id"]: 3}
+        assert jobs_gauge(stack, "backlogged") == 3
 
         theirs = train(bob, upload(bob, *blobs(1200, seed=1)).json()["id"], 3)
         assert theirs["waiting"] is None  # bob has no job active: straight into the queue
@@ -75,6 +87,7 @@ def test_another_tenants_job_starts_before_a_tenants_backlog_drains(stack):
         assert alice.delete(f"/v1/jobs/{jobs[4]['id']}").status_code == 204
         assert alice.get(f"/v1/jobs/{jobs[4]['id']}").status_code == 404
         assert alice.get(f"/v1/jobs/{jobs[3]['id']}").json()["waiting"]["position"] == 2
+        assert jobs_gauge(stack, "backlogged") == 2
 
         bobs = wait_for_job(bob, theirs["id"], 120)
         assert bobs["status"] == "succeeded", bobs
