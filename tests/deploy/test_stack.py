@@ -8,6 +8,7 @@ import json
 import subprocess
 
 import httpx
+import numpy as np
 
 from tests.deploy.harness import clean_env, docker_client, readme_block, run, timed
 from tests.deploy.jobs import (containers_logging, epochs_recorded, finished, submit, upload,
@@ -57,6 +58,24 @@ def test_readme_walkthrough_runs_with_the_key(stack):
     assert job["status"] == "succeeded" and job["progress"]["epoch"] == 300
     assert [e["epoch"] for e in history["epochs"]] == [299, 300]
     assert prediction["labels"] == [0, 1, 1, 0]
+
+
+def test_a_big_json_body_is_decoded_in_a_process_of_the_api_container(engine, stack):
+    """JSON of 1 MiB or more is decoded in a decoder process (`python -m anyio.to_process`,
+    service/arrays.py): it starts inside the image, as the image's user, and its answer is the
+    one a decoder thread gives."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 16)).round(6)
+    body = json.dumps({"X": X.tolist(), "y": (X[:, 0] > 0).astype(int).tolist()}).encode()
+    assert len(body) > 1 << 20
+    with timed("test: a big JSON upload (decoder process)"), stack.client() as api:
+        answer = api.post("/v1/datasets", content=body,
+                          headers={"Content-Type": "application/json"})
+        assert answer.status_code == 201, answer.text[:500]
+        assert answer.json()["n_samples"] == 20_000
+        [container] = stack.project.containers("api")
+        processes = engine("top", container).stdout
+        assert "anyio.to_process" in processes, processes
 
 
 def test_stopped_worker_checkpoints_and_the_other_resumes(engine, stack):
