@@ -51,8 +51,9 @@ def up(tmp_path):
     proc.banner, proc.port = "".join(banner), port
     yield proc
     if proc.poll() is None:
+        children = child_pids(proc.pid)     # before the kill: then they belong to init
         os.killpg(proc.pid, signal.SIGKILL)
-        for child in child_pids(proc.pid):
+        for child in children:
             kill(child)
 
 
@@ -94,6 +95,8 @@ def test_up_keeps_its_children_in_its_session_and_runs_workers_after_the_api(up)
     assert os.getpriority(os.PRIO_PROCESS, roles["api1"]) == launcher
     for role in ("worker1", "worker2"):
         assert os.getpriority(os.PRIO_PROCESS, roles[role]) == max(launcher, 10), role
+    out, _ = ctrl_c(up)
+    assert up.returncode == 0, out
 
 
 def test_an_idle_worker_stops_at_once_on_sigterm(tmp_path):
