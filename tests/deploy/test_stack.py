@@ -74,7 +74,8 @@ def test_a_big_json_body_is_decoded_in_a_process_of_the_api_container(engine, st
         assert answer.status_code == 201, answer.text[:500]
         assert answer.json()["n_samples"] == 20_000
         [container] = stack.project.containers("api")
-        processes = engine("top", container).stdout
+        # Its own columns: `docker top`'s default (`ps -ef`) cuts commands at 80 characters.
+        processes = engine("top", container, "-eo", "pid,args").stdout
         assert "anyio.to_process" in processes, processes
 
 
