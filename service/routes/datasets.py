@@ -79,8 +79,9 @@ def read_file(file, filename: str, options: TableOptions) -> tuple[str, Table]:
     return "csv", read_csv_table(file, options)
 
 
-async def parse_form(form: FormData, settings: Settings) -> tuple[str, str, Table]:
-    """(name, source, table) from a multipart upload (the file in field `file`)."""
+def read_form_upload(form: FormData, settings: Settings) -> tuple[str, str, Table]:
+    """(name, source, table) from a multipart upload's fields and its file (field `file`,
+    spooled to disk past 1 MB: read from there in blocks, never whole)."""
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise ApiError(422, "file: attach the data as a file field named `file`", "file")
@@ -91,10 +92,7 @@ async def parse_form(form: FormData, settings: Settings) -> tuple[str, str, Tabl
                             names_list(str(form.get("ignore") or "")),
                             declared_kinds(str(form.get("columns") or "")))
     name = str(form.get("name") or upload.filename or "dataset")[:200]
-    # Parsing takes seconds for big files: in a decoder thread, so the event loop keeps
-    # answering. The file is spooled to disk past 1 MB: read from there in blocks, never whole.
-    source, table = await arrays.off_loop(read_file, upload.file,
-                                          (upload.filename or "").lower(), options)
+    source, table = read_file(upload.file, (upload.filename or "").lower(), options)
     return name, source, table
 
 
@@ -126,7 +124,9 @@ async def parse_upload(request: Request, settings: Settings) -> tuple[str, str, 
     if content_type.startswith("multipart/form-data"):
         form = await read_form(request)
         try:
-            return await parse_form(form, settings)
+            # Parsing takes seconds for big files, and a form field (`columns`, JSON) can be
+            # a MiB: all of it in a decoder thread, so the event loop keeps answering.
+            return await arrays.off_loop(read_form_upload, form, settings)
         finally:
             await form.close()
     if not content_type.startswith("application/json"):
