@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 
 from service.embedded_redis import free_port
@@ -79,6 +80,19 @@ def own_stack(root: Path, workers: int = 1, extra_env: dict[str, str] | None = N
                   workers=workers, log_dir=root / "logs", extra_env=extra_env).start()
     stack.logs = root / "logs"
     return stack
+
+
+def scrape(api: httpx.Client) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value} of one scrape of /metrics."""
+    answer = api.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(answer.text) for s in family.samples}
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def module_stack(name: str, **kwargs):

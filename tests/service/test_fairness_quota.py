@@ -10,10 +10,9 @@ import httpx
 import numpy as np
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service.fault_helpers import blobs
-from tests.service.helpers import npz_bytes, own_stack, wait_for_job
+from tests.service.helpers import npz_bytes, own_stack, scrape, value, wait_for_job
 from worker.keys import Keys
 
 KEYS = {"alice": "alice-fair-5c1d", "bob": "bob-fair-9e2a", "carol": "carol-fair-33b0"}
@@ -53,12 +52,8 @@ def train(api: httpx.Client, dataset_id: str, epochs: int) -> dict:
 
 def jobs_gauge(stack, state: str) -> float:
     """backprop_jobs{state=...} from /metrics."""
-    text = httpx.get(f"{stack.url}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "backprop_jobs" and sample.labels.get("state") == state:
-                return sample.value
-    raise AssertionError(f"no backprop_jobs{{state={state!r}}} in /metrics")
+    with httpx.Client(base_url=stack.url, timeout=10) as api:
+        return value(scrape(api), "backprop_jobs", state=state)
 
 
 def test_another_tenants_job_starts_before_a_tenants_backlog_drains(stack):

@@ -10,23 +10,10 @@ import time
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.embedded_redis import free_port
-from tests.service.helpers import blobs, classifier, idle_gpu_worker, own_stack, wait_for_job
-
-
-def scrape(api: httpx.Client) -> dict[tuple, float]:
-    """{(sample name, sorted labels): value} of one scrape."""
-    answer = api.get("/metrics")
-    assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(answer.text) for s in family.samples}
-
-
-def value(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+from tests.service.helpers import (blobs, classifier, idle_gpu_worker, own_stack, scrape,
+                                   value, wait_for_job)
 
 
 def log_lines(stack, predicate, timeout_s: float = 5.0) -> list[dict]:

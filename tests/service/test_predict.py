@@ -18,8 +18,9 @@ import pytest
 
 from service.embedded_redis import free_port
 from service.launcher import Stack
-from tests.service.helpers import blobs, classifier, npy_bytes, npz_bytes, trained_records
-from tests.service.test_metrics import log_lines, scrape, value
+from tests.service.helpers import (blobs, classifier, npy_bytes, npz_bytes, scrape,
+                                   trained_records, value)
+from tests.service.test_metrics import log_lines
 from worker.settings import Settings
 
 JSON = {"content-type": "application/json"}
