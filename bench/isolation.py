@@ -32,9 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.settings import Settings  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
-from worker.settings import Settings  # noqa: E402
 
 KEYS = {"heavy": "heavy-bench-key-1", "probe": "probe-bench-key-2"}
 TARGET_P99_MS = 50.0

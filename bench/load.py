@@ -28,12 +28,12 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core import queues  # noqa: E402
+from core.keys import Keys  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.store import Store  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
-from worker import queues  # noqa: E402
-from worker.keys import Keys  # noqa: E402
-from worker.settings import Settings  # noqa: E402
-from worker.store import Store  # noqa: E402
 
 FINISHED = {"succeeded", "failed", "canceled"}
 N_FEATURES, N_CLASSES = 8, 3

@@ -55,10 +55,10 @@ import wrk_load  # noqa: E402
 from mlserver_peer import VERSION, MLServer  # noqa: E402
 from service_procs import BareApp, api_pids, cpu_seconds, server_pids  # noqa: E402
 
+from core.blas_threads import limit_blas_threads  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
-from worker.blas import limit_blas_threads  # noqa: E402
-from worker.settings import Settings  # noqa: E402
 
 FULL = {"rounds": 5, "wrk_s": 4.0, "large_reps": 3, "latency_jobs": 30, "fit_s": 10.0,
         "fit_rounds": 2, "tiny_jobs": 200, "upload_rows": 60000,

@@ -15,7 +15,7 @@ import redis
 from rq import Worker
 
 from service_procs import api_pids, cpu_seconds, proc_status_mb
-from worker.queues import SERIALIZER
+from core.queues import SERIALIZER
 
 N_FEATURES = 784
 PREDICT_NET = {"layers": [{"units": 512, "activation": "relu"},
@@ -93,7 +93,7 @@ def input_scaling(stack, model_id: str) -> dict | None:
     """The means and scales the model's preparation ("auto", the default) standardizes its
     inputs with, read from the stack's Redis (the API does not show them), for a peer to do
     the same; None for a model trained without one."""
-    from worker.store import Store
+    from core.store import Store
 
     store = Store(redis.Redis.from_url(stack.env["BACKPROP_REDIS_URL"]), stack.settings.key_prefix)
     preparation = store.model(None, model_id).get("preparation")

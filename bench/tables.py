@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import service_cases as cases  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
-from worker.settings import Settings  # noqa: E402
 
 PENGUINS = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
 FULL = {"rows": 60000, "penguin_copies": 500, "fit_epochs": 3, "fit_rounds": 2,

@@ -5,19 +5,19 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from core import queues
+from core.blas_threads import limit_blas_threads
+from core.logs import setup_logging
+from core.settings import Settings, get_settings
+from core.store import Store
 from service.body_limit import BodySizeLimit
 from service.deps import Authenticate, check_path_ids, key_digest
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.model_cache import ModelCache
-from service.metrics import install_metrics
+from service.prometheus_metrics import install_metrics
 from service.routes import dashboard, datasets, events, health, jobs, models
 from service.routes import onnx, v2
 from service.schemas import JobIn, PredictIn, document_errors
-from worker import queues
-from worker.blas import limit_blas_threads
-from worker.logs import setup_logging
-from worker.settings import Settings, get_settings
-from worker.store import Store
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

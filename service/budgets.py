@@ -5,10 +5,10 @@ limit does not bound it: a 1-65536-1 network has 196K parameters, yet full-batch
 
 from __future__ import annotations
 
+from core.settings import Settings
 from engine import memory
 from service.errors import ApiError
 from service.schemas import JobIn
-from worker.settings import Settings
 
 
 def check_training_budget(settings: Settings, job: JobIn, n_samples: int, n_inputs: int) -> None:

@@ -16,7 +16,7 @@ import threading
 
 from backprop_client.cli import add_client_commands
 
-from worker.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 def exposure_refused(host: str, settings: Settings) -> str | None:
@@ -104,10 +104,10 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.process import main as worker_main
-
+    # The API and the workers are peers over core/: the command hands this process over to the
+    # worker's own entry point (`python -m worker`) rather than importing it.
     argv = (["--queues", args.queues] if args.queues else []) + (["--burst"] if args.burst else [])
-    return worker_main(argv)
+    os.execv(sys.executable, [sys.executable, "-m", "worker", *argv])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,12 +14,12 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ValidationError
 from starlette.routing import get_route_path
 
+from core.records import is_id
+from core.settings import Settings
+from core.store import Store
 from service.arrays import parse_json
 from service.errors import ApiError, not_found, send_error
 from service.model_cache import ModelCache
-from worker.settings import Settings
-from worker.records import is_id
-from worker.store import Store
 
 KEYLESS_TENANT = "public"
 # Declares the scheme in the OpenAPI document; the checks below are ours (401, not 403).

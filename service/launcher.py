@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from core.settings import Settings
 from service.embedded_redis import EmbeddedValkey
-from worker.settings import Settings
 
 
 # A process that died is started again, but not more often than this (a crash loop).

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import redis
 
+from core.codec import npz_to_arrays
+from core.store import Store
 import engine
 from engine.preparation import Preparation
-from worker.codec import npz_to_arrays
-from worker.store import Store
 
 
 @dataclass(frozen=True)

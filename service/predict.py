@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.settings import Settings
 from engine import labels_from_outputs, memory
 from engine.preparation import ClassTarget, ScaledTarget
 from service import arrays
 from service.errors import ApiError
 from service.model_cache import LoadedModel
-from worker.settings import Settings
 
 MB = 1024 * 1024
 

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.dataset_schema import ColumnInfo, TargetInfo
+from core.records import JobError, JobStatus
 import engine
 from engine.preparation import PreparationSpec
-from worker.records import JobError, JobStatus
-from worker.schema import ColumnInfo, TargetInfo
 
 Matrix = list[list[float]]
 Targets = list[float] | list[list[float]]

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core import fairness, queues, quota
+from core.dataset_schema import DatasetSchema
+from core.records import JobRecord
+from core.settings import Settings
+from core.store import Store
+from core.training_data import DataMismatch, check_job_data, checked_arrays
 import engine
 from service import arrays
 from service.budgets import check_training_budget
@@ -15,12 +21,6 @@ from service.errors import ApiError
 from service.schemas import JobIn
 from service.table_builder import Table, TableOptions
 from service.tables import table_from_arrays
-from worker import fairness, queues, quota
-from worker.data import DataMismatch, check_job_data, checked_arrays
-from worker.records import JobRecord
-from worker.schema import DatasetSchema
-from worker.settings import Settings
-from worker.store import Store
 
 
 def parameter_count(spec: engine.NetworkSpec, n_inputs: int) -> int:

@@ -1,4 +1,4 @@
-"""Arrow record batches -> a dataset's stored arrays and its schema (worker.schema).
+"""Arrow record batches -> a dataset's stored arrays and its schema (core.dataset_schema).
 
 The readers in service/tables.py (CSV, Parquet, JSON records, X/y arrays) all feed record
 batches to one TableBuilder, which decides each column's kind once, from the first batch's
@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.dataset_schema import (COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo,
+                                 numeric_infos, numeric_targets, whole_classes)
 from service.errors import ApiError
-from worker.schema import (COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo, numeric_infos,
-                           numeric_targets, whole_classes)
 
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
 ID_MIN_ROWS = 20
@@ -47,7 +47,7 @@ class TableOptions:
 
 @dataclass
 class Table:
-    """A parsed dataset: the arrays worker.schema describes, and the schema itself."""
+    """A parsed dataset: the arrays core.dataset_schema describes, and the schema itself."""
 
     numeric: np.ndarray       # (n, p) float32/64, NaN where missing
     codes: np.ndarray         # (n, q) int32, -1 where missing

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from core.dataset_schema import arrays_schema, numeric_targets
 from service.table_builder import Table, TableBuilder, TableOptions, invalid
-from worker.schema import arrays_schema, numeric_targets
 
 NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"]
 CSV_BLOCK_BYTES = 4 << 20

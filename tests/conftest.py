@@ -10,9 +10,9 @@ import httpx
 import pytest
 import redis
 
+from core.settings import Settings
 from service.embedded_redis import EmbeddedValkey, free_port
 from service.launcher import Stack
-from worker.settings import Settings
 
 # Short leases and frequent checkpoints make fault tests quick; production defaults are longer.
 TEST_ENV = {
@@ -40,7 +40,7 @@ def service_env(valkey) -> dict[str, str]:
     env = {**TEST_ENV, "BACKPROP_REDIS_URL": valkey.url}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    from worker.settings import get_settings
+    from core.settings import get_settings
     get_settings.cache_clear()
     yield env
     for k, v in saved.items():

@@ -1,1 +1,1 @@
-"""RQ job functions, the Redis store and the settings both processes read."""
+"""The training workers: RQ job execution over the shared core (core/) and the engine."""

@@ -17,10 +17,10 @@ from typing import Any, Callable, TypeVar
 
 import redis
 
-from worker import fairness, queues
-from worker.records import JobRecord, JobStatus, Owner
-from worker.settings import Settings
-from worker.store import Store
+from core import fairness, queues
+from core.records import JobRecord, JobStatus, Owner
+from core.settings import Settings
+from core.store import Store
 
 log = logging.getLogger("backprop.worker")
 T = TypeVar("T")
@@ -173,7 +173,7 @@ class Attempt:
 
     def finish(self, status: JobStatus, model: tuple[dict, bytes] | None = None,
                owner: Owner | None = None, **fields: Any) -> None:
-        """End the job (with its model, if any): worker.fairness.finish, fenced by this
+        """End the job (with its model, if any): core.fairness.finish, fenced by this
         attempt (or `owner`: a queued job this attempt cancels before starting it)."""
         if fairness.finish(self.store, self.settings, self.job_id, self.tenant, status,
                            owner or self.owner, model, **fields) is None:

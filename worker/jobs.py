@@ -1,7 +1,7 @@
 """The RQ job function: train one network on one dataset, reporting every epoch to Redis.
 
 `train(job_id)` takes only the job id (JSON-safe), so a test can call it directly as well as
-through a worker. Everything it needs is in the job's record (worker.records.JobRecord).
+through a worker. Everything it needs is in the job's record (core.records.JobRecord).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import numpy as np
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
+from core import queues
+from core.codec import arrays_to_npz
+from core.dataset_schema import DatasetSchema, arrays_schema
+from core.logs import ContextLogger
+from core.records import JobRecord, JobStatus, Owner, new_id
+from core.settings import Settings, get_settings
+from core.store import Store
+from core.training_data import input_columns, prepared_arrays, task_of
 import engine
-from worker import queues
 from worker.attempts import Attempt, AttemptLost, patiently
-from worker.codec import arrays_to_npz
-from worker.data import input_columns, prepared_arrays, task_of
-from worker.logs import ContextLogger
-from worker.records import JobRecord, JobStatus, Owner, new_id
-from worker.schema import DatasetSchema, arrays_schema
-from worker.settings import Settings, get_settings
-from worker.store import Store
 
 log = logging.getLogger("backprop.worker")
 

@@ -17,13 +17,14 @@ import threading
 import redis
 from rq import SimpleWorker, Worker
 
-from worker import jobs, queues
+from core import queues
+from core.blas_threads import limit_blas_threads
+from core.logs import setup_logging
+from core.settings import get_settings
+from core.store import Store
+from worker import jobs
 from worker.attempts import UNREACHABLE
-from worker.blas import limit_blas_threads
-from worker.logs import setup_logging
 from worker.reaper import Reaper
-from worker.settings import get_settings
-from worker.store import Store
 from worker.warmup import warm_up
 
 PREEMPT_SIGNAL = signal.SIGRTMIN

@@ -4,7 +4,7 @@ Runs as a thread in every worker process; a short Redis lock lets one sweep at a
 hand-over is one transaction with the lease (worker.attempts.hand_on): a worker that was only
 slow, and renews its lease first, keeps its job; one that renews too late finds the job handed
 on and stops without writing. Each sweep also promotes backlogged jobs whose promotion a crash
-or a raised limit left undone (worker.fairness.promote_waiting).
+or a raised limit left undone (core.fairness.promote_waiting).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from worker import fairness
+from core import fairness
+from core.records import JobRecord, JobStatus, Owner
+from core.settings import Settings
+from core.store import Store
 from worker.attempts import hand_on
-from worker.records import JobRecord, JobStatus, Owner
-from worker.settings import Settings
-from worker.store import Store
 
 log = logging.getLogger("backprop.reaper")
 

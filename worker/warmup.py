@@ -14,8 +14,8 @@ import gc
 
 import numpy as np
 
+from core.codec import array_to_bytes, arrays_to_npz, bytes_to_array, npz_to_arrays
 import engine
-from worker.codec import array_to_bytes, arrays_to_npz, bytes_to_array, npz_to_arrays
 
 TINY_NETWORK = {"layers": [{"units": 2, "activation": "relu"},
                            {"units": 2, "activation": "softmax"}], "loss": "cross_entropy"}

@@ -12,6 +12,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from core.records import new_id
+from core.settings import Settings
+from core.store import BadCursor
 from service import arrays
 from service.deps import SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, not_found, validation_details
@@ -20,9 +23,6 @@ from service.schemas import (DatasetFields, DatasetIn, DatasetList, DatasetOut, 
                              error_responses)
 from service.table_builder import Table, TableOptions
 from service.tables import read_csv_table, read_parquet_table, read_records, table_from_arrays
-from worker.settings import Settings
-from worker.store import BadCursor
-from worker.records import new_id
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))

@@ -31,11 +31,11 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from core.store import Store
 from service.deps import SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError
 from service.routes.jobs import job_view, owned_job
 from service.schemas import ErrorOut
-from worker.store import Store
 
 @asynccontextmanager
 async def events_lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -6,8 +6,8 @@ import redis
 from fastapi import APIRouter
 from service.responses import JSONBytes
 
+from core import queues
 from service.deps import SettingsDep, StoreDep
-from worker import queues
 
 router = APIRouter(tags=["health"])
 

@@ -7,15 +7,15 @@ import time
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from core import fairness, queues
+from core.records import JobRecord, JobStatus, Owner
+from core.settings import Settings
+from core.store import BadCursor, Store
 from service import arrays
 from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, require_json
 from service.errors import ApiError, not_found
 from service.schemas import HistoryOut, JobList, JobOut, error_responses
 from service.submission import parse_job, submit
-from worker import fairness, queues
-from worker.records import JobRecord, JobStatus, Owner
-from worker.settings import Settings
-from worker.store import BadCursor, Store
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
 

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from core.codec import array_to_bytes, arrays_to_npz
 from engine.preparation import Preparation
 from service import arrays
 from service.deps import ModelCacheDep, StoreDep, TenantDep, authenticated, hot_route_docs
@@ -19,7 +20,6 @@ from service.responses import JSONBytes
 from service.schemas import ModelOut, PredictIn, PredictOut, WeightsOut, error_responses
 from service.scored_csv import scored_csv
 from service.table_inputs import csv_table, records_blocks, table_blocks
-from worker.codec import array_to_bytes, arrays_to_npz
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
                    responses=error_responses(401, 404, 422, 503))

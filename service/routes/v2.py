@@ -17,15 +17,15 @@ from engine.preparation import ClassTarget
 from service.deps import (ModelCacheDep, SettingsDep, StoreDep, TenantDep, authenticated,
                           hot_route_docs)
 from service.errors import ApiError, validation_details
+from service.model_cache import LoadedModel
 from service.onnx_export import INPUT, LABEL, OUTPUT
 from service.predict import Budget, Prediction, answered, predict_outputs
 from service.responses import JSONBytes
 from service.routes.health import readiness
-from service.model_cache import LoadedModel
 from service.routes.models import loaded_model, model_for
+from service.table_inputs import column_blocks
 from service.v2_schemas import (InferRequestIn, InferResponseOut, Live, ModelMetadata,
                                 ModelReady, ProtocolError, Ready, ServerMetadata, inline_schema)
-from service.table_inputs import column_blocks
 from service.v2_tensors import (DATATYPE_OF, HEADER_LENGTH, InferRequest, bad_request,
                                 encode_response, parse_request, select_outputs)
 

@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from backprop_client import Client, Unauthorized
+from core.settings import Settings
 from service.embedded_redis import free_port
 from service.launcher import Stack
 from tests.service.helpers import blobs, classifier
-from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

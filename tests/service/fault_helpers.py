@@ -14,11 +14,11 @@ from typing import Callable, Iterator, TypeVar
 
 import httpx
 
+from core.settings import Settings
 from service.embedded_redis import EmbeddedValkey, free_port
 from service.launcher import Stack
 from tests.service import helpers
 from tests.service.helpers import FINISHED
-from worker.settings import Settings
 
 T = TypeVar("T")
 

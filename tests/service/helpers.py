@@ -16,13 +16,13 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 
+from core import fairness, queues
+from core.records import FINISHED as FINISHED_STATES, JobRecord
+from core.settings import Settings
+from core.store import Store
 from service.embedded_redis import free_port
 from service.launcher import Stack
-from worker import fairness, queues
 from worker.attempts import Attempt
-from worker.records import FINISHED as FINISHED_STATES, JobRecord
-from worker.settings import Settings
-from worker.store import Store
 
 FINISHED = {s.value for s in FINISHED_STATES}
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import redis
 
+from core.settings import Settings
 from service import deps
 from service.cli import build_parser
 from service.embedded_redis import EmbeddedValkey
 from service.launcher import Stack
 from tests.service.helpers import classifier, idle_gpu_worker, own_stack
-from worker.settings import Settings
 
 ALICE_KEY, BOB_KEY = "alice-secret-7f3a9c51", "bob-secret-2b8e41d0"
 WRONG_KEY = "mallory-guess-93c1e7aa"

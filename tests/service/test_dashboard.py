@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from core.records import JobStatus, new_id
+from core.store import Store
 from tests.service.helpers import blobs, classifier, started, wait_for_job
 from tests.service.test_events import KEYS, api_process, put_queued_job, record, settings_for
-from worker.records import JobStatus, new_id
-from worker.store import Store
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

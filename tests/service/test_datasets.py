@@ -4,8 +4,8 @@ import hashlib
 
 import numpy as np
 
+from core.keys import Keys
 from tests.service.helpers import npz_bytes, upload_npz
-from worker.keys import Keys
 
 
 def expected_sha256(X, y):

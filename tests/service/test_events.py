@@ -19,13 +19,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from core import fairness
+from core.records import JobRecord, JobStatus, Owner, new_id
+from core.settings import Settings
+from core.store import Store
 from service.embedded_redis import free_port
 from tests.service.helpers import (blobs, classifier, job_record, private_settings, started,
                                    submitted, wait_for_job)
-from worker import fairness
-from worker.records import JobRecord, JobStatus, Owner, new_id
-from worker.settings import Settings
-from worker.store import Store
 
 KEYS = {"alice": "alice-key-0123", "bob": "bob-key-4567"}
 RECHECK_S = 0.3  # the keyed API's events_recheck_s, short so the lost-end test is quick

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import redis
 
+from core.keys import Keys
 from tests.service.fault_helpers import blobs
 from tests.service.helpers import npz_bytes, own_stack, scrape, value, wait_for_job
-from worker.keys import Keys
 
 KEYS = {"alice": "alice-fair-5c1d", "bob": "bob-fair-9e2a", "carol": "carol-fair-33b0"}
 LIMIT, QUOTA = 2, 300_000

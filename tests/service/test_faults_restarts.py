@@ -10,9 +10,9 @@ import time
 import httpx
 import redis
 
+from core.store import Store
 from tests.service.fault_helpers import (assert_contiguous, blobs, epochs, fault_stack, job,
                                          submit, upload, wait_job, wait_until)
-from worker.store import Store
 
 
 def test_redis_restart_keeps_everything_and_the_api_recovers_by_itself(tmp_path):

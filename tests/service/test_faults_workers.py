@@ -10,11 +10,11 @@ import time
 
 import redis
 
+from core.store import Store
 from service.launcher import REVIVE_EVERY_S
 from tests.service.fault_helpers import (FINISHED, assert_contiguous, blobs, busy_worker, epochs,
                                          fault_stack, job, kill, log_lines, submit, upload,
                                          wait_job, wait_until)
-from worker.store import Store
 
 LEASE_S = 2.0  # fault_helpers.FAST_ENV
 

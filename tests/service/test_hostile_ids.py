@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import redis
 
+from core.keys import Keys
+from core.records import new_id
 from tests.service.helpers import classifier, trained_records
 from tests.service.hostile_helpers import (KEYS, as_tenant, connect, keyed_stack,
                                            read_response, request_bytes)
-from worker.keys import Keys
-from worker.records import new_id
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):

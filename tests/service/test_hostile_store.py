@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import redis
 
+from core.settings import Settings
 from service.embedded_redis import free_port
 from service.launcher import Stack
 from tests.service.helpers import npz_bytes, wait_for_job
-from worker.settings import Settings
 
 
 def wide(units: int, activation: str = "tanh") -> dict:

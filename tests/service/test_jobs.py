@@ -4,8 +4,8 @@ import io
 
 import numpy as np
 
+from core.keys import Keys
 from tests.service.helpers import blobs, classifier, upload_npz, wait_for_job
-from worker.keys import Keys
 
 
 def submit(api, **body):

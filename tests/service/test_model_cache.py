@@ -122,8 +122,8 @@ def stored_model(redis_client, prefix: str, *model_ids: str):
 
     import engine
     from service.model_cache import ModelCache
-    from worker.codec import arrays_to_npz
-    from worker.store import Store
+    from core.codec import arrays_to_npz
+    from core.store import Store
 
     store = Store(redis_client, prefix)
     network = {"layers": [{"units": 2, "activation": "softmax"}], "loss": "cross_entropy"}
@@ -178,7 +178,7 @@ def keyed(stack):
     model of alice's that this process has not loaded yet."""
     from service.embedded_redis import free_port
     from service.launcher import Stack
-    from worker.settings import Settings
+    from core.settings import Settings
 
     keyed = Stack(Settings(), "127.0.0.1", free_port(), workers=0, extra_env={
         "BACKPROP_API_KEYS": "alice:key-of-alice,bob:key-of-bob"}).start()

@@ -16,12 +16,12 @@ import httpx
 import numpy as np
 import pytest
 
+from core.settings import Settings
 from service.embedded_redis import free_port
 from service.launcher import Stack
 from tests.service.helpers import (blobs, classifier, npy_bytes, npz_bytes, scrape,
                                    trained_records, value)
 from tests.service.test_metrics import log_lines
-from worker.settings import Settings
 
 JSON = {"content-type": "application/json"}
 NPY = "application/x-npy"

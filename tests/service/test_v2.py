@@ -9,10 +9,10 @@ import httpx
 import numpy as np
 import pytest
 
+from core.settings import Settings
 from service.embedded_redis import free_port
 from service.launcher import Stack
 from tests.service.helpers import blobs, classifier, wait_for_job
-from worker.settings import Settings
 
 HEADER = "Inference-Header-Content-Length"
 

@@ -8,11 +8,11 @@ import signal
 import redis
 from rq import Worker
 
+from core.queues import SERIALIZER
+from core.store import Store
 from tests.service.fault_helpers import (FINISHED, assert_contiguous, blobs, child_pids, epochs,
                                          fault_stack, job, log_lines, submit, upload, wait_job,
                                          wait_until)
-from worker.queues import SERIALIZER
-from worker.store import Store
 
 
 def test_simple_workers_train_in_process_and_sigterm_requeues_from_a_checkpoint(tmp_path):

@@ -9,12 +9,12 @@ import secrets
 
 import pytest
 
+from core import queues
+from core.records import JobStatus
+from core.store import Store
 from tests.service.helpers import job_record, private_settings, started, submitted
-from worker import queues
 from worker.attempts import AttemptLost
-from worker.records import JobStatus
 from worker.reaper import sweep
-from worker.store import Store
 
 
 @pytest.fixture()

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
+from core import queues
+from core.records import JobStatus
+from core.settings import get_settings
+from core.store import Store
 import engine
 from tests.service.helpers import job_record, private_settings, private_store, started, submitted
-from worker import queues
 from worker.attempts import hand_on
 from worker.jobs import train
-from worker.records import JobStatus
-from worker.settings import get_settings
-from worker.store import Store
 
 NETWORK = {"layers": [{"units": 6, "activation": "tanh"}, {"units": 2, "activation": "softmax"}],
            "loss": "cross_entropy"}

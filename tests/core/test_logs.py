@@ -1,4 +1,4 @@
-"""worker.logs: JSON lines, and the access log's direct writes in the same format."""
+"""core.logs: JSON lines, and the access log's direct writes in the same format."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def run_logging(script: str, tmp_path: Path) -> list[dict]:
     code = textwrap.dedent("""
         import logging, sys
         sys.path.insert(0, %r)
-        from worker.logs import AccessLog, setup_logging
+        from core.logs import AccessLog, setup_logging
         setup_logging("api")
         access = logging.getLogger("backprop.api.access")
     """ % str(ROOT)) + textwrap.dedent(script)

@@ -19,10 +19,10 @@ from typing import Any
 
 import redis
 
-from worker import queues, quota
-from worker.records import JobRecord, JobStatus, Owner
-from worker.settings import Settings
-from worker.store import Store
+from core import queues, quota
+from core.records import JobRecord, JobStatus, Owner
+from core.settings import Settings
+from core.store import Store
 
 SETTING = "BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT"
 

@@ -1,14 +1,14 @@
 """Bytes each tenant stores (datasets, models, inline job data), counted in one Redis integer.
 
-The counter moves in the same transaction as the bytes it counts (worker.store and
-worker.fairness charge it next to every write and delete), so it never drifts from what is
+The counter moves in the same transaction as the bytes it counts (core.store and
+core.fairness charge it next to every write and delete), so it never drifts from what is
 stored. `check` reads it inside a WATCH on the counter: two uploads racing for the last bytes
 cannot both get in.
 """
 
 from __future__ import annotations
 
-from worker.keys import Keys
+from core.keys import Keys
 
 SETTING = "BACKPROP_MAX_TENANT_BYTES"
 

@@ -1,7 +1,7 @@
 """What a dataset's columns hold: recorded at upload, shown by GET /v1/datasets/{id}, read at
 job submit (to check a job against the data) and by the worker (to fit the preparation).
 
-A dataset is stored as three arrays (see worker.store):
+A dataset is stored as three arrays (see core.store):
     numeric   (n, p) float: the `numeric` feature columns in schema order, NaN where missing
     codes     (n, q) int32: the `categorical` feature columns, each value's index in that
               column's `categories`, -1 where missing

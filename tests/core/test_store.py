@@ -6,9 +6,9 @@ import secrets
 import numpy as np
 import pytest
 
+from core.records import JobStatus
+from core.store import BadCursor, Store
 from tests.service.helpers import job_record, private_settings, started, submitted
-from worker.records import JobStatus
-from worker.store import BadCursor, Store
 
 
 @pytest.fixture()

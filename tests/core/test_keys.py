@@ -4,7 +4,7 @@ import ast
 import inspect
 from pathlib import Path
 
-from worker.keys import Keys
+from core.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_FRAGMENTS = (":dataset:", ":job:", ":model:", ":tenant:", ":jobs:", ":lock:", "bp:")

@@ -1,13 +1,13 @@
 """The Redis store: datasets, jobs (record, history, checkpoint) and models.
 
-Job records are typed (worker.records.JobRecord); dataset and model meta are hashes of JSON
+Job records are typed (core.records.JobRecord); dataset and model meta are hashes of JSON
 values too. Every read that a tenant makes goes through a tenant check, and a record of another
 tenant reads as missing, so ids never leak across tenants. Every stored byte is counted against
-its tenant (worker.quota) in the transaction that stores or deletes it.
+its tenant (core.quota) in the transaction that stores or deletes it.
 
 Writes that change a job's status go through `set_status`, which keeps the running set and the
 per-status index (what `?status=` lists) in step; writes that an attempt makes are fenced by its
-ownership (worker.attempts), and endings go through worker.fairness.finish.
+ownership (worker.attempts), and endings go through core.fairness.finish.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterable, TypeVar
 import numpy as np
 import redis
 
-from worker import quota
-from worker.codec import array_to_bytes, bytes_to_array, npy_parts
-from worker.keys import Keys
-from worker.records import JobRecord, JobStatus
+from core import quota
+from core.codec import array_to_bytes, bytes_to_array, npy_parts
+from core.keys import Keys
+from core.records import JobRecord, JobStatus
 
 WEIGHTS_FIELD = b"weights"
 T = TypeVar("T")
@@ -212,7 +212,7 @@ class Store:
 
     # -- jobs --------------------------------------------------------------------------------
     def put_job(self, pipe, job: JobRecord, inline: dict[str, bytes] | None = None) -> None:
-        """Write a new job inside the caller's transaction (worker.fairness.submit), with its
+        """Write a new job inside the caller's transaction (core.fairness.submit), with its
         inline data (inline_blobs), whose size job.data_bytes counts against the tenant."""
         k = self.keys
         if inline:

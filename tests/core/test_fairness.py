@@ -7,11 +7,11 @@ import secrets
 import numpy as np
 import pytest
 
+from core import fairness, queues, quota
+from core.records import JobStatus, Owner
+from core.store import Store
 from tests.service.helpers import job_record, private_settings, started, submitted
-from worker import fairness, queues, quota
-from worker.records import JobStatus, Owner
 from worker.reaper import sweep
-from worker.store import Store
 
 
 @pytest.fixture()

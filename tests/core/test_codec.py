@@ -1,4 +1,4 @@
-"""worker.codec: .npy bytes <-> arrays, loaded as views of the bytes and never unpickled."""
+"""core.codec: .npy bytes <-> arrays, loaded as views of the bytes and never unpickled."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from worker.codec import array_to_bytes, bytes_to_array
+from core.codec import array_to_bytes, bytes_to_array
 
 
 @pytest.mark.parametrize("array", [

@@ -10,7 +10,7 @@ from rq import Queue, Worker, worker_registration
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from worker.settings import Settings
+from core.settings import Settings
 
 TRAIN_FUNCTION = "worker.jobs.train"
 SERIALIZER = JSONSerializer

@@ -3,7 +3,7 @@
 A record is a Redis hash with one field per attribute, each value JSON (`"running"`, `3`,
 `true`), so Lua scripts and single-field updates can read or write one field without the rest.
 `Record.encode` / `Record.decode` / `Record.encode_fields` are the only code that turns records
-into hash fields and back; worker.store calls them. To add an attribute, add a field with a
+into hash fields and back; core.store calls them. To add an attribute, add a field with a
 default to the class: nothing else changes.
 """
 
@@ -127,7 +127,7 @@ class JobRecord(Record):
     restarts: int = 0
     rq_id: str | None = None
     worker: str | None = None
-    # Waiting in its tenant's backlog (worker.fairness), not yet in an RQ queue.
+    # Waiting in its tenant's backlog (core.fairness), not yet in an RQ queue.
     backlogged: bool = False
     checkpoint_epoch: int | None = None
     checkpoint_at: float | None = None

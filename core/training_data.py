@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.dataset_schema import DatasetSchema
 import engine
 from engine.preparation import (ClassTarget, Preparation, PreparationSpec, fit_categorical,
                                 fit_numeric, fit_scaled_target, recode)
-from worker.schema import DatasetSchema
 
 CLASSIFICATION_LOSSES = {"cross_entropy": "classification",
                          "binary_cross_entropy": "multilabel"}

@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 
+from core.settings import Settings
 from service.launcher import Stack
-from worker.settings import Settings
 
-PROBE = ("import json, numpy; from worker.blas import limit_blas_threads; {call}; "
+PROBE = ("import json, numpy; from core.blas_threads import limit_blas_threads; {call}; "
          "from threadpoolctl import threadpool_info; "
          "print(json.dumps([p['num_threads'] for p in threadpool_info() "
          "if p['user_api'] == 'blas']))")

@@ -21,12 +21,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from core import fairness, queues
+from core.logs import AccessLog
+from core.records import FINISHED
+from core.settings import Settings
+from core.store import Store
 from service.deps import KEYLESS_TENANT
-from worker import fairness, queues
-from worker.logs import AccessLog
-from worker.settings import Settings
-from worker.records import FINISHED
-from worker.store import Store
 
 log = logging.getLogger("backprop.api.access")
 

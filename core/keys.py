@@ -67,7 +67,7 @@ class Keys:
         """Sorted set of a tenant's job ids in one status, scored by submit time (?status=)."""
         return f"{self.prefix}:tenant:{tenant}:jobs:{status}"
 
-    # per-tenant fairness and quotas (worker.fairness)
+    # per-tenant fairness and quotas (core.fairness)
     def tenant_active(self, tenant: str) -> str:
         """Set of a tenant's job ids that are in an RQ queue or running."""
         return f"{self.prefix}:tenant:{tenant}:active"
