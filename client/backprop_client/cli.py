@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     network, training, options = job_request(args)
     if (args.data is None) == (args.dataset is None):
         raise UsageError("give the data: --data data.csv (or .npz), or --dataset ID")
+    if args.dataset and (args.target or args.columns):
+        raise UsageError("--target and --columns shape a CSV upload (--data); the dataset "
+                         f"{args.dataset} keeps the target and column kinds it was uploaded "
+                         "with (--ignore still leaves columns out of this job)")
+    if args.dataset and args.ignore:
+        options["ignore"] = args.ignore  # the job's preprocessing leaves them out
     with client_from(args) as client:
         dataset_id = args.dataset
         if args.data:
@@ -264,6 +271,11 @@ def guarded(command):
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
+        except BrokenPipeError:
+            # `backprop history JOB | head`: the reader left. Python would report the failed
+            # flush of stdout at exit too, so stdout goes to /dev/null first.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141  # what a shell reports for a writer killed by SIGPIPE
         except ApiError as exc:
             say(f"error: {exc}")
             return 1

@@ -163,6 +163,12 @@ class Client:
         if dataset is None:
             dataset = self.upload(X, y, target=target, ignore=ignore, columns=columns,
                                   dtype=options.get("dtype"))
+        else:
+            if target is not None or columns is not None:
+                raise ValueError("target= and columns= shape an upload; an uploaded dataset "
+                                 "keeps the target and column kinds it was uploaded with")
+            if ignore is not None:
+                options["preprocessing"] = ignoring(options.get("preprocessing"), ignore)
         dataset_id = dataset["id"] if isinstance(dataset, dict) else dataset
         body = {"network": network, "training": training or {}, "dataset_id": dataset_id,
                 **options}
@@ -178,6 +184,19 @@ class Client:
 
     def model(self, model_id: str) -> Model:
         return Model(self, self.get(f"/v1/models/{model_id}"))
+
+
+def ignoring(preprocessing: str | dict | None, ignore: str | list[str]) -> str | dict:
+    """A job's `preprocessing` field that also leaves out the `ignore` columns of a dataset
+    already uploaded (at upload, ignore= is a form field instead). With "none" it is sent as
+    given, and the API's answer names the conflict."""
+    columns = [c.strip() for c in ignore.split(",")] if isinstance(ignore, str) else list(ignore)
+    if preprocessing == "none":
+        return {"mode": "none", "ignore": columns}
+    spec = {"mode": "auto"} if preprocessing in (None, "auto") else dict(preprocessing)
+    spec["ignore"] = [*spec.get("ignore", []), *(c for c in columns if c not in
+                                                 spec.get("ignore", []))]
+    return spec
 
 
 class Job:

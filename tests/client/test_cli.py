@@ -241,3 +241,31 @@ def test_client_and_cli_send_the_api_key_as_bearer(keyed_stack, files):
     assert wrong.stderr.rstrip().endswith("(HTTP 401)")
     keyless = backprop("jobs", url=url)
     assert keyless.returncode == 1 and "Authorization: Bearer" in keyless.stderr
+
+
+def test_train_on_an_uploaded_dataset_applies_ignore_and_refuses_upload_options(stack, files):
+    with Client(stack.url) as client:
+        dataset = client.upload_csv(files["data"], target="label")
+    done = client_cli("train", files["spec"], "--dataset", dataset["id"], "--ignore", "f1,f3",
+                      "--epochs", "2", "--follow", url=stack.url)
+    assert done.returncode == 0, done.stderr
+    with Client(stack.url) as client:
+        columns = client.model(done.stdout.strip()).input_columns
+    assert [c["name"] for c in columns] == ["f2", "f4"]
+    refused = client_cli("train", files["spec"], "--dataset", dataset["id"], "--target", "f2",
+                         url=stack.url)
+    assert refused.returncode == 2 and "--target and --columns shape a CSV upload" in refused.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(followed, stack):
+    """`backprop history JOB | head`: the pipe's reader is gone before the command writes."""
+    read, write = os.pipe()
+    environ = {**os.environ, "BACKPROP_URL": stack.url}
+    process = subprocess.Popen([sys.executable, "-m", "backprop_client.cli", "history",
+                                followed["job_id"]], cwd=ROOT, env=environ, stdout=write,
+                               stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    os.close(read)  # the reader leaves before the command has started
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
