@@ -15,6 +15,7 @@ from service.deps import Authenticate, check_path_ids, key_digest
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.model_cache import ModelCache
 from service.prometheus_metrics import install_metrics
+from service.routes.api_docs import install_api_docs
 from service.routes import dashboard, datasets, events, health, jobs, models
 from service.routes import onnx, v2
 from service.schemas import JobIn, PredictIn, document_errors
@@ -26,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limit_blas_threads(settings.api_blas_threads)  # requests, not BLAS threads, fill the cores
     app = FastAPI(title="backprop-service", version="0.1.0",
                   description="Train neural networks by backpropagation over HTTP.",
-                  dependencies=[Depends(check_path_ids)])
+                  dependencies=[Depends(check_path_ids)], docs_url=None, redoc_url=None)
     store = Store(queues.connect(settings), settings.key_prefix)
     app.state.settings = settings
     app.state.store = store
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (models, v2, health, datasets, jobs, events, dashboard):
         app.include_router(module.router)
     app.include_router(onnx.router)
+    install_api_docs(app)
     # Middleware, innermost first: each add_middleware wraps the ones before it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Authenticate)  # the key, before anything reads a body
