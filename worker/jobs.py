@@ -188,8 +188,9 @@ class TrainingRun:
             patiently(lambda: self.attempt.checkpoint(data, net.epochs_done),
                       "writing a checkpoint")
             self.last_checkpoint = time.monotonic()
-        self.log.info("epoch %d loss %.6g", record["epoch"], record["loss"],
-                      extra={"epoch": record["epoch"]})
+        # Debug: a log tells state changes; every epoch is in the job's history already.
+        self.log.debug("epoch %d loss %.6g", record["epoch"], record["loss"],
+                       extra={"epoch": record["epoch"]})
 
     def _should_stop(self) -> bool:
         return self.cancel.is_set() or self.lost.is_set() or PREEMPTED.is_set()

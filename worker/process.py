@@ -65,7 +65,7 @@ class TrainingWorker(QuickStopPubSub, Worker):
     def handle_warm_shutdown_request(self) -> None:
         self.shutdown_requested = True
         if self.horse_pid:
-            self.log.info("warm shutdown: asking horse %s to checkpoint", self.horse_pid)
+            log.info("warm shutdown: asking horse %s to checkpoint", self.horse_pid)
             self.kill_horse(sig=PREEMPT_SIGNAL)
 
     def maintain_heartbeats(self, job, execution) -> None:
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                      for n in names], connection=connection, name=args.name,
                     serializer=queues.SERIALIZER, worker_ttl=WORKER_TTL_S,
                     job_monitoring_interval=WORKER_TTL_S // 3)
-                worker.work(burst=args.burst, logging_level="INFO")
+                worker.work(burst=args.burst, logging_level="WARNING")
                 if worker.shutdown_requested or args.burst:
                     break
                 log.warning("the RQ work loop ended without a shutdown request; starting a "
