@@ -108,3 +108,20 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field (`max_body_bytes` ->
+    `BACKPROP_MAX_BODY_BYTES`), derived from the model so that no module retypes it."""
+    if field not in Settings.model_fields:
+        raise KeyError(f"{field!r} is not a Settings field")
+    return f"{Settings.model_config['env_prefix']}{field}".upper()
+
+
+def settings_env(settings: Settings, *fields: str) -> dict[str, str]:
+    """{env_name: value} of `fields` of `settings`, for a child process's environment."""
+    return {env_name(f): _env_value(getattr(settings, f)) for f in fields}
+
+
+def _env_value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -11,53 +11,15 @@ import zipfile
 import zlib
 from typing import BinaryIO
 
-import anyio
-import anyio.to_process
-from anyio import BrokenWorkerProcess
 import numpy as np
 import orjson
 from numpy.lib import format as npy_format
 
-from service.errors import ApiError
+from service.errors import ApiError, invalid
+# The decoder pools live in service/pools.py; routes/datasets.py still reaches them here.
+from service.pools import decode_json_body, off_loop  # noqa: F401
 
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
-DECODE_THREADS = 2
-"""Request bodies decoded at once per API process; more wait their turn, so a burst of big
-uploads holds at most this many decodes' memory (a JSON body takes about 9x its size)."""
-_decoders = anyio.CapacityLimiter(DECODE_THREADS)
-
-
-async def off_loop(decode, *args):
-    """decode(*args) in one of the decoder threads, so the event loop keeps answering other
-    requests (health checks, status polls) meanwhile."""
-    return await anyio.to_thread.run_sync(decode, *args, limiter=_decoders)
-
-
-PROCESS_DECODE_BYTES = 1 << 20
-"""JSON bodies from this size are decoded in a decoder process rather than a thread. Parsing
-JSON and turning lists into arrays hold the GIL (about 10 ms a MiB), so in a thread a 39 MiB
-upload still held /healthz up to 0.74 s; from a process the API only copies bytes and arrays
-(bench/isolation.py). Smaller bodies stay in a thread: a process round trip costs more."""
-
-
-async def decode_json_body(decode, body: bytes, *args):
-    """decode(body, *args) off the event loop: the same function in a decoder thread, or for a
-    body of PROCESS_DECODE_BYTES or more in a decoder process (anyio's pool: at most
-    DECODE_THREADS at once, shared with the threads; idle ones exit after 5 minutes). `decode`
-    and what it returns or raises must pickle."""
-    if len(body) < PROCESS_DECODE_BYTES:
-        return await off_loop(decode, body, *args)
-    try:
-        return await anyio.to_process.run_sync(decode, body, *args, limiter=_decoders)
-    except BrokenWorkerProcess:
-        raise ApiError(503, "body: the process decoding this body ended before it finished "
-                            "(out of memory?); retry, or send the data as an NPZ, CSV or "
-                            "Parquet file, which take far less memory to read than JSON",
-                       "body", headers={"Retry-After": "5"}) from None
-
-
-def _invalid(field: str, message: str, status: int = 422) -> ApiError:
-    return ApiError(status, f"{field}: {message}", field)
 
 
 def parse_json(body: bytes):
@@ -68,33 +30,33 @@ def parse_json(body: bytes):
     except orjson.JSONDecodeError as exc:
         try:
             return json.loads(body)
-        except (ValueError, RecursionError):
-            raise _invalid("body", f"not valid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError):
+            raise invalid("body", f"not valid JSON ({exc})") from None
 
 
 def matrix(value, field: str, dtype=np.float64) -> np.ndarray:
     """A non-empty 2-D array of finite numbers from nested lists."""
     if not isinstance(value, list) or not value:
-        raise _invalid(field, "must be a non-empty list of rows (a list of lists of numbers)")
+        raise invalid(field, "must be a non-empty list of rows (a list of lists of numbers)")
     if not all(isinstance(row, list) for row in value):
-        raise _invalid(field, "every row must be a list of numbers")
+        raise invalid(field, "every row must be a list of numbers")
     widths = {len(row) for row in value}
     if len(widths) != 1:
-        raise _invalid(field, f"rows have different lengths ({sorted(widths)[:5]}); every row "
+        raise invalid(field, f"rows have different lengths ({sorted(widths)[:5]}); every row "
                               f"must have the same number of values")
     if 0 in widths:
-        raise _invalid(field, "rows are empty; each row needs at least one value")
+        raise invalid(field, "rows are empty; each row needs at least one value")
     return finite(_numeric(value, field, dtype), field)
 
 
 def vector_or_matrix(value, field: str) -> np.ndarray:
     """Targets: a non-empty list of numbers, or a list of equal-length lists of numbers."""
     if not isinstance(value, list) or not value:
-        raise _invalid(field, "must be a non-empty list (one target per row)")
+        raise invalid(field, "must be a non-empty list (one target per row)")
     if all(isinstance(v, list) for v in value):
         return matrix(value, field)
     if any(isinstance(v, (list, dict, str)) or v is None for v in value):
-        raise _invalid(field, "must hold numbers only (or be a list of lists for several targets)")
+        raise invalid(field, "must hold numbers only (or be a list of lists for several targets)")
     return finite(_numeric(value, field, np.float64), field)
 
 
@@ -114,20 +76,20 @@ def _numeric(value: list, field: str, dtype) -> np.ndarray:
                 out[start:start + step] = np.asarray(value[start:start + step], dtype=dtype)
             return out
     except (TypeError, ValueError) as exc:
-        raise _invalid(field, f"must hold numbers only ({exc})") from None
+        raise invalid(field, f"must hold numbers only ({exc})") from None
     except (FloatingPointError, OverflowError):
-        raise _invalid(field, f"holds numbers too large for {np.dtype(dtype).name} (such as "
+        raise invalid(field, f"holds numbers too large for {np.dtype(dtype).name} (such as "
                               f"10**400); send values within ±1.8e308") from None
 
 
 def finite(array: np.ndarray, field: str) -> np.ndarray:
     if array.dtype.kind == "f" and not all_finite(array):
         bad = np.argwhere(~np.isfinite(array))[0].tolist()
-        raise _invalid(field, f"holds NaN or infinite values (first at index {bad}; numbers "
+        raise invalid(field, f"holds NaN or infinite values (first at index {bad}; numbers "
                               f"beyond ±1.8e308 such as 1e400 read as infinite); remove or "
                               f"impute them")
     if array.dtype.kind not in "fiub":
-        raise _invalid(field, f"must be numeric, not {array.dtype}")
+        raise invalid(field, f"must be numeric, not {array.dtype}")
     return array
 
 
@@ -145,7 +107,7 @@ def as_float(array: np.ndarray, field: str, dtype: str) -> np.ndarray:
     # Only a narrowing cast can overflow; max/min make no array-sized temporary (np.abs would).
     narrowing = array.dtype.kind == "f" and array.dtype.itemsize > np.dtype(target).itemsize
     if narrowing and array.size and max(array.max(), -array.min()) > np.finfo(target).max:
-        raise _invalid(field, f"holds values too large for {dtype} (largest allowed "
+        raise invalid(field, f"holds values too large for {dtype} (largest allowed "
                               f"{np.finfo(target).max:.3g})")
     return array.astype(target, copy=False)
 
@@ -153,7 +115,7 @@ def as_float(array: np.ndarray, field: str, dtype: str) -> np.ndarray:
 def targets(y: np.ndarray, dtype: str) -> np.ndarray:
     """Whole-number targets (labels, one-hot rows) as int64; anything else as `dtype`."""
     if y.dtype.kind == "u" and y.size and y.max() > np.iinfo(np.int64).max:
-        raise _invalid("y", f"holds the label {y.max()}; integer labels and targets must be "
+        raise invalid("y", f"holds the label {y.max()}; integer labels and targets must be "
                             f"below 2**63 (class labels run 0 .. classes-1)")
     if y.dtype.kind in "iub":
         return y.astype(np.int64, copy=False)
@@ -164,17 +126,17 @@ def targets(y: np.ndarray, dtype: str) -> np.ndarray:
 
 def rows_match(X: np.ndarray, y: np.ndarray, x_field: str = "X", y_field: str = "y") -> None:
     if X.ndim != 2:
-        raise _invalid(x_field, f"must be 2-D (rows x features), got shape {list(X.shape)}")
+        raise invalid(x_field, f"must be 2-D (rows x features), got shape {list(X.shape)}")
     if y.ndim not in (1, 2):
-        raise _invalid(y_field, f"must be 1-D or 2-D, got shape {list(y.shape)}")
+        raise invalid(y_field, f"must be 1-D or 2-D, got shape {list(y.shape)}")
     if X.shape[0] == 0:
-        raise _invalid(x_field, "the dataset is empty; send at least one row")
+        raise invalid(x_field, "the dataset is empty; send at least one row")
     if X.shape[1] == 0:
-        raise _invalid(x_field, "has no feature columns; send at least one value per row")
+        raise invalid(x_field, "has no feature columns; send at least one value per row")
     if y.ndim == 2 and y.shape[1] == 0:
-        raise _invalid(y_field, "has no target columns; send one label or value per row")
+        raise invalid(y_field, "has no target columns; send one label or value per row")
     if X.shape[0] != y.shape[0]:
-        raise _invalid(y_field, f"has {y.shape[0]} rows but X has {X.shape[0]}; "
+        raise invalid(y_field, f"has {y.shape[0]} rows but X has {X.shape[0]}; "
                                 f"give one target per row")
 
 
@@ -191,15 +153,15 @@ def npy_header(stream: BinaryIO, field: str) -> tuple[tuple[int, ...], bool, np.
     if prefix[:len(NPY_MAGIC)] != NPY_MAGIC or len(prefix) < len(NPY_MAGIC) + 2:
         hint = (" (it looks like an NPZ archive: send one array as .npy here, NPZ files to "
                 "/v1/datasets)" if prefix.startswith(b"PK") else "")
-        raise _invalid(field, f"is not a .npy array: it lacks the .npy header{hint}")
+        raise invalid(field, f"is not a .npy array: it lacks the .npy header{hint}")
     major = prefix[-2]
     if major not in (1, 2):
-        raise _invalid(field, f"is a .npy array of format version {major}; save it with "
+        raise invalid(field, f"is a .npy array of format version {major}; save it with "
                               f"numpy.save (versions 1 and 2 are read)")
     length_bytes = stream.read(2 if major == 1 else 4)
     length = int.from_bytes(length_bytes, "little") if len(length_bytes) in (2, 4) else -1
     if not 0 < length <= MAX_NPY_HEADER:
-        raise _invalid(field, f"has a .npy header of {length} bytes; at most {MAX_NPY_HEADER}")
+        raise invalid(field, f"has a .npy header of {length} bytes; at most {MAX_NPY_HEADER}")
     header = stream.read(length)
     reader = (npy_format.read_array_header_1_0 if major == 1 else
               npy_format.read_array_header_2_0)
@@ -208,14 +170,14 @@ def npy_header(stream: BinaryIO, field: str) -> tuple[tuple[int, ...], bool, np.
         npy_format.read_magic(source)
         shape, fortran, dtype = reader(source)
     except Exception as exc:  # numpy's header parser raises what its tokenizer raises
-        raise _invalid(field, f"has an unreadable .npy header ({str(exc)[:200]})") from None
+        raise invalid(field, f"has an unreadable .npy header ({str(exc)[:200]})") from None
     if dtype.hasobject:
-        raise _invalid(field, "holds Python objects, which would have to be unpickled; send "
+        raise invalid(field, "holds Python objects, which would have to be unpickled; send "
                               "numbers only")
     if dtype.kind not in "fiub" or dtype.names is not None or dtype.subdtype is not None:
-        raise _invalid(field, f"must be numeric, not {dtype}")
+        raise invalid(field, f"must be numeric, not {dtype}")
     if any(n < 0 for n in shape):
-        raise _invalid(field, f"declares the shape {list(shape)}")
+        raise invalid(field, f"declares the shape {list(shape)}")
     return shape, fortran, dtype
 
 
@@ -231,7 +193,7 @@ def from_npy(content: bytes, field: str) -> np.ndarray:
     shape, fortran, dtype = npy_header(stream, field)
     count, offset = math.prod(shape), stream.tell()
     if count * dtype.itemsize != len(content) - offset:
-        raise _invalid(field, f"declares shape {list(shape)} of {dtype} ({count * dtype.itemsize}"
+        raise invalid(field, f"declares shape {list(shape)} of {dtype} ({count * dtype.itemsize}"
                               f" bytes) but holds {len(content) - offset} bytes of data")
     flat = np.frombuffer(content, dtype=dtype, count=count, offset=offset)
     return finite(_shaped(flat, shape, fortran), field)
@@ -251,7 +213,7 @@ def from_npz(content: bytes | BinaryIO, max_rows: int, max_bytes: int,
             members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
             missing = [name for name in ("X", "y") if name not in members]
             if missing:
-                raise _invalid("file", f"the NPZ lacks array(s) {missing}; it holds "
+                raise invalid("file", f"the NPZ lacks array(s) {missing}; it holds "
                                        f"{sorted(members)[:20]}")
             streams = {name: archive.open(members[name]) for name in ("X", "y")}
             headers = {name: npy_header(stream, name) for name, stream in streams.items()}
@@ -259,7 +221,7 @@ def from_npz(content: bytes | BinaryIO, max_rows: int, max_bytes: int,
             X, y = (_read_data(streams[name], *headers[name], name) for name in ("X", "y"))
     except (OSError, ValueError, RuntimeError, EOFError, NotImplementedError,
             zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:  # each codec its own
-        raise _invalid("file", f"is not a readable NPZ of numeric arrays ({exc})") from None
+        raise invalid("file", f"is not a readable NPZ of numeric arrays ({exc})") from None
     return finite(X, "X"), finite(y, "y")
 
 
@@ -286,10 +248,10 @@ def _read_data(stream: BinaryIO, shape: tuple[int, ...], fortran: bool, dtype: n
     while got < len(buffer):
         n = stream.readinto(buffer[got:got + READ_CHUNK])
         if not n:
-            raise _invalid(field, f"holds {got} bytes of data where its .npy header declares "
+            raise invalid(field, f"holds {got} bytes of data where its .npy header declares "
                                   f"{len(buffer)} (shape {list(shape)} of {dtype})")
         got += n
     if stream.read(1):
-        raise _invalid(field, f"holds more data than its .npy header declares (shape "
+        raise invalid(field, f"holds more data than its .npy header declares (shape "
                               f"{list(shape)} of {dtype})")
     return _shaped(flat, shape, fortran)

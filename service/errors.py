@@ -1,19 +1,29 @@
 """Every error answers JSON `{"error": {"status", "message", "field"?, "details"?}}` (on /v2,
-the inference protocol's `{"error": "message"}`), an unexpected one included."""
+the inference protocol's `{"error": "message"}`), an unexpected one included.
+
+One place decides statuses: an ApiError carries its own, and ANSWERS maps each domain
+exception of core/ (and Redis's) to an ApiError. install_error_handlers registers one handler,
+`answer_error`, for all of them, so /v1 and /v2 answer the same failure with the same status;
+only the body's form differs. Anything else is a bug: UnexpectedErrors logs it and answers 500.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import orjson
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from service.responses import JSONBytes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from core import quota
+from core.settings import env_name
+from core.store import BadCursor
+from core.training_data import DataMismatch
+from service.responses import JSONBytes
 
 log = logging.getLogger("backprop.api")
 
@@ -22,12 +32,18 @@ class ApiError(Exception):
     """An error a person can act on: `message` says what to change, `field` where."""
 
     def __init__(self, status: int, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, details: list | None = None):
         super().__init__(message)
         self.status, self.message, self.field, self.headers = status, message, field, headers
+        self.details = details
 
-    def __reduce__(self):  # raised in a decoder process, re-raised in the API (arrays.py)
-        return type(self), (self.status, self.message, self.field, self.headers)
+    def __reduce__(self):  # raised in a decoder process, re-raised in the API (service/pools.py)
+        return type(self), (self.status, self.message, self.field, self.headers, self.details)
+
+
+def invalid(field: str, message: str, status: int = 422) -> ApiError:
+    """The one error factory for bad input: `field: message`, naming the field."""
+    return ApiError(status, f"{field}: {message}", field)
 
 
 def not_found(kind: str, item_id: str) -> ApiError:
@@ -36,6 +52,43 @@ def not_found(kind: str, item_id: str) -> ApiError:
     return ApiError(404, f"no {kind} with id {shown!r} (for this API key)")
 
 
+# -- domain exceptions -> statuses: the one registry -------------------------------------------
+def redis_failure(exc: redis.RedisError) -> ApiError:
+    """A failed Redis call: full (507), unreachable or not serving (503), or a command it
+    refused, which is a bug of ours (500)."""
+    if isinstance(exc, redis.OutOfMemoryError):
+        setting = env_name("redis_maxmemory")
+        return ApiError(507, f"the job store (Redis) is full and refused to store this (its "
+                             f"maxmemory, {setting}, is reached); delete datasets, models or "
+                             f"finished jobs you no longer need, or raise {setting}")
+    reason = str(exc).rstrip(".")
+    if isinstance(exc, redis.ResponseError) and not isinstance(exc, redis.ReadOnlyError):
+        return ApiError(500, f"the job store (Redis) refused a command ({reason}); report "
+                             f"this with the time")
+    return ApiError(503, f"the job store (Redis) is unreachable ({reason}); retry shortly, "
+                         f"the service reconnects by itself", headers={"Retry-After": "2"})
+
+
+ANSWERS: dict[type[Exception], Callable[[Exception], ApiError]] = {
+    redis.RedisError: redis_failure,
+    quota.QuotaExceeded: lambda exc: ApiError(413, exc.message, exc.field),
+    DataMismatch: lambda exc: invalid(exc.field, str(exc)),
+    BadCursor: lambda exc: ApiError(422, str(exc), "before"),
+}
+"""Exceptions core/ (and redis-py) raise on purpose, and the ApiError each is answered as."""
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    """`exc` as the ApiError it is answered as (its class or the nearest base in ANSWERS)."""
+    if isinstance(exc, ApiError):
+        return exc
+    for kind in type(exc).__mro__:
+        if kind in ANSWERS:
+            return ANSWERS[kind](exc)
+    raise TypeError(f"{type(exc).__name__} has no entry in service.errors.ANSWERS")
+
+
+# -- bodies, in each protocol's form -----------------------------------------------------------
 def error_body(status: int, message: str, field: str | None = None,
                details: list | None = None) -> dict:
     error: dict = {"status": status, "message": message}
@@ -51,15 +104,32 @@ def is_protocol_path(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+def protocol_status(status: int) -> int:
+    """The inference protocol's "bad request" is 400 where /v1 answers 422."""
+    return 400 if status == 422 else status
+
+
 def error_bytes(path: str, status: int, message: str) -> bytes:
     """An error body in the form the API at `path` uses, for answers made outside FastAPI."""
     body = {"error": message} if is_protocol_path(path) else error_body(status, message)
     return orjson.dumps(body)
 
 
+def error_response(path: str, error: ApiError) -> JSONBytes:
+    if is_protocol_path(path):
+        message = error.message
+        if error.details:           # the protocol has one message: every problem in it
+            message = "; ".join(f"{d['field']}: {d['message']}" for d in error.details)
+        return JSONBytes({"error": message}, protocol_status(error.status),
+                         headers=error.headers)
+    return JSONBytes(error_body(error.status, error.message, error.field, error.details),
+                     error.status, headers=error.headers)
+
+
 async def send_error(send, path: str, status: int, message: str,
                      headers: dict[str, str] | None = None) -> None:
     """Answer an error from a pure ASGI middleware (before FastAPI saw the request)."""
+    status = protocol_status(status) if is_protocol_path(path) else status
     body = error_bytes(path, status, message)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -101,20 +171,7 @@ class UnexpectedErrors:
             await send_error(send, scope["path"], 500, UNEXPECTED)
 
 
-def redis_failure(exc: redis.RedisError) -> tuple[int, str, dict[str, str] | None]:
-    """(status, message, headers) for a failed Redis call: full (507), unreachable (503), or
-    data it cannot read (500)."""
-    if isinstance(exc, redis.OutOfMemoryError):
-        return 507, ("the job store (Redis) is full and refused to store this (its maxmemory, "
-                     "BACKPROP_REDIS_MAXMEMORY, is reached); delete datasets, models or "
-                     "finished jobs you no longer need, or raise BACKPROP_REDIS_MAXMEMORY"), None
-    if isinstance(exc, redis.ResponseError):  # WRONGTYPE and the like: not a dropped link
-        return 500, (f"the job store (Redis) refused a command ({str(exc).rstrip('.')}); "
-                     f"report this with the time"), None
-    return 503, (f"the job store (Redis) is unreachable ({str(exc).rstrip('.')}); retry "
-                 f"shortly, the service reconnects by itself"), {"Retry-After": "2"}
-
-
+# -- FastAPI's own errors ----------------------------------------------------------------------
 def field_path(loc: tuple) -> str:
     """('body', 'network', 'layers', 0, 'units') -> 'network.layers[0].units'; the tags that
     pydantic puts in for the members of a union ('list[float]') are left out."""
@@ -140,41 +197,41 @@ def _json_invalid(error: dict) -> dict:
     return {"field": "body", "message": f"not valid JSON ({reason}{where})"}
 
 
+def validation_error(exc: RequestValidationError) -> ApiError:
+    details = validation_details(list(exc.errors()))
+    first = details[0] if details else {"field": "body", "message": "invalid request"}
+    message = f"{first['field']}: {first['message']}"
+    if len(details) > 1:
+        message += f" (and {len(details) - 1} more problem(s), see details)"
+    return ApiError(422, message, first["field"], details=details)
+
+
+def http_error(request: Request, exc: StarletteHTTPException) -> ApiError:
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if exc.status_code == 400:  # Starlette/FastAPI could not parse the body at all
+        return invalid("body", f"could not be read ({message}); send UTF-8 JSON, or a "
+                               f"well-formed multipart/form-data upload")
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.method} {request.url.path}; see /docs"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}; see /docs"
+    return ApiError(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+
+async def answer_error(request: Request, exc: Exception) -> JSONBytes:
+    """The one exception handler: the ApiError an exception stands for, in the form of the
+    protocol at the request's path."""
+    if isinstance(exc, RequestValidationError):
+        error = validation_error(exc)
+    elif isinstance(exc, StarletteHTTPException):
+        error = http_error(request, exc)
+    else:
+        error = as_api_error(exc)
+    if isinstance(exc, redis.RedisError):
+        log.warning("redis call failed (%s): %s", error.status, exc)
+    return error_response(request.url.path, error)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError):
-        return JSONBytes(error_body(exc.status, exc.message, exc.field), exc.status,
-                              headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
-        details = validation_details(list(exc.errors()))
-        first = details[0] if details else {"field": "body", "message": "invalid request"}
-        message = f"{first['field']}: {first['message']}"
-        if len(details) > 1:
-            message += f" (and {len(details) - 1} more problem(s), see details)"
-        return JSONBytes(error_body(422, message, first["field"], details), 422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        if exc.status_code == 400:  # Starlette/FastAPI could not parse the body at all
-            return JSONBytes(error_body(422, f"body: could not be read ({message}); send UTF-8 "
-                                             f"JSON, or a well-formed multipart/form-data upload",
-                                        "body"), 422)
-        if exc.status_code == 404 and message == "Not Found":
-            message = f"no route {request.method} {request.url.path}; see /docs"
-        elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}; see /docs"
-        return JSONBytes(error_body(exc.status_code, message), exc.status_code,
-                              headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(quota.QuotaExceeded)
-    async def over_quota(request: Request, exc: quota.QuotaExceeded):
-        return JSONBytes(error_body(413, exc.message, exc.field), 413)
-
-    @app.exception_handler(redis.RedisError)
-    async def redis_failed(request: Request, exc: redis.RedisError):
-        status, message, headers = redis_failure(exc)
-        log.warning("redis call failed (%s): %s", status, exc)
-        return JSONBytes(error_body(status, message), status, headers=headers)
+    for kind in (ApiError, RequestValidationError, StarletteHTTPException, *ANSWERS):
+        app.add_exception_handler(kind, answer_error)

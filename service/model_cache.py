@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -68,8 +67,16 @@ class ModelCache:
         self._listening = False
         self._generation = 0                # +1 whenever the listener subscribes or drops
         self._lock = threading.Lock()
+        self.listener: DeletionListener | None = None
         if listen:
-            DeletionListener(store, self).start()
+            self.listener = DeletionListener(store, self)
+            self.listener.start()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the deletion listener (at app shutdown) and forget every model."""
+        if self.listener is not None:
+            self.listener.stop(timeout_s)
+        self.set_listening(False)
 
     def get(self, tenant: str, model_id: str) -> LoadedModel | None:
         """The tenant's model, loaded from Redis unless this process has it. Its owner is read
@@ -121,22 +128,34 @@ class ModelCache:
             self._generation += 1
 
 
+LISTEN_POLL_S = 0.5
+"""How long the listener waits for a message before it checks whether it was stopped."""
+
+
 class DeletionListener(threading.Thread):
-    """Evicts each model whose id arrives on keys.models_deleted(), for as long as the process
-    lives, subscribing again whenever Redis comes back."""
+    """Evicts each model whose id arrives on keys.models_deleted() until stop() (the app's
+    shutdown), subscribing again whenever Redis comes back."""
 
     def __init__(self, store: Store, cache: ModelCache):
         super().__init__(name="backprop-model-deletions", daemon=True)
         self.store, self.cache = store, cache
+        self._stopping = threading.Event()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to end, and wait up to timeout_s for it (it polls every
+        LISTEN_POLL_S, or sleeps RESUBSCRIBE_S while Redis is away)."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout_s)
 
     def run(self) -> None:
         channel = self.store.keys.models_deleted()
-        while True:
+        while not self._stopping.is_set():
             pubsub = self.store.r.pubsub()
             try:
                 pubsub.subscribe(channel)
-                while True:
-                    message = pubsub.get_message(timeout=1.0)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=LISTEN_POLL_S)
                     if message is None:
                         continue
                     if message["type"] == "subscribe":      # also after a silent reconnect
@@ -147,7 +166,7 @@ class DeletionListener(threading.Thread):
                 if not isinstance(exc, (redis.RedisError, OSError)):
                     log.exception("the model deletion listener failed; subscribing again")
                 self.cache.set_listening(False)
-                time.sleep(RESUBSCRIBE_S)
+                self._stopping.wait(RESUBSCRIBE_S)
             finally:
                 try:
                     pubsub.close()

@@ -26,7 +26,8 @@ from core.logs import AccessLog
 from core.records import FINISHED
 from core.settings import Settings
 from core.store import Store
-from service.deps import KEYLESS_TENANT
+from service.auth import KEYLESS_TENANT
+from service.state import state_of
 
 log = logging.getLogger("backprop.api.access")
 
@@ -105,16 +106,15 @@ class StoreCollector(Collector):
 
 
 class StreamsCollector(Collector):
-    """Job event streams open in the API process that answers /metrics (service.routes.events
-    StreamSlots, made on the first stream)."""
+    """Job event streams open in the API process that answers /metrics (service.stream_slots)."""
 
     def __init__(self, app: FastAPI):
         self.app = app
 
     def collect(self):
-        slots = getattr(self.app.state, "stream_slots", None)
         yield GaugeMetricFamily("backprop_event_streams_open", "job event streams open in "
-                                "this API process", value=slots.in_use if slots else 0)
+                                "this API process",
+                                value=state_of(self.app).stream_slots.in_use)
 
 
 def route_of(scope: dict) -> str:
@@ -124,7 +124,7 @@ def route_of(scope: dict) -> str:
 
 def tenant_of(scope: dict) -> str | None:
     tenant = scope.get("state", {}).get("tenant")
-    if tenant is None and not scope["app"].state.key_digests:
+    if tenant is None and not state_of(scope["app"]).key_digests:
         tenant = KEYLESS_TENANT
     return tenant
 
@@ -170,14 +170,14 @@ router = APIRouter(tags=["operations"])
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 def metrics(request: Request):
     """Prometheus text format: requests, latency, jobs, queues, epochs, workers, streams."""
-    return Response(generate_latest(request.app.state.metrics_registry),
+    return Response(generate_latest(state_of(request.app).metrics_registry),
                     media_type=CONTENT_TYPE_LATEST)
 
 
 def install_metrics(app: FastAPI, store: Store, settings: Settings) -> None:
     """The /metrics route, its registries and the request middleware.
 
-    app.state.metrics_registry is what /metrics reads; app.state.metrics_home is where request
+    ServiceState.metrics_registry is what /metrics reads; .metrics_home is where request
     metrics register (None under PROMETHEUS_MULTIPROC_DIR: their values then live in files,
     which one MultiProcessCollector adds up over the API's processes)."""
     registry = CollectorRegistry()
@@ -188,6 +188,7 @@ def install_metrics(app: FastAPI, store: Store, settings: Settings) -> None:
     http = HttpMetrics(home)
     registry.register(StoreCollector(store, settings))
     registry.register(StreamsCollector(app))
-    app.state.metrics_registry, app.state.metrics_home = registry, home
+    state = state_of(app)
+    state.metrics_registry, state.metrics_home = registry, home
     app.add_middleware(RequestMetrics, http=http, access_log=settings.access_log)
     app.include_router(router)

@@ -16,7 +16,7 @@ from core.training_data import DataMismatch, check_job_data, checked_arrays
 import engine
 from service import arrays
 from service.budgets import check_training_budget
-from service.deps import parsed
+from service.bodies import parsed
 from service.errors import ApiError
 from service.schemas import JobIn
 from service.table_builder import Table, TableOptions

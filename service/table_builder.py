@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from core.dataset_schema import (COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo,
                                  numeric_infos, numeric_targets, whole_classes)
-from service.errors import ApiError
+from service.errors import invalid
 
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
 ID_MIN_ROWS = 20
@@ -26,10 +26,6 @@ COMPACT_ROWS = 1 << 16
 """Rows moved at a time when rows without a target are left out."""
 FREE_TEXT_MIN_ROWS = 100
 """...and one with more distinct values than half its rows for free text, from this many."""
-
-
-def invalid(field_name: str, message: str, status: int = 422) -> ApiError:
-    return ApiError(status, f"{field_name}: {message}", field_name)
 
 
 @dataclass

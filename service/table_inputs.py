@@ -17,14 +17,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from engine.preparation import MISSING, Preparation
-from service.errors import ApiError
+from service.errors import invalid
 from service.tables import CSV_BLOCK_BYTES, NULL_VALUES, csv_problem
 
 MISSING_WORDS = frozenset(NULL_VALUES)
-
-
-def invalid(field: str, message: str, status: int = 422) -> ApiError:
-    return ApiError(status, f"{field}: {message}", field)
 
 
 def category_text(value) -> str | None:

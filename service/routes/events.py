@@ -21,88 +21,42 @@ FastAPI sends a keep-alive comment after 15 s without an event.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from core.store import Store
-from service.deps import SettingsDep, StoreDep, TenantDep
+from service.deps import SettingsDep, StateDep, StoreDep, TenantDep
 from service.errors import ApiError
-from service.routes.jobs import job_view, owned_job
+from service.job_views import job_view, owned_job
 from service.schemas import ErrorOut
 
-@asynccontextmanager
-async def events_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Close the streams' Redis connection pool when the app stops."""
-    yield
-    client = getattr(app.state, "events_redis", None)
-    if client is not None:
-        await client.aclose()
 
-
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], lifespan=events_lifespan,
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
                    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
 
 MAX_EPOCH = 10**9
 
 
-def events_redis(request: Request) -> aioredis.Redis:
+def events_redis(state: StateDep) -> aioredis.Redis:
     """The app's asyncio Redis client for pub/sub, made on first use. Its pool is the streams'
     own, one connection per open stream (StreamSlots caps them), so open streams never take
     the connections other requests use."""
-    state = request.app.state
-    if getattr(state, "events_redis", None) is None:
+    if state.events_redis is None:
         state.events_redis = aioredis.Redis.from_url(
             state.settings.redis_url, socket_connect_timeout=2, health_check_interval=10,
             max_connections=state.settings.max_streams)
     return state.events_redis
 
 
-class StreamSlots:
-    """Open streams of this API process, by tenant: each holds a Redis connection while it
-    lasts, so one tenant may hold only settings.max_streams_per_tenant of them, and all
-    together settings.max_streams."""
-
-    def __init__(self, per_tenant: int, total: int):
-        self.per_tenant, self.total = per_tenant, total
-        self.open: Counter[str] = Counter()
-
-    def take(self, tenant: str) -> None:
-        if self.open[tenant] >= self.per_tenant:
-            raise ApiError(429, f"this API key has {self.open[tenant]} event streams open, "
-                                f"the most one tenant may (BACKPROP_MAX_STREAMS_PER_TENANT); "
-                                f"close one first, or poll GET /v1/jobs/{{id}}",
-                           headers={"Retry-After": "5"})
-        if self.in_use >= self.total:
-            raise ApiError(503, f"this API process has {self.total} event streams open, its "
-                                f"most (BACKPROP_MAX_STREAMS); retry shortly, or poll "
-                                f"GET /v1/jobs/{{id}}", headers={"Retry-After": "5"})
-        self.open[tenant] += 1
-
-    @property
-    def in_use(self) -> int:
-        return sum(self.open.values())
-
-    def give_back(self, tenant: str) -> None:
-        self.open[tenant] -= 1
-        if self.open[tenant] <= 0:
-            del self.open[tenant]
-
-
-async def stream_slot(request: Request, tenant: TenantDep) -> AsyncIterator[None]:
+async def stream_slot(state: StateDep, tenant: TenantDep) -> AsyncIterator[None]:
     """Holds one of the tenant's stream slots from before the answer starts (a refusal is a
     429, not a broken stream) until the stream has ended."""
-    state = request.app.state
-    if getattr(state, "stream_slots", None) is None:
-        state.stream_slots = StreamSlots(state.settings.max_streams_per_tenant,
-                                         state.settings.max_streams)
     state.stream_slots.take(tenant)
     try:
         yield

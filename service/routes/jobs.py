@@ -2,64 +2,21 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from core import fairness, queues
-from core.records import JobRecord, JobStatus, Owner
-from core.settings import Settings
-from core.store import BadCursor, Store
-from service import arrays
-from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep, require_json
-from service.errors import ApiError, not_found
+from core.records import JobStatus, Owner
+from service import pools
+from service.api_docs import JOB_BODY
+from service.bodies import require_json
+from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
+from service.errors import ApiError
+from service.job_views import owned_job, viewed
 from service.schemas import HistoryOut, JobList, JobOut, error_responses
 from service.submission import parse_job, submit
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
-
-
-def job_view(job: JobRecord, waiting: dict | None = None) -> dict:
-    """A job record as clients see it (JobOut's fields only: no tenant, attempt or RQ id),
-    with progress and ETA worked out."""
-    epoch, epochs = job.epoch, job.epochs
-    elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
-    eta = None
-    if job.status == JobStatus.RUNNING and elapsed and epoch:
-        eta = elapsed / epoch * (epochs - epoch)
-    elif job.finished:
-        eta = 0.0
-    return JobOut.model_validate({
-        **job.model_dump(), "waiting": waiting,
-        "progress": {"epoch": epoch, "epochs": epochs, "fraction": epoch / epochs,
-                     "elapsed_s": elapsed, "eta_s": eta}}).model_dump(mode="json")
-
-
-def waiting_of(settings: Settings, job: JobRecord, position: int | None) -> dict | None:
-    if position is None:
-        return None
-    limit = settings.max_active_jobs_per_tenant
-    return {"position": position,
-            "reason": f"{limit} jobs of this tenant are queued for a worker or running, the "
-                      f"most {fairness.SETTING}={limit} allows; this one is queued when one of "
-                      f"them ends ({position - 1} of its jobs go first)"}
-
-
-def viewed(store: Store, settings: Settings, jobs: list[JobRecord]) -> list[dict]:
-    positions = fairness.backlog_positions(store, jobs)
-    return [job_view(job, waiting_of(settings, job, positions.get(job.id))) for job in jobs]
-
-
-def owned_job(store: Store, tenant: str, job_id: str) -> JobRecord:
-    job = store.job(tenant, job_id)
-    if job is None:
-        raise not_found("job", job_id)
-    return job
-
-
-JOB_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/JobIn"}}}}}
 
 
 @router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],
@@ -69,7 +26,7 @@ async def submit_job(request: Request, response: Response, store: StoreDep,
     """Check a network, training settings and data, then queue the training job."""
     # The body (JobIn) is parsed here, off the event loop: FastAPI would parse it on the
     # event loop, and before the key is checked.
-    decoded = await arrays.decode_json_body(parse_job, await request.body(), settings)
+    decoded = await pools.decode_json_body(parse_job, await request.body(), settings)
     record = await run_in_threadpool(submit, store, settings, tenant, decoded)
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return viewed(store, settings, [record])[0]
@@ -83,10 +40,7 @@ def list_jobs(store: StoreDep, settings: SettingsDep, tenant: TenantDep,
                                          description="the `next` cursor of the previous page")):
     """Newest first; `?status=running` filters (before the limit). Follow `next` with
     `?before=` for older jobs."""
-    try:
-        page = store.jobs(tenant, status, limit, before)
-    except BadCursor as exc:
-        raise ApiError(422, str(exc), "before") from None
+    page = store.jobs(tenant, status, limit, before)     # BadCursor: 422 (errors.ANSWERS)
     return {"jobs": viewed(store, settings, page.items), "next": page.next}
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.deps import ModelCacheDep, TenantDep
+from service.deps import ServingDep, TenantDep
 from service.onnx_export import onnx_bytes
-from service.routes.models import loaded_model
 from service.schemas import ErrorOut
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
@@ -20,9 +19,9 @@ ONNX_MEDIA = "application/octet-stream"
                              "description": "the ONNX model (opset 17): input `input` (or "
                                             "one per column for models with text columns), "
                                             "outputs `output` and, for classifiers, `label`"}})
-def get_onnx(model_id: str, tenant: TenantDep, models: ModelCacheDep):
+def get_onnx(model_id: str, tenant: TenantDep, serving: ServingDep):
     """The model as ONNX: Gemm then the activation, per layer; same outputs as /predict."""
-    loaded = loaded_model(models, tenant, model_id)
+    loaded = serving.model(tenant, model_id)
     return Response(onnx_bytes(loaded.meta, loaded.net.params, loaded.preparation),
                     media_type=ONNX_MEDIA,
                     headers={"Content-Disposition": f'attachment; filename="{model_id}.onnx"'})

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from core.settings import Settings
-from service import deps
+from service import auth
 from service.cli import build_parser
 from service.embedded_redis import EmbeddedValkey
 from service.launcher import Stack
@@ -197,9 +197,9 @@ def test_keys_never_reach_the_logs_or_redis(keyed_stack, alice_records):
 
 
 def test_keys_are_compared_as_digests_in_constant_time():
-    source = inspect.getsource(deps.tenant_for_key)  # authenticated() uses it
+    source = inspect.getsource(auth.tenant_for_key)  # authenticated() uses it
     assert "hmac.compare_digest" in source and "key_digest(" in source
-    digest = deps.key_digest(ALICE_KEY)
+    digest = auth.key_digest(ALICE_KEY)
     assert len(digest) == 32 and ALICE_KEY.encode() not in digest
 
 

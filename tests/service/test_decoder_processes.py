@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.arrays import PROCESS_DECODE_BYTES
+from service.pools import PROCESS_DECODE_BYTES
 from tests.service.helpers import (classifier, module_client, module_stack, npy_bytes,
                                    npz_bytes, trained_records)
 from tests.service.hostile_helpers import HealthProbe

@@ -15,7 +15,11 @@ import orjson
 
 from service import arrays
 from service.errors import ApiError
-from service.predict import Budget, check_json_size
+from engine.preparation import ClassTarget
+from service.model_cache import LoadedModel
+from service.onnx_export import INPUT, LABEL, OUTPUT
+from service.table_inputs import column_blocks
+from service.serving.predict import Budget, Prediction, check_json_size
 
 HEADER_LENGTH = "inference-header-content-length"
 """Length in bytes of the JSON header when binary tensors follow it (request and response)."""
@@ -279,3 +283,70 @@ def encode_response(model_name: str, request_id: str | None,
         return header, {"content-type": "application/json"}
     return b"".join([header, *blobs]), {"content-type": "application/octet-stream",
                                          HEADER_LENGTH: str(len(header))}
+
+
+# -- a model's tensors -------------------------------------------------------------------------
+def per_column(loaded: LoadedModel) -> bool:
+    """Whether the model takes one input per raw column: a preparation with text columns."""
+    return loaded.preparation is not None and not loaded.preparation.all_numeric
+
+
+def model_input(request: InferRequest, loaded: LoadedModel
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rows, category codes or None): the one input tensor (its name may differ from `input`:
+    KServe's examples say `input-0`), or for a model with text columns one tensor per column."""
+    if per_column(loaded):
+        return column_blocks(request.inputs, loaded.preparation)
+    if len(request.inputs) != 1:
+        raise bad_request(f"this model takes one input tensor ({INPUT!r}); got "
+                          f"{len(request.inputs)}: {sorted(request.inputs)}")
+    [X] = request.inputs.values()
+    if X.dtype == object:
+        raise bad_request(f"input {INPUT!r}: this model takes numbers (FP32 or FP64), not BYTES")
+    return X, None
+
+
+def model_outputs(prediction: Prediction) -> dict[str, np.ndarray]:
+    produced = {OUTPUT: prediction.outputs}
+    if prediction.labels is not None:
+        labels = prediction.labels      # the classes' own values: numbers, or text (BYTES)
+        produced[LABEL] = labels.astype(np.int64) if labels.dtype.kind in "iub" else labels
+    return produced
+
+
+PLATFORM = "backprop_numpy"
+"""What model metadata names as the platform: the service's own NumPy engine."""
+
+
+def label_datatype(loaded: LoadedModel) -> str:
+    """INT64 class indices, or the type of the classes a preparation maps them to."""
+    target = loaded.preparation.target if loaded.preparation is not None else None
+    if not isinstance(target, ClassTarget):
+        return "INT64"
+    if any(isinstance(c, str) for c in target.classes):
+        return "BYTES"
+    return "FP64" if any(isinstance(c, float) for c in target.classes) else "INT64"
+
+
+def output_metadata(loaded: LoadedModel) -> list[dict]:
+    meta = loaded.meta
+    outputs = [{"name": OUTPUT, "datatype": DATATYPE_OF[np.dtype(meta["dtype"])],
+                "shape": [-1, meta["n_outputs"]]}]
+    if meta["task"] in ("classification", "multilabel"):
+        multilabel = meta["task"] == "multilabel" and meta["n_outputs"] > 1
+        outputs.append({"name": LABEL, "datatype": label_datatype(loaded),
+                        "shape": [-1, meta["n_outputs"]] if multilabel else [-1]})
+    return outputs
+
+
+def model_metadata(model_id: str, loaded: LoadedModel) -> dict:
+    """The protocol's model metadata: its input tensors (one per column for a model with text
+    columns) and outputs."""
+    number = DATATYPE_OF[np.dtype(loaded.meta["dtype"])]
+    if per_column(loaded):
+        inputs = [{"name": c.name, "datatype": number if c.kind == "numeric" else "BYTES",
+                   "shape": [-1, 1]} for c in loaded.preparation.columns]
+    else:
+        inputs = [{"name": INPUT, "datatype": number, "shape": [-1, loaded.input_width]}]
+    return {"name": model_id, "platform": PLATFORM, "inputs": inputs,
+            "outputs": output_metadata(loaded)}

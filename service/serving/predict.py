@@ -1,6 +1,5 @@
 """The one predict function, shared by /v1 predict and /v2 infer: (loaded model, input array)
--> outputs and labels, within the rows and memory limits. Each protocol keeps only its codec
-(request body -> array, prediction -> response body)."""
+-> outputs and labels, within the rows and memory limits."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.settings import Settings
+from core.settings import Settings, env_name
 from engine import labels_from_outputs, memory
 from engine.preparation import ClassTarget, ScaledTarget
 from service import arrays
@@ -20,7 +19,7 @@ MB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Budget:
-    """What one predict may take: rows, and bytes of memory (BACKPROP_PREDICT_MEMORY_BYTES)."""
+    """What one predict may take: rows, and bytes of memory (settings.predict_memory_bytes)."""
 
     max_rows: int
     max_bytes: int
@@ -32,7 +31,7 @@ class Budget:
     def refuse(self, field: str, what: str, need: int,
                fix: str = "send fewer rows per request") -> ApiError:
         return ApiError(413, f"{field}: {what} need(s) about {need / MB:.1f} MiB, more than "
-                             f"BACKPROP_PREDICT_MEMORY_BYTES={self.max_bytes} allows; {fix}",
+                             f"{env_name('predict_memory_bytes')}={self.max_bytes} allows; {fix}",
                         field)
 
 
@@ -64,35 +63,6 @@ class Prediction:
     numbers) for a model whose preparation mapped them; None for regressors."""
 
 
-LIGHT_BODY_BYTES = 16 * 1024
-LIGHT_MULTIPLY_ADDS = 8_000_000
-
-
-def light(body: bytes, loaded: LoadedModel) -> bool:
-    """Whether predicting from `body` is sure to be light work (well under a millisecond), fit
-    for the event loop: a small body, and at most one row per input_width of its bytes (every
-    value or cell takes one byte or more) through the network's multiply-adds."""
-    widths = loaded.net.widths
-    rows = len(body) // loaded.input_width + 1
-    return (len(body) <= LIGHT_BODY_BYTES and
-            rows * sum(a * b for a, b in zip(widths, widths[1:])) <= LIGHT_MULTIPLY_ADDS)
-
-
-async def answered(body: bytes, loaded: LoadedModel, decode, decode_args: tuple, respond,
-                   json_body: bool):
-    """respond(decode(body, *decode_args)), where it costs the event loop least: on it for a
-    light body; a JSON body of arrays.PROCESS_DECODE_BYTES or more decoded in a decoder
-    process (its parse holds the GIL: from a thread, a 25 MiB JSON predict held /healthz up to
-    0.43 s), then answered in a decoder thread; any other body decoded and answered in one
-    decoder thread. `decode` and its arguments must pickle; `respond` need not."""
-    if light(body, loaded):
-        return respond(decode(body, *decode_args))
-    if json_body and len(body) >= arrays.PROCESS_DECODE_BYTES:
-        decoded = await arrays.decode_json_body(decode, body, *decode_args)
-        return await arrays.off_loop(respond, decoded)
-    return await arrays.off_loop(lambda: respond(decode(body, *decode_args)))
-
-
 def predict_outputs(loaded: LoadedModel, X: np.ndarray, budget: Budget, field: str,
                     codes: np.ndarray | None = None) -> Prediction:
     """Outputs (and labels for classifiers) of X: rows of numbers (rows, n_inputs), or for a
@@ -113,7 +83,7 @@ def predict_outputs(loaded: LoadedModel, X: np.ndarray, budget: Budget, field: s
     rows = X.shape[0]
     if rows > budget.max_rows:
         raise ApiError(413, f"{field}: {rows} rows; at most {budget.max_rows} per request "
-                            f"(BACKPROP_MAX_PREDICT_ROWS)", field)
+                            f"({env_name('max_predict_rows')})", field)
     one_row = memory.predict_bytes(net.widths, 1, meta["dtype"])
     if one_row > budget.max_bytes:
         raise budget.refuse(field, "one row through this network (its buffers)", one_row,

@@ -1,0 +1,107 @@
+"""The data plane: one protocol-neutral path from a request body to an answer body, which the
+/v1 and /v2 route modules both call (as MLServer's REST face calls its DataPlane). It looks the
+model up (this process's cache, else Redis off the event loop), decodes the body with the
+protocol's codec, predicts, and encodes the answer; routes only hand it the request's parts.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Mapping
+
+from core.settings import Settings
+from service import pools
+from service.errors import not_found
+from service.model_cache import LoadedModel, ModelCache
+from service.serving import v1_codec, v2_codec
+from service.serving.predict import Budget, predict_outputs
+
+LIGHT_BODY_BYTES = 16 * 1024
+LIGHT_MULTIPLY_ADDS = 8_000_000
+
+
+def light(body: bytes, loaded: LoadedModel) -> bool:
+    """Whether predicting from `body` is sure to be light work (well under a millisecond), fit
+    for the event loop: a small body, and at most one row per input_width of its bytes (every
+    value or cell takes one byte or more) through the network's multiply-adds."""
+    widths = loaded.net.widths
+    rows = len(body) // loaded.input_width + 1
+    return (len(body) <= LIGHT_BODY_BYTES and
+            rows * sum(a * b for a, b in zip(widths, widths[1:])) <= LIGHT_MULTIPLY_ADDS)
+
+
+async def answered(body: bytes, loaded: LoadedModel, decode, decode_args: tuple, respond,
+                   json_body: bool):
+    """respond(decode(body, *decode_args)), where it costs the event loop least: on it for a
+    light body; a JSON body of pools.PROCESS_DECODE_BYTES or more decoded in a decoder
+    process (its parse holds the GIL: from a thread, a 25 MiB JSON predict held /healthz up to
+    0.43 s), then answered in a decoder thread; any other body decoded and answered in one
+    decoder thread. `decode` and its arguments must pickle; `respond` need not."""
+    if light(body, loaded):
+        return respond(decode(body, *decode_args))
+    if json_body and len(body) >= pools.PROCESS_DECODE_BYTES:
+        decoded = await pools.decode_json_body(decode, body, *decode_args)
+        return await pools.off_loop(respond, decoded)
+    return await pools.off_loop(lambda: respond(decode(body, *decode_args)))
+
+
+ReadBody = Callable[[], Awaitable[bytes]]
+
+
+class DataPlane:
+    """Model lookup and predict for both protocols, within the settings' rows and memory."""
+
+    def __init__(self, models: ModelCache, settings: Settings):
+        self.models, self.budget = models, Budget.of(settings)
+
+    def model(self, tenant: str, model_id: str) -> LoadedModel:
+        """The tenant's model, or 404 (blocking: for `def` routes, which run in a thread)."""
+        loaded = self.models.get(tenant, model_id)
+        if loaded is None:
+            raise not_found("model", model_id)
+        return loaded
+
+    async def loaded(self, tenant: str, model_id: str) -> LoadedModel:
+        """The tenant's model, from this process's cache, else loaded off the event loop (a
+        load takes up to a second for a large model); or 404."""
+        loaded = self.models.peek(tenant, model_id)
+        if loaded is None:
+            loaded = await pools.off_loop(self.model, tenant, model_id)
+        return loaded
+
+    async def predict(self, tenant: str, model_id: str, headers: Mapping[str, str],
+                      read_body: ReadBody) -> tuple[str, bytes]:
+        """/v1: (media type, body) of the answer to a predict body of any INPUT_CODECS type.
+        The media type (415) and the model (404) are checked before the body is read."""
+        decode = v1_codec.input_codec(headers.get("content-type", ""))
+        loaded = await self.loaded(tenant, model_id)
+        body, accept = await read_body(), headers.get("accept", "")
+
+        def respond(rows: v1_codec.Rows) -> tuple[str, bytes]:
+            prediction = predict_outputs(loaded, rows.X, self.budget, "inputs", rows.codes)
+            return v1_codec.rendered(model_id, rows, prediction, accept, loaded)
+
+        return await answered(body, loaded, decode, (loaded.preparation, self.budget),
+                              respond, json_body=decode is v1_codec.json_rows)
+
+    async def infer(self, tenant: str, model_id: str, headers: Mapping[str, str],
+                    read_body: ReadBody) -> tuple[bytes, dict[str, str]]:
+        """/v2: (body, headers with content-type) of the answer to an inference request,
+        JSON or with the binary tensor extension."""
+        loaded = await self.loaded(tenant, model_id)
+        header_length = headers.get(v2_codec.HEADER_LENGTH)
+        body = await read_body()
+
+        def respond(request: v2_codec.InferRequest) -> tuple[bytes, dict[str, str]]:
+            X, codes = v2_codec.model_input(request, loaded)
+            prediction = predict_outputs(loaded, X, self.budget,
+                                         f"input {v2_codec.INPUT!r}", codes)
+            produced = v2_codec.model_outputs(prediction)
+            return v2_codec.encode_response(model_id, request.id,
+                                            v2_codec.select_outputs(request, produced))
+
+        return await answered(body, loaded, v2_codec.parse_request, (header_length, self.budget),
+                              respond, json_body=header_length is None)
+
+    def metadata(self, tenant: str, model_id: str) -> dict:
+        """/v2's model metadata."""
+        return v2_codec.model_metadata(model_id, self.model(tenant, model_id))

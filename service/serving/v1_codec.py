@@ -1,0 +1,97 @@
+"""/v1 predict's codecs: a request body per media type -> rows, and a prediction -> the answer
+(JSON, .npy, or a scored CSV)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import orjson
+
+from core.codec import array_to_bytes
+from engine.preparation import Preparation
+from service import arrays
+from service.errors import ApiError, invalid
+from service.model_cache import LoadedModel
+from service.scored_csv import scored_csv
+from service.serving.predict import Budget, Prediction, check_json_size
+from service.table_inputs import csv_table, records_blocks, table_blocks
+
+NPY, CSV, JSON = "application/x-npy", "text/csv", "application/json"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A predict body decoded: numbers (n, n_inputs), or for a model with a preparation its
+    raw numeric columns (n, p) and category codes (n, q); a CSV body keeps its table, answered
+    as a scored CSV."""
+
+    X: np.ndarray
+    codes: np.ndarray | None = None
+    table: Any = None
+
+
+def json_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> Rows:
+    """`{"inputs": [[...], ...]}`, or `{"inputs": [{column: value}, ...]}` (records) for a
+    model with a preparation."""
+    check_json_size(body, budget, "inputs")
+    payload = arrays.parse_json(body)
+    if not isinstance(payload, dict):
+        raise invalid("body", "must be a JSON object {\"inputs\": [[...], ...]}")
+    unknown = sorted(set(payload) - {"inputs"})
+    if unknown:
+        raise invalid(unknown[0], "not a field of this body; send only "
+                                  "{\"inputs\": [[...], ...]}")
+    if "inputs" not in payload:
+        raise invalid("inputs", "required (rows x n_inputs numbers)")
+    inputs = payload["inputs"]
+    if preparation is not None and isinstance(inputs, list) and inputs and \
+            isinstance(inputs[0], dict):
+        return Rows(*records_blocks(inputs, preparation, budget.max_rows))
+    return Rows(arrays.matrix(inputs, "inputs"))
+
+
+def npy_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> Rows:
+    """A 2-D .npy array, rows x n_inputs."""
+    return Rows(arrays.from_npy(body, "inputs"))
+
+
+def csv_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> Rows:
+    """A CSV with a header row, for a model with a preparation (which names its columns)."""
+    if preparation is None:
+        raise invalid("body", "CSV is read for models trained with preprocessing; send JSON "
+                              "{\"inputs\": [[...]]} or .npy to this model", 415)
+    table = csv_table(body, preparation, budget.max_rows)
+    return Rows(*table_blocks(table, preparation), table=table)
+
+
+Decoder = Callable[[bytes, "Preparation | None", Budget], Rows]
+INPUT_CODECS: dict[str, Decoder] = {JSON: json_rows, NPY: npy_rows, CSV: csv_rows}
+"""Request media type -> its rows (no Content-Type: JSON)."""
+
+
+def input_codec(content_type: str) -> Decoder:
+    """The codec of `application/json; charset=utf-8` and the like, or 415."""
+    media = content_type.split(";")[0].strip().lower() or JSON
+    codec = INPUT_CODECS.get(media)
+    if codec is None:
+        raise ApiError(415, f"body: Content-Type {media!r} is not read here; send one of "
+                            f"{', '.join(INPUT_CODECS)}", "body")
+    return codec
+
+
+def rendered(model_id: str, rows: Rows, prediction: Prediction, accept: str,
+             loaded: LoadedModel) -> tuple[str, bytes]:
+    """(content type, body) of a predict answer: a CSV body's table with the predictions
+    appended; the outputs as .npy when Accept asks for it; else JSON {model_id, outputs,
+    labels?}."""
+    answer = {"model_id": model_id, "outputs": prediction.outputs}
+    if prediction.labels is not None:            # text classes as str (orjson writes numbers)
+        labels = prediction.labels
+        answer["labels"] = labels.tolist() if labels.dtype.kind in "US" else labels
+    if rows.table is not None:
+        return CSV, scored_csv(rows.table, loaded, answer)
+    if NPY in accept:
+        return NPY, array_to_bytes(prediction.outputs)
+    return JSON, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
