@@ -18,8 +18,10 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# First, before bench/ (this script's folder), whose service.py would shadow the service package.
+if str(ROOT) in sys.path:
+    sys.path.remove(str(ROOT))
+sys.path.insert(0, str(ROOT))
 
 
 def create_app() -> FastAPI:

@@ -85,11 +85,11 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
             print("  " + "  ".join("-" * w for w in widths))
 
 
-def oip_json(n_rows: int) -> bytes:
+def oip_json(n_rows: int, numbers: str = cases.NUMBERS[0]) -> bytes:
     """The Open Inference Protocol request of the same rows as cases.predict_json(n_rows)."""
-    rows = np.round(cases.features(n_rows, 1).astype(np.float64), 4)
-    return orjson.dumps({"inputs": [{"name": "input", "shape": list(rows.shape),
-                                     "datatype": "FP32", "data": rows.ravel().tolist()}]})
+    rows = cases.feature_values(n_rows, 1, numbers=numbers)
+    return orjson.dumps({"inputs": [{"name": "input", "shape": [n_rows, len(rows[0])],
+                                     "datatype": "FP32", "data": sum(rows, [])}]})
 
 
 def same_answers(v2_url: str, peer_url: str, body: bytes) -> float:
@@ -103,21 +103,25 @@ def same_answers(v2_url: str, peer_url: str, body: bytes) -> float:
 
 
 def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: BareApp,
-                    peers: dict[str, MLServer], model_id: str, targets: list) -> None:
+                    peers: dict[str, MLServer], model_id: str, targets: list,
+                    numbers_written: list[str]) -> None:
     """Our /v1 and /v2 against MLServer (each config in `peers`) and the bare app, wrk rounds
     interleaved; the first peer is the one the targets of issue 15 are measured against."""
     tiny_id = cases.train_predict_model(api, tiny=True)
     v1, v2 = f"{stack.url}/v1/models/{{}}/predict", f"{stack.url}/v2/models/{{}}/infer"
-    contenders: dict[str, tuple[str, dict[str, tuple[str, bytes]]]] = {  # case: (label, who: ..)
-        "rows1": ("1 row", {"/v1 predict": (v1.format(model_id), cases.predict_json(1)),
-                            "/v2 infer": (v2.format(model_id), oip_json(1))}),
-        "rows64": ("64 rows", {"/v1 predict": (v1.format(model_id), cases.predict_json(64)),
-                               "/v2 infer": (v2.format(model_id), oip_json(64))}),
-        "tiny1": ("1 row, 16-8-2", {"/v1 predict": (v1.format(tiny_id),
-                                                     cases.predict_json(1, n_features=16))}),
-    }
+    contenders: dict[str, tuple[str, dict[str, tuple[str, bytes]]]] = {}  # case: (label, ..)
+    compared = []                           # the cases that MLServer is sent too
+    for numbers in numbers_written:
+        for rows in (1, 64):
+            name = f"rows{rows}, {numbers}"
+            contenders[name] = (f"{rows} row{'s' if rows > 1 else ''}, {numbers}", {
+                "/v1 predict": (v1.format(model_id), cases.predict_json(rows, numbers=numbers)),
+                "/v2 infer": (v2.format(model_id), oip_json(rows, numbers))})
+            compared.append(name)
+    contenders["tiny1"] = ("1 row, 16-8-2", {"/v1 predict": (
+        v1.format(tiny_id), cases.predict_json(1, n_features=16))})
     differences = []
-    for name in ("rows1", "rows64"):
+    for name in compared:
         label, urls = contenders[name]
         for who, peer in peers.items():
             urls[who] = (peer.url, urls["/v2 infer"][1])     # the same OIP body as /v2
@@ -127,8 +131,9 @@ def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: BareApp,
         url, body = urls["/v1 predict"]
         answer = api.post(url, content=body, headers=JSON)
         answer.raise_for_status()
-        (bare.folder / f"{name}.json").write_bytes(answer.content)
-        urls["bare FastAPI"] = (f"{bare.url}/bare/{name}", body)
+        slug = name.replace(", ", "-").replace(" ", "_")
+        (bare.folder / f"{slug}.json").write_bytes(answer.content)
+        urls["bare FastAPI"] = (f"{bare.url}/bare/{slug}", body)
     bare.start()
     pids = {"bare FastAPI": server_pids(bare.proc, bare.workers),
             **{who: peer.pids() for who, peer in peers.items()}}
@@ -158,10 +163,10 @@ def predict_section(cfg: dict, api: httpx.Client, stack: Stack, bare: BareApp,
                          med("server_us"), med("cpu"),
                          *("" if r is None else f"{r:.2f}" for r in found)])
             if found[0] is not None:
-                goal = 2.0 if name == "rows1" else 1.3
+                goal = 2.0 if name.startswith("rows1,") else 1.3
                 targets.append([f"{who} {label} / {bases[0]}, req/s", f">= {goal}",
                                 f"{found[0]:.2f}", found[0] >= goal])
-        if name == "rows1":
+        if name == f"rows1, {cases.NUMBERS[0]}":
             found = ratio("/v1 predict", "bare FastAPI")
             targets.append(["/v1 predict 1 row / bare FastAPI, req/s", ">= 0.8", f"{found:.2f}",
                             found >= 0.8])
@@ -213,6 +218,9 @@ def main() -> int:
                         help="BLAS threads of each training worker and of the bare engine.fit "
                              "it is compared with (BACKPROP_WORKER_BLAS_THREADS; 0 = every "
                              "core; default: the Stack's, cores / workers)")
+    parser.add_argument("--numbers", default=",".join(cases.NUMBERS),
+                        help="how predict bodies write their numbers, comma-separated: "
+                             f"{', '.join(cases.NUMBERS)}")
     parser.add_argument("--only", default="predict,large,fit,latency,tiny,upload",
                         help="comma-separated sections to run")
     args = parser.parse_args()
@@ -253,7 +261,8 @@ def main() -> int:
                 scaling = cases.input_scaling(stack, model_id)
                 for peer in peers.values():
                     peer.start(weights.content, scaling, free_port)
-                predict_section(cfg, api, stack, bare, peers, model_id, targets)
+                predict_section(cfg, api, stack, bare, peers, model_id, targets,
+                                [n for n in cases.NUMBERS if n in args.numbers.split(",")])
                 for peer in peers.values():
                     peer.stop()
             if "large" in only:

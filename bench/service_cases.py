@@ -39,10 +39,23 @@ def labelled(n: int, n_features: int = N_FEATURES, classes: int = 10, seed: int 
     return X, y.astype(np.int64)
 
 
-def predict_json(n_rows: int, seed: int = 1, n_features: int = N_FEATURES) -> bytes:
-    """{"inputs": rows} with 4 decimals per value, as a client rounding its floats would send."""
-    rows = np.round(features(n_rows, seed, n_features).astype(np.float64), 4).tolist()
-    return orjson.dumps({"inputs": rows})
+NUMBERS = ("4 decimals", "float32 reprs")
+"""How a client writes its numbers: rounded (~7 characters a number), or a float32 array's
+tolist() (~20 characters: the float64 repr of each float32 value)."""
+
+
+def feature_values(n_rows: int, seed: int = 1, n_features: int = N_FEATURES,
+                   numbers: str = NUMBERS[0]) -> list:
+    X = features(n_rows, seed, n_features)
+    return X.tolist() if numbers == "float32 reprs" else np.round(X.astype(np.float64),
+                                                                  4).tolist()
+
+
+def predict_json(n_rows: int, seed: int = 1, n_features: int = N_FEATURES,
+                 numbers: str = NUMBERS[0]) -> bytes:
+    """{"inputs": rows}, its numbers written as NUMBERS says (default: 4 decimals per value,
+    as a client rounding its floats would send)."""
+    return orjson.dumps({"inputs": feature_values(n_rows, seed, n_features, numbers)})
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
