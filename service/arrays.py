@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 from numpy.lib import format as npy_format
 
+from core.settings import env_name
 from service.errors import ApiError, invalid
 # The decoder pools live in service/pools.py; routes/datasets.py still reaches them here.
 from service.pools import decode_json_body, off_loop  # noqa: F401
@@ -232,12 +233,12 @@ def _check_declared(headers: dict, max_rows: int, max_bytes: int, dtype: str) ->
     rows = x_shape[0] if x_shape else 1
     if rows > max_rows:
         raise ApiError(413, f"the dataset has {rows} rows; this service takes at most "
-                            f"{max_rows} (BACKPROP_MAX_DATASET_ROWS)", "X")
+                            f"{max_rows} ({env_name('max_dataset_rows')})", "X")
     stored = (math.prod(x_shape) * np.dtype(FLOAT_DTYPES[dtype]).itemsize
               + math.prod(y_shape) * 8)
     if stored > max_bytes:
         raise ApiError(413, f"the dataset would take {stored} bytes; this service takes at "
-                            f"most {max_bytes} (BACKPROP_MAX_DATASET_BYTES)", "X")
+                            f"most {max_bytes} ({env_name('max_dataset_bytes')})", "X")
 
 
 def _read_data(stream: BinaryIO, shape: tuple[int, ...], fortran: bool, dtype: np.dtype,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import orjson
 from starlette.exceptions import HTTPException
 
+from core.settings import env_name
 from service.errors import error_body
 
 
 def too_large_message(max_bytes: int) -> str:
-    return (f"the request body is larger than {max_bytes} bytes (BACKPROP_MAX_BODY_BYTES); "
+    return (f"the request body is larger than {max_bytes} bytes ({env_name('max_body_bytes')}); "
             f"upload big data sets as NPZ files")
 
 

@@ -5,7 +5,7 @@ limit does not bound it: a 1-65536-1 network has 196K parameters, yet full-batch
 
 from __future__ import annotations
 
-from core.settings import Settings
+from core.settings import Settings, env_name
 from engine import memory
 from service.errors import ApiError
 from service.schemas import JobIn
@@ -43,7 +43,7 @@ def check_training_budget(settings: Settings, job: JobIn, n_samples: int, n_inpu
     raise ApiError(422, f"{field}: training this job would take about {_mb(total)} in its "
                         f"worker ({_mb(data)} of data, {_mb(model)} for the network over "
                         f"batches of {batch} rows); at most {_mb(limit)} "
-                        f"(BACKPROP_MAX_TRAINING_BYTES): {fix}", field)
+                        f"({env_name('max_training_bytes')}): {fix}", field)
 
 
 def _mb(n: int) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 from core import fairness, queues, quota
 from core.dataset_schema import DatasetSchema
 from core.records import JobRecord
-from core.settings import Settings
+from core.settings import Settings, env_name
 from core.store import Store
 from core.training_data import DataMismatch, check_job_data, checked_arrays
 import engine
@@ -53,22 +53,22 @@ def check_spec_limits(settings: Settings, job: JobIn) -> None:
                             f"out to shuffle with the job's seed", "training.seed")
     if len(spec.layers) > settings.max_layers:
         raise ApiError(422, f"network.layers: {len(spec.layers)} layers; at most "
-                            f"{settings.max_layers} (BACKPROP_MAX_LAYERS)", "network.layers")
+                            f"{settings.max_layers} ({env_name('max_layers')})", "network.layers")
     for i, layer in enumerate(spec.layers):
         if layer.units > settings.max_units:
             raise ApiError(422, f"network.layers[{i}].units: {layer.units} units; at most "
-                                f"{settings.max_units} (BACKPROP_MAX_UNITS)",
+                                f"{settings.max_units} ({env_name('max_units')})",
                            f"network.layers[{i}].units")
     if training.epochs > settings.max_epochs:
         raise ApiError(422, f"training.epochs: {training.epochs}; at most {settings.max_epochs} "
-                            f"(BACKPROP_MAX_EPOCHS)", "training.epochs")
+                            f"({env_name('max_epochs')})", "training.epochs")
     if training.batch_size is not None and training.batch_size > settings.max_batch_size:
         raise ApiError(422, f"training.batch_size: {training.batch_size}; at most "
-                            f"{settings.max_batch_size} (BACKPROP_MAX_BATCH_SIZE)",
+                            f"{settings.max_batch_size} ({env_name('max_batch_size')})",
                        "training.batch_size")
     if job.timeout_s is not None and job.timeout_s > settings.job_timeout_s:
         raise ApiError(422, f"timeout_s: {job.timeout_s}; at most {settings.job_timeout_s} "
-                            f"(BACKPROP_JOB_TIMEOUT_S)", "timeout_s")
+                            f"({env_name('job_timeout_s')})", "timeout_s")
 
 
 def check_data_fit(spec: engine.NetworkSpec, X: np.ndarray, y: np.ndarray, field: str,
@@ -103,7 +103,7 @@ def parse_job(body: bytes, settings: Settings) -> JobRequest:
     arrays.rows_match(X, y, "data.X", "data.y")
     if X.shape[0] > settings.max_inline_rows:
         raise ApiError(413, f"data.X: {X.shape[0]} inline rows; at most "
-                            f"{settings.max_inline_rows} (BACKPROP_MAX_INLINE_ROWS): upload "
+                            f"{settings.max_inline_rows} ({env_name('max_inline_rows')}): upload "
                             f"larger data sets to /v1/datasets", "data.X")
     table = table_from_arrays(X, y, TableOptions(dtype=job.dtype,
                                                  max_categories=settings.max_categories),
@@ -182,7 +182,7 @@ def submit(store: Store, settings: Settings, tenant: str, request: JobRequest) -
     n_params = parameter_count(job.network, n_inputs)
     if n_params > settings.max_parameters:
         raise ApiError(422, f"network: {n_params} parameters for {n_inputs} inputs; at most "
-                            f"{settings.max_parameters} (BACKPROP_MAX_PARAMETERS)", "network")
+                            f"{settings.max_parameters} ({env_name('max_parameters')})", "network")
     check_training_budget(settings, job, n_samples, n_inputs)
     check_worker(store, settings, job.device)
     blobs = Store.inline_blobs(*inline) if inline is not None else None
