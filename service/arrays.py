@@ -31,7 +31,7 @@ def parse_json(body: bytes):
     except orjson.JSONDecodeError as exc:
         try:
             return json.loads(body)
-        except (json.JSONDecodeError, RecursionError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # what json.loads raises
             raise invalid("body", f"not valid JSON ({exc})") from None
 
 
