@@ -12,7 +12,7 @@ from core.blas_threads import limit_blas_threads
 from core.logs import setup_logging
 from core.settings import Settings, get_settings
 from core.store import Store
-from service.api_docs import openapi
+from service.openapi_extra import openapi
 from service.auth import Authenticate, key_digest
 from service.body_limit import BodySizeLimit
 from service.deps import check_path_ids

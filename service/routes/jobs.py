@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from core import fairness, queues
 from core.records import JobStatus, Owner
 from service import pools
-from service.api_docs import JOB_BODY
+from service.openapi_extra import JOB_BODY
 from service.bodies import require_json
 from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError

@@ -7,7 +7,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from core.codec import arrays_to_npz
-from service.api_docs import PREDICT_DOCS
+from service.openapi_extra import PREDICT_DOCS
 from service.auth import authenticated
 from service.deps import ModelCacheDep, ServingDep, StoreDep, TenantDep
 from service.errors import not_found

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from service.api_docs import BINARY, INFER_DOCS
+from service.openapi_extra import BINARY, INFER_DOCS
 from service.auth import authenticated
 from service.deps import ServingDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError
