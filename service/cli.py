@@ -16,7 +16,7 @@ import threading
 
 from backprop_client.cli import add_client_commands
 
-from core.settings import Settings, get_settings
+from core.settings import Settings, env_name, get_settings
 
 
 def exposure_refused(host: str, settings: Settings) -> str | None:
@@ -44,7 +44,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if refused:
         print(refused, file=sys.stderr)
         return 2
-    stack = Stack(settings, args.host, args.port, args.workers, args.api_workers)
+    # A terminal shows what happens to jobs; a line per request is for a log collector, so
+    # `backprop up` writes request lines only where BACKPROP_ACCESS_LOG asks for them.
+    quiet = {} if "access_log" in settings.model_fields_set else {env_name("access_log"): "false"}
+    stack = Stack(settings, args.host, args.port, args.workers, args.api_workers,
+                  extra_env=quiet)
     stack.start()
     redis_where = (f"embedded Valkey at {stack.valkey.url} (data in {stack.valkey.data_dir})"
                    if stack.valkey else f"Redis at {settings.redis_url}")

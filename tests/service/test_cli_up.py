@@ -70,9 +70,13 @@ def test_up_starts_everything_prints_urls_and_stops_cleanly_on_ctrl_c(up, tmp_pa
     ready = httpx.get(f"http://127.0.0.1:{up.port}/readyz", timeout=10).json()
     assert ready["workers"] == 2
     assert (tmp_path / "data" / "valkey").is_dir()
+    for _ in range(3):
+        assert httpx.get(f"http://127.0.0.1:{up.port}/v1/jobs", timeout=10).status_code == 200
     out, seconds = ctrl_c(up)
     assert up.returncode == 0, out
     assert "stopping" in out
+    # The terminal gets no line per request (BACKPROP_ACCESS_LOG=true asks for them).
+    assert '"route"' not in out and "/v1/jobs" not in out, out
     assert seconds < STOP_DEADLINE_S, f"Ctrl-C took {seconds:.1f} s\n{out}"
     appendonly = list((tmp_path / "data" / "valkey").rglob("*.aof"))
     assert appendonly, "the embedded Valkey keeps an append-only file"
