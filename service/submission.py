@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import fairness, queues, quota
-from core.dataset_schema import DatasetSchema
 from core.records import JobRecord
 from core.settings import Settings
 from core.store import Store
@@ -120,12 +119,11 @@ def resolve_data(store: Store, tenant: str, request: JobRequest):
         schema, inline = table.schema, (table.numeric, table.y)
         y, n_samples, field = table.y, table.n_rows, "data.y"
     else:
-        meta = store.dataset(tenant, job.dataset_id)
-        if meta is None:
+        dataset = store.dataset(tenant, job.dataset_id)
+        if dataset is None:
             raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
                                 f"/v1/datasets first", "dataset_id")
-        schema, n_samples, field = DatasetSchema.model_validate(meta["schema"]), \
-            meta["n_samples"], "dataset_id"
+        schema, n_samples, field = dataset.table_schema, dataset.n_samples, "dataset_id"
         y = None
     try:
         features = check_job_data(schema, job.network, job.preprocessing, job.dtype)

@@ -174,19 +174,19 @@ def label_datatype(loaded: LoadedModel) -> str:
 
 def output_metadata(loaded: LoadedModel) -> list[dict]:
     meta = loaded.meta
-    outputs = [{"name": OUTPUT, "datatype": DATATYPE_OF[np.dtype(meta["dtype"])],
-                "shape": [-1, meta["n_outputs"]]}]
-    if meta["task"] in ("classification", "multilabel"):
-        multilabel = meta["task"] == "multilabel" and meta["n_outputs"] > 1
+    outputs = [{"name": OUTPUT, "datatype": DATATYPE_OF[np.dtype(meta.dtype)],
+                "shape": [-1, meta.n_outputs]}]
+    if meta.task in ("classification", "multilabel"):
+        multilabel = meta.task == "multilabel" and meta.n_outputs > 1
         outputs.append({"name": LABEL, "datatype": label_datatype(loaded),
-                        "shape": [-1, meta["n_outputs"]] if multilabel else [-1]})
+                        "shape": [-1, meta.n_outputs] if multilabel else [-1]})
     return outputs
 
 
 @router.get("/models/{model_id}", response_model=ModelMetadata, responses=errors(401, 404, 503))
 def model_metadata(model_id: str, tenant: TenantDep, models: ModelCacheDep):
     loaded = loaded_model(models, tenant, model_id)
-    number = DATATYPE_OF[np.dtype(loaded.meta["dtype"])]
+    number = DATATYPE_OF[np.dtype(loaded.meta.dtype)]
     if per_column(loaded):
         inputs = [{"name": c.name, "datatype": number if c.kind == "numeric" else "BYTES",
                    "shape": [-1, 1]} for c in loaded.preparation.columns]
