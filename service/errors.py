@@ -36,6 +36,11 @@ def not_found(kind: str, item_id: str) -> ApiError:
     return ApiError(404, f"no {kind} with id {shown!r} (for this API key)")
 
 
+def invalid(field: str, message: str, status: int = 422) -> ApiError:
+    """The one factory of "`field`: what to change" errors (422 unless told)."""
+    return ApiError(status, f"{field}: {message}", field)
+
+
 def error_body(status: int, message: str, field: str | None = None,
                details: list | None = None) -> dict:
     error: dict = {"status": status, "message": message}

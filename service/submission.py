@@ -20,6 +20,7 @@ from service.errors import ApiError
 from service.schemas import JobIn
 from service.table_builder import Table, TableOptions
 from service.tables import table_from_arrays
+from service.upload_limits import DatasetLimits
 
 
 def parameter_count(spec: engine.NetworkSpec, n_inputs: int) -> int:
@@ -104,8 +105,10 @@ def parse_job(body: bytes, settings: Settings) -> JobRequest:
         raise ApiError(413, f"data.X: {X.shape[0]} inline rows; at most "
                             f"{settings.max_inline_rows} (BACKPROP_MAX_INLINE_ROWS): upload "
                             f"larger data sets to /v1/datasets", "data.X")
+    # Inline data are bounded by BACKPROP_MAX_INLINE_ROWS above; the rest of the dataset
+    # limits (bytes, categories) hold for them as for an upload.
     table = table_from_arrays(X, y, TableOptions(dtype=job.dtype,
-                                                 max_categories=settings.max_categories),
+                                                 limits=DatasetLimits.of(settings)),
                               "data.X", "data.y")
     return JobRequest(job.model_copy(update={"data": None}), table)
 

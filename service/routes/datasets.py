@@ -22,6 +22,7 @@ from service.schemas import (DatasetFields, DatasetIn, DatasetList, DatasetOut, 
                              error_responses)
 from service.table_builder import Table, TableOptions
 from service.tables import read_csv_table, read_parquet_table, read_records, table_from_arrays
+from service.upload_limits import DatasetLimits
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))
@@ -45,9 +46,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 def table_options(settings: Settings, dtype: str, target: list[str] | None = None,
                   ignore: list[str] | None = None, kinds: dict | None = None) -> TableOptions:
     return TableOptions(target=target or None, ignore=ignore or [], kinds=kinds or {},
-                        dtype=dtype, max_rows=settings.max_dataset_rows,
-                        max_bytes=settings.max_dataset_bytes,
-                        max_categories=settings.max_categories)
+                        dtype=dtype, limits=DatasetLimits.of(settings))
 
 
 def names_list(value: str) -> list[str]:
@@ -70,7 +69,7 @@ def read_file(file, filename: str, options: TableOptions) -> tuple[str, Table]:
     magic = file.read(4)
     file.seek(0)
     if filename.endswith(".npz") or magic.startswith(b"PK"):
-        X, y = arrays.from_npz(file, options.max_rows, options.max_bytes, options.dtype)
+        X, y = arrays.from_npz(file, options.limits, options.dtype)
         arrays.rows_match(X, y)
         return "npz", table_from_arrays(X, y, options)
     if filename.endswith(".parquet") or magic == b"PAR1":
