@@ -93,13 +93,14 @@ def check_job_data(schema: DatasetSchema, spec: engine.NetworkSpec, prep: Prepar
         raise DataMismatch("preprocessing.ignore", f"{unknown} are not feature columns of the "
                                                    f"dataset; its columns are {sorted(names)}")
     used = [c for c in schema.columns if c.kind != "ignored" and c.name not in prep.ignore]
-    broken = [c for c in schema.columns if c.problem and c.name not in prep.ignore]
+    # A column the schema calls ignored is left out already: its `problem` only says why.
+    broken = [c for c in used if c.problem]
     if broken:
-        column = broken[0]
-        raise DataMismatch("preprocessing.ignore", f"column {column.name!r} {column.problem} "
-                                                   f"(or leave it out of this job: "
+        listed = "; ".join(f"column {c.name!r} {c.problem}" for c in broken)
+        names = ", ".join(f"\"{c.name}\"" for c in broken)
+        raise DataMismatch("preprocessing.ignore", f"{listed} (or leave them out of this job: "
                                                    f"\"preprocessing\": {{\"ignore\": "
-                                                   f"[\"{column.name}\"]}})")
+                                                   f"[{names}]}})")
     if not used:
         raise DataMismatch("preprocessing.ignore", "leaves no feature column to train on")
     check_target(schema, spec)

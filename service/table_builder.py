@@ -207,8 +207,9 @@ class TableBuilder:
             return Plan(name, "feature", "categorical", declared=declared is not None,
                         categories=Categories(options.limits.max_categories))
         what = "dates or times" if is_temporal(kind) else f"{kind} values"
+        unit = "days since 1970-01-01" if is_temporal(kind) else "numbers"
         fix = (f"ignore it (ignore={name}), or declare its kind (columns={{\"{name}\": "
-               f"\"categorical\"}}, or \"numeric\" for {'seconds or days since 1970' if is_temporal(kind) else 'numbers'})")
+               f"\"numeric\"}} for {unit}, or \"categorical\")")
         return Plan(name, "ignored", "ignored", problem=f"holds {what}; {fix}")
 
     # -- the rows ----------------------------------------------------------------------------
