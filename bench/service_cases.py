@@ -109,7 +109,8 @@ def input_scaling(stack, model_id: str) -> dict | None:
     from core.store import Store
 
     store = Store(redis.Redis.from_url(stack.env["BACKPROP_REDIS_URL"]), stack.settings.key_prefix)
-    preparation = store.model(None, model_id).get("preparation")
+    record = store.model(None, model_id)
+    preparation = None if record.preparation is None else record.preparation.model_dump()
     if preparation is None:
         return None
     columns = preparation["columns"]

@@ -86,12 +86,36 @@ def numeric_infos(names: list[str], block: np.ndarray) -> list[ColumnInfo]:
     return infos
 
 
-def numeric_targets(y: np.ndarray) -> np.ndarray:
-    """(n, k) float64 targets -> (n,) for one column, int64 when every value is whole."""
-    y = y[:, 0] if y.shape[1] == 1 else y
-    if np.all(y == np.round(y)) and np.abs(y).max(initial=0) < 2**53:
+WHOLE_LIMIT = 2**53
+"""Whole floats below this magnitude are exact integers in float64."""
+
+
+def whole_numbers(y: np.ndarray) -> np.ndarray:
+    """The one rule for numbers that may be labels: float values that are all whole (and
+    finite, below 2**53) become int64; anything else comes back as it is."""
+    if y.dtype.kind != "f" or not y.size:
+        return y
+    if np.all(np.isfinite(y)) and np.all(y == np.round(y)) and np.abs(y).max() < WHOLE_LIMIT:
         return y.astype(np.int64)
     return y
+
+
+def beyond_float(values: np.ndarray | float, dtype) -> float | None:
+    """The one "fits the float type" check: the largest magnitude among `values` (NaN
+    skipped) when it is beyond what `dtype` holds (it would become infinite), else None."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind != "f" or not values.size:
+            return None
+        # max and min make no array-sized temporary (np.abs would)
+        largest = float(max(np.nanmax(values, initial=0.0), -np.nanmin(values, initial=0.0)))
+    else:
+        largest = abs(float(values))
+    return largest if largest > np.finfo(dtype).max else None
+
+
+def numeric_targets(y: np.ndarray) -> np.ndarray:
+    """(n, k) float64 targets -> (n,) for one column, int64 when every value is whole."""
+    return whole_numbers(y[:, 0] if y.shape[1] == 1 else y)
 
 
 def whole_classes(y: np.ndarray, cap: int) -> list[int] | None:

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from core import queues, quota
-from core.records import JobRecord, JobStatus, Owner
+from core.records import JobRecord, JobStatus, ModelRecord, Owner
 from core.settings import Settings
 from core.store import Store
 
@@ -58,10 +58,10 @@ def submit(store: Store, settings: Settings, job: JobRecord,
 
 
 def finish(store: Store, settings: Settings, job_id: str, tenant: str, status: JobStatus,
-           owner: Owner, model: tuple[dict, bytes] | None = None,
+           owner: Owner, model: tuple[ModelRecord, bytes] | None = None,
            **fields: Any) -> JobRecord | None:
     """End job `job_id` of `tenant` in `status` if `owner` still holds it, in one transaction:
-    the final fields, the model (meta, weights) if any, the end event, expiry of its keys after
+    the final fields, the model (record, weights) if any, the end event, expiry of its keys after
     settings.result_ttl_s, its inline data freed, its slot freed and the oldest backlogged
     jobs of its tenant promoted into RQ. Returns the job as it was, or None (not owned: nothing
     written)."""

@@ -2,9 +2,10 @@
 
 A record is a Redis hash with one field per attribute, each value JSON (`"running"`, `3`,
 `true`), so Lua scripts and single-field updates can read or write one field without the rest.
-`Record.encode` / `Record.decode` / `Record.encode_fields` are the only code that turns records
-into hash fields and back; core.store calls them. To add an attribute, add a field with a
-default to the class: nothing else changes.
+`Record.encode` / `decode` / `encode_fields` / `decode_field` are the only code that turns
+records into hash fields and back; core.store calls them, and nothing else reads or writes a
+record's hash (jobs, datasets, models). To add an attribute, add a field with a default to the
+class: nothing else changes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from engine.preparation import PreparationSpec
+from core.dataset_schema import DatasetSchema
+from engine.preparation import Preparation, PreparationSpec
 
 
 class JobStatus(str, Enum):
@@ -60,11 +62,13 @@ class Record(BaseModel):
     """A stored record: validated when read and when a field is written."""
 
     # Unknown fields are dropped on read, so a record written by a newer version still reads.
-    model_config = ConfigDict(extra="ignore")
+    # A field stored under another name (an alias) can be given by either name.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     def encode(self) -> dict[str, str]:
-        """The record as hash fields (every attribute, JSON-encoded)."""
-        return {name: json.dumps(value) for name, value in self.model_dump(mode="json").items()}
+        """The record as hash fields (every attribute, JSON-encoded, under its stored name)."""
+        return {name: json.dumps(value)
+                for name, value in self.model_dump(mode="json", by_alias=True).items()}
 
     @classmethod
     def decode(cls, raw: Mapping[bytes, bytes], skip: frozenset[bytes] = frozenset()):
@@ -82,6 +86,11 @@ class Record(BaseModel):
             encoded[name] = json.dumps(adapter.dump_python(adapter.validate_python(value),
                                                            mode="json"))
         return encoded
+
+    @classmethod
+    def decode_field(cls, name: str, raw: bytes) -> Any:
+        """One attribute from its hash field (what HGET answers), checked against its type."""
+        return _field_adapter(cls, name).validate_python(json.loads(raw))
 
 
 @lru_cache(maxsize=None)
@@ -145,6 +154,48 @@ class JobRecord(Record):
         """What is left of the time limit, counted from the job's first start."""
         started = self.started_at or time.time()
         return max(int(self.timeout_s - (time.time() - started)), 1)
+
+
+class DatasetRecord(Record):
+    """An uploaded dataset's meta (its arrays are stored under keys of their own: core.store).
+    `bytes` and `sha256` are filled in by the store as it writes the arrays."""
+
+    id: str = Field(default_factory=lambda: new_id("dataset"))
+    tenant: str
+    name: str = "dataset"
+    source: str = Field("json", description="csv, parquet, records, npz or json")
+    n_samples: int = 0
+    n_features: int = 0
+    n_outputs: int = 1
+    classes: int | None = None
+    dtype: Literal["float32", "float64"] = "float32"
+    created_at: float = Field(default_factory=time.time)
+    bytes: int = 0
+    sha256: str = ""
+    # Stored and shown as `schema`, a name pydantic's BaseModel keeps for itself.
+    table_schema: DatasetSchema = Field(alias="schema")
+
+
+class ModelRecord(Record):
+    """A trained model's meta, as a job's end writes it; its weights (npz bytes) are a binary
+    field of the same hash that the store reads and writes apart (WEIGHTS_FIELD)."""
+
+    id: str = Field(default_factory=lambda: new_id("model"))
+    tenant: str
+    job_id: str | None = None
+    # The engine's NetworkSpec as JSON (unset fields left out), as the job was given it.
+    network: dict[str, Any] = Field(default_factory=dict)
+    n_inputs: int = 0
+    n_outputs: int = 0
+    task: Literal["classification", "multilabel", "regression"] = "regression"
+    dtype: Literal["float32", "float64"] = "float32"
+    epochs_trained: int = 0
+    created_at: float = Field(default_factory=time.time)
+    metrics: dict[str, Any] | None = None
+    preparation: Preparation | None = None
+    input_columns: list[dict[str, Any]] | None = None
+    classes: list[str] | list[int] | list[float] | None = None
+    target: str | None = Field(None, description="the target column(s), comma-separated")
 
 
 @dataclass(frozen=True)

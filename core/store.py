@@ -1,7 +1,7 @@
 """The Redis store: datasets, jobs (record, history, checkpoint) and models.
 
-Job records are typed (core.records.JobRecord); dataset and model meta are hashes of JSON
-values too. Every read that a tenant makes goes through a tenant check, and a record of another
+Every record is typed (core.records: JobRecord, DatasetRecord, ModelRecord) and encoded as a
+hash by its class alone; a model's hash also holds its npz weights as one binary field. Every read that a tenant makes goes through a tenant check, and a record of another
 tenant reads as missing, so ids never leak across tenants. Every stored byte is counted against
 its tenant (core.quota) in the transaction that stores or deletes it.
 
@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import redis
@@ -24,23 +24,16 @@ import redis
 from core import quota
 from core.codec import array_to_bytes, bytes_to_array, npy_parts
 from core.keys import Keys
-from core.records import JobRecord, JobStatus
+from core.records import DatasetRecord, JobRecord, JobStatus, ModelRecord, Record
 
 WEIGHTS_FIELD = b"weights"
+BINARY_FIELDS = frozenset({WEIGHTS_FIELD})
 T = TypeVar("T")
+R = TypeVar("R", bound=Record)
 # Rows fetched past a cursor's score to step over ids that share it (submit times to the
 # microsecond: ties are rare, a page of them rarer).
 TIES = 64
 CURSOR = re.compile(r"^(?P<score>[0-9.e+-]{1,32}):(?P<id>[A-Za-z0-9_-]{1,100})$")
-
-
-def encode_meta(meta: dict[str, Any]) -> dict[str, str]:
-    return {name: json.dumps(value) for name, value in meta.items()}
-
-
-def decode_meta(raw: dict[bytes, bytes], skip: Iterable[bytes] = ()) -> dict[str, Any]:
-    skipped = set(skip)
-    return {k.decode(): json.loads(v) for k, v in raw.items() if k not in skipped}
 
 
 def arrays_sha256(*arrays: np.ndarray) -> str:
@@ -93,15 +86,16 @@ class Store:
         return self.r.transaction(body, *watch, value_from_callable=True)
 
     # -- generic helpers ---------------------------------------------------------------------
-    def _owned(self, key: str, tenant: str | None, reader: Any = None) -> dict | None:
-        """Dataset or model meta (no weights) if it exists and is `tenant`'s (None: anyone's);
-        `reader` may be a pipeline in WATCH mode."""
-        return self._meta_of((reader or self.r).hgetall(key), tenant)
+    def _owned(self, kind: type[R], key: str, tenant: str | None, reader: Any = None
+               ) -> R | None:
+        """The dataset or model record (no weights) if it exists and is `tenant`'s (None:
+        anyone's); `reader` may be a pipeline in WATCH mode."""
+        return self._record_of(kind, (reader or self.r).hgetall(key), tenant)
 
     @staticmethod
-    def _meta_of(raw: dict[bytes, bytes], tenant: str | None) -> dict | None:
-        meta = decode_meta(raw, skip=(WEIGHTS_FIELD,)) if raw else None
-        return meta if meta and (tenant is None or meta.get("tenant") == tenant) else None
+    def _record_of(kind: type[R], raw: dict[bytes, bytes], tenant: str | None) -> R | None:
+        record = kind.decode(raw, skip=BINARY_FIELDS) if raw else None
+        return record if record and (tenant is None or record.tenant == tenant) else None
 
     def _listed(self, index_key: str, record_key: Callable[[str], str],
                 decode: Callable[[dict], Any], limit: int, before: str | None) -> Page:
@@ -139,23 +133,24 @@ class Store:
                     cursor_of(*found[limit - 1][:2]) if more else None)
 
     # -- datasets ----------------------------------------------------------------------------
-    def put_dataset(self, meta: dict[str, Any], numeric: np.ndarray, codes: np.ndarray,
-                    y: np.ndarray, max_tenant_bytes: int) -> dict:
-        """Store the arrays worker/schema.py describes and the meta (which gets bytes and
-        sha256 filled in), counting their bytes against the tenant's quota
-        (quota.QuotaExceeded when over); returns the meta."""
-        keys = self.dataset_array_keys(meta["id"])
-        return self._put_arrays(meta, list(zip(keys, (numeric, codes, y))), max_tenant_bytes)
+    def put_dataset(self, record: DatasetRecord, numeric: np.ndarray, codes: np.ndarray,
+                    y: np.ndarray, max_tenant_bytes: int) -> DatasetRecord:
+        """Store the arrays core.dataset_schema describes and the record (returned with bytes
+        and sha256 filled in), counting their bytes against the tenant's quota
+        (quota.QuotaExceeded when over)."""
+        keys = self.dataset_array_keys(record.id)
+        return self._put_arrays(record, list(zip(keys, (numeric, codes, y))), max_tenant_bytes)
 
-    def _put_arrays(self, meta: dict[str, Any], arrays: list[tuple[str, np.ndarray]],
-                    max_tenant_bytes: int) -> dict:
+    def _put_arrays(self, record: DatasetRecord, arrays: list[tuple[str, np.ndarray]],
+                    max_tenant_bytes: int) -> DatasetRecord:
         """A dataset of any arrays ([(key, array)], each stored as .npy bytes under its key):
         the bytes counted are the sum over all of them."""
         # .npy header, then APPEND of the array's own memory: no copy of a big X in the API.
         parts = [(key, npy_parts(array)) for key, array in arrays]
         size = sum(len(header) + data.nbytes for _, (header, data) in parts)
-        meta = {**meta, "bytes": size, "sha256": arrays_sha256(*(a for _, a in arrays))}
-        k, tenant = self.keys, meta["tenant"]
+        record = record.model_copy(update={"bytes": size,
+                                           "sha256": arrays_sha256(*(a for _, a in arrays))})
+        k, tenant = self.keys, record.tenant
 
         def write(pipe) -> None:
             quota.check(pipe, k, tenant, size, max_tenant_bytes, "the dataset", "file")
@@ -163,19 +158,20 @@ class Store:
             for key, (header, data) in parts:
                 pipe.set(key, header)
                 pipe.append(key, data)
-            pipe.hset(k.dataset(meta["id"]), mapping=encode_meta(meta))
-            pipe.zadd(k.datasets_of(tenant), {meta["id"]: meta["created_at"]})
+            pipe.hset(k.dataset(record.id), mapping=record.encode())
+            pipe.zadd(k.datasets_of(tenant), {record.id: record.created_at})
             quota.charge(pipe, k, tenant, size)
 
         self.transact(write, k.tenant_bytes(tenant))
-        return meta
+        return record
 
-    def dataset(self, tenant: str | None, dataset_id: str) -> dict | None:
-        return self._owned(self.keys.dataset(dataset_id), tenant)
+    def dataset(self, tenant: str | None, dataset_id: str) -> DatasetRecord | None:
+        return self._owned(DatasetRecord, self.keys.dataset(dataset_id), tenant)
 
     def datasets(self, tenant: str, limit: int = 1000, before: str | None = None) -> Page:
-        return self._listed(self.keys.datasets_of(tenant), self.keys.dataset, decode_meta,
-                            limit, before)
+        """A page of DatasetRecords, newest first."""
+        return self._listed(self.keys.datasets_of(tenant), self.keys.dataset,
+                            DatasetRecord.decode, limit, before)
 
     def dataset_arrays(self, dataset_id: str
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -199,13 +195,13 @@ class Store:
         k = self.keys
 
         def delete(pipe) -> bool:
-            meta = self._owned(k.dataset(dataset_id), tenant, pipe)
-            if meta is None:
+            record = self._owned(DatasetRecord, k.dataset(dataset_id), tenant, pipe)
+            if record is None:
                 return False
             pipe.multi()
             pipe.delete(k.dataset(dataset_id), *self.dataset_array_keys(dataset_id))
             pipe.zrem(k.datasets_of(tenant), dataset_id)
-            quota.charge(pipe, k, tenant, -int(meta["bytes"]))
+            quota.charge(pipe, k, tenant, -record.bytes)
             return True
 
         return self.transact(delete, k.dataset(dataset_id))
@@ -321,32 +317,33 @@ class Store:
         return self.transact(delete, k.job(job_id))
 
     # -- models ------------------------------------------------------------------------------
-    def put_model(self, meta: dict[str, Any], weights: bytes, pipe: Any = None) -> None:
+    def put_model(self, record: ModelRecord, weights: bytes, pipe: Any = None) -> None:
         """Write a model (inside the caller's transaction `pipe`, as a job's end does); its
         bytes count against its tenant."""
         k = self.keys
         target = pipe if pipe is not None else self.r.pipeline(transaction=True)
-        target.hset(k.model(meta["id"]), mapping={**encode_meta(meta), "weights": weights})
-        target.zadd(k.models_of(meta["tenant"]), {meta["id"]: meta["created_at"]})
-        quota.charge(target, k, meta["tenant"], len(weights))
+        target.hset(k.model(record.id), mapping={**record.encode(), WEIGHTS_FIELD: weights})
+        target.zadd(k.models_of(record.tenant), {record.id: record.created_at})
+        quota.charge(target, k, record.tenant, len(weights))
         if pipe is None:
             target.execute()
 
-    def model(self, tenant: str | None, model_id: str) -> dict | None:
-        """Model meta without the weights."""
-        return self._owned(self.keys.model(model_id), tenant)
+    def model(self, tenant: str | None, model_id: str) -> ModelRecord | None:
+        """The model record, without the weights."""
+        return self._owned(ModelRecord, self.keys.model(model_id), tenant)
 
     def model_owner(self, model_id: str) -> str | None:
         """The tenant owning a model (None: no such model), in one HGET: neither its meta nor
         its weights are read."""
         raw = self.r.hget(self.keys.model(model_id), "tenant")
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else ModelRecord.decode_field("tenant", raw)
 
-    def model_with_weights(self, tenant: str | None, model_id: str) -> tuple[dict, bytes] | None:
-        """Meta and npz weights in one round trip (what the predict cache loads)."""
+    def model_with_weights(self, tenant: str | None, model_id: str
+                           ) -> tuple[ModelRecord, bytes] | None:
+        """The record and npz weights in one round trip (what the predict cache loads)."""
         raw = self.r.hgetall(self.keys.model(model_id))
-        meta = self._meta_of(raw, tenant)
-        return None if meta is None else (meta, raw[WEIGHTS_FIELD])
+        record = self._record_of(ModelRecord, raw, tenant)
+        return None if record is None else (record, raw[WEIGHTS_FIELD])
 
     def model_bytes(self, reader: Any, model_id: str) -> int:
         """Stored size of a model's weights (0 when it is gone)."""
@@ -363,8 +360,7 @@ class Store:
         k = self.keys
 
         def delete(pipe) -> bool:
-            meta = self._owned(k.model(model_id), tenant, pipe)
-            if meta is None:
+            if self._owned(ModelRecord, k.model(model_id), tenant, pipe) is None:
                 return False
             size = self.model_bytes(pipe, model_id)
             pipe.multi()

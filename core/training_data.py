@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.dataset_schema import DatasetSchema
+from core.dataset_schema import DatasetSchema, beyond_float, whole_numbers
 import engine
 from engine.preparation import (ClassTarget, Preparation, PreparationSpec, fit_categorical,
                                 fit_numeric, fit_scaled_target, recode)
@@ -39,9 +39,7 @@ def training_arrays(spec: engine.NetworkSpec, X: np.ndarray, y: np.ndarray,
     X = np.asarray(X, dtype=dtype)
     y = np.asarray(y)
     if task_of(spec) == "classification" and y.ndim == 1:
-        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        return X, y
+        return X, whole_numbers(y)
     if y.dtype.kind in "fiub":
         y = y.astype(dtype)
     return X, y
@@ -80,7 +78,7 @@ def check_job_data(schema: DatasetSchema, spec: engine.NetworkSpec, prep: Prepar
             raise DataMismatch("preprocessing", f"columns {gaps} have missing values; use "
                                                 f"preprocessing \"auto\" (imputes the mean) or "
                                                 f"fill them before uploading")
-        if dtype == "float32" and schema.max_abs > np.finfo(np.float32).max:
+        if beyond_float(schema.max_abs, dtype) is not None:
             raise DataMismatch("dtype", f"the dataset holds values up to {schema.max_abs:.3g}, "
                                         f"beyond float32; train with dtype float64, or use "
                                         f"preprocessing \"auto\", which standardizes them")
@@ -95,13 +93,14 @@ def check_job_data(schema: DatasetSchema, spec: engine.NetworkSpec, prep: Prepar
         raise DataMismatch("preprocessing.ignore", f"{unknown} are not feature columns of the "
                                                    f"dataset; its columns are {sorted(names)}")
     used = [c for c in schema.columns if c.kind != "ignored" and c.name not in prep.ignore]
-    broken = [c for c in schema.columns if c.problem and c.name not in prep.ignore]
+    # A column the schema calls ignored is left out already: its `problem` only says why.
+    broken = [c for c in used if c.problem]
     if broken:
-        column = broken[0]
-        raise DataMismatch("preprocessing.ignore", f"column {column.name!r} {column.problem} "
-                                                   f"(or leave it out of this job: "
+        listed = "; ".join(f"column {c.name!r} {c.problem}" for c in broken)
+        names = ", ".join(f"\"{c.name}\"" for c in broken)
+        raise DataMismatch("preprocessing.ignore", f"{listed} (or leave them out of this job: "
                                                    f"\"preprocessing\": {{\"ignore\": "
-                                                   f"[\"{column.name}\"]}})")
+                                                   f"[{names}]}})")
     if not used:
         raise DataMismatch("preprocessing.ignore", "leaves no feature column to train on")
     check_target(schema, spec)

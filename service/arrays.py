@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 from numpy.lib import format as npy_format
 
-from core.settings import env_name
+from core.dataset_schema import beyond_float, whole_numbers
 from service.errors import ApiError, invalid
 # The decoder pools live in service/pools.py; routes/datasets.py still reaches them here.
 from service.pools import decode_json_body, off_loop  # noqa: F401
@@ -105,12 +105,16 @@ def all_finite(array: np.ndarray, block_values: int = 1 << 20) -> bool:
 def as_float(array: np.ndarray, field: str, dtype: str) -> np.ndarray:
     """Cast to the stored float dtype, refusing values that overflow it."""
     target = FLOAT_DTYPES[dtype]
-    # Only a narrowing cast can overflow; max/min make no array-sized temporary (np.abs would).
+    # Only a narrowing cast can overflow.
     narrowing = array.dtype.kind == "f" and array.dtype.itemsize > np.dtype(target).itemsize
-    if narrowing and array.size and max(array.max(), -array.min()) > np.finfo(target).max:
-        raise invalid(field, f"holds values too large for {dtype} (largest allowed "
-                              f"{np.finfo(target).max:.3g})")
+    if narrowing and beyond_float(array, dtype) is not None:
+        raise too_large(field, dtype)
     return array.astype(target, copy=False)
+
+
+def too_large(field: str, dtype: str) -> ApiError:
+    return invalid(field, f"holds values too large for {dtype} (largest allowed "
+                           f"{np.finfo(dtype).max:.3g}); use dtype float64")
 
 
 def targets(y: np.ndarray, dtype: str) -> np.ndarray:
@@ -120,9 +124,8 @@ def targets(y: np.ndarray, dtype: str) -> np.ndarray:
                             f"below 2**63 (class labels run 0 .. classes-1)")
     if y.dtype.kind in "iub":
         return y.astype(np.int64, copy=False)
-    if np.all(y == np.round(y)) and np.abs(y).max(initial=0) < 2**53:
-        return y.astype(np.int64)
-    return as_float(y, "y", dtype)
+    y = whole_numbers(y)
+    return y if y.dtype.kind == "i" else as_float(y, "y", dtype)
 
 
 def rows_match(X: np.ndarray, y: np.ndarray, x_field: str = "X", y_field: str = "y") -> None:
@@ -200,8 +203,8 @@ def from_npy(content: bytes, field: str) -> np.ndarray:
     return finite(_shaped(flat, shape, fortran), field)
 
 
-def from_npz(content: bytes | BinaryIO, max_rows: int, max_bytes: int,
-             dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+def from_npz(content: bytes | BinaryIO, limits, dtype: str = "float32"
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Arrays `X` and `y` of an .npz (bytes, or a seekable file such as a spooled upload).
 
     Both members' .npy headers are checked against the dataset limits (rows, and the bytes
@@ -218,7 +221,7 @@ def from_npz(content: bytes | BinaryIO, max_rows: int, max_bytes: int,
                                        f"{sorted(members)[:20]}")
             streams = {name: archive.open(members[name]) for name in ("X", "y")}
             headers = {name: npy_header(stream, name) for name, stream in streams.items()}
-            _check_declared(headers, max_rows, max_bytes, dtype)
+            _check_declared(headers, limits, dtype)
             X, y = (_read_data(streams[name], *headers[name], name) for name in ("X", "y"))
     except (OSError, ValueError, RuntimeError, EOFError, NotImplementedError,
             zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:  # each codec its own
@@ -226,19 +229,13 @@ def from_npz(content: bytes | BinaryIO, max_rows: int, max_bytes: int,
     return finite(X, "X"), finite(y, "y")
 
 
-def _check_declared(headers: dict, max_rows: int, max_bytes: int, dtype: str) -> None:
-    """413 for an NPZ whose declared shapes are over the dataset limits: rows, and bytes as
-    stored (X in `dtype`, y at most 8 bytes a value)."""
+def _check_declared(headers: dict, limits, dtype: str) -> None:
+    """413 for an NPZ whose declared shapes are over the dataset limits
+    (service.upload_limits): rows, and bytes as stored (X in `dtype`, y 8 bytes a value)."""
     x_shape, y_shape = headers["X"][0], headers["y"][0]
-    rows = x_shape[0] if x_shape else 1
-    if rows > max_rows:
-        raise ApiError(413, f"the dataset has {rows} rows; this service takes at most "
-                            f"{max_rows} ({env_name('max_dataset_rows')})", "X")
-    stored = (math.prod(x_shape) * np.dtype(FLOAT_DTYPES[dtype]).itemsize
-              + math.prod(y_shape) * 8)
-    if stored > max_bytes:
-        raise ApiError(413, f"the dataset would take {stored} bytes; this service takes at "
-                            f"most {max_bytes} ({env_name('max_dataset_bytes')})", "X")
+    limits.admit(x_shape[0] if x_shape else 1,
+                 math.prod(x_shape) * np.dtype(FLOAT_DTYPES[dtype]).itemsize
+                 + math.prod(y_shape) * 8, "X")
 
 
 def _read_data(stream: BinaryIO, shape: tuple[int, ...], fortran: bool, dtype: np.dtype,

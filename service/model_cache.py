@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import redis
 
 from core.codec import npz_to_arrays
+from core.records import ModelRecord
 from core.store import Store
 import engine
 from engine.preparation import Preparation
@@ -17,29 +18,27 @@ from engine.preparation import Preparation
 
 @dataclass(frozen=True)
 class LoadedModel:
-    meta: dict
+    meta: ModelRecord
     net: engine.Network
     preparation: Preparation | None = None
 
     @property
     def input_width(self) -> int:
         """Values per row predict takes: the raw columns of a model with a preparation."""
-        return len(self.preparation.columns) if self.preparation else self.meta["n_inputs"]
+        return len(self.preparation.columns) if self.preparation else self.meta.n_inputs
 
 
-def network_from_weights(meta: dict, weights: bytes) -> engine.Network:
-    """Rebuild a trained network from its model meta and npz weights (W0, b0, W1, ...)."""
+def network_from_weights(meta: ModelRecord, weights: bytes) -> engine.Network:
+    """Rebuild a trained network from its model record and npz weights (W0, b0, W1, ...)."""
     arrays = npz_to_arrays(weights)
-    n_layers = len(meta["network"]["layers"])
-    net = engine.Network(meta["network"], n_inputs=meta["n_inputs"], dtype=meta["dtype"])
+    n_layers = len(meta.network["layers"])
+    net = engine.Network(meta.network, n_inputs=meta.n_inputs, dtype=meta.dtype)
     net.params = [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(n_layers)]
     return net
 
 
-def loaded_model(meta: dict, weights: bytes) -> LoadedModel:
-    preparation = meta.get("preparation")
-    return LoadedModel(meta, network_from_weights(meta, weights),
-                       None if preparation is None else Preparation.model_validate(preparation))
+def loaded_model(meta: ModelRecord, weights: bytes) -> LoadedModel:
+    return LoadedModel(meta, network_from_weights(meta, weights), meta.preparation)
 
 
 log = logging.getLogger("backprop.api")
@@ -98,7 +97,7 @@ class ModelCache:
                     self._models[model_id] = loaded
                     while len(self._models) > self.size:
                         self._models.popitem(last=False)
-        return loaded if loaded.meta.get("tenant") == tenant else None
+        return loaded if loaded.meta.tenant == tenant else None
 
     def peek(self, tenant: str | None, model_id: str) -> LoadedModel | None:
         """The model if this process has it loaded (and it is the tenant's; None: any
@@ -107,7 +106,7 @@ class ModelCache:
             loaded = self._models.get(model_id) if self._listening else None
             if loaded is not None:
                 self._models.move_to_end(model_id)
-        if loaded is None or (tenant is not None and loaded.meta.get("tenant") != tenant):
+        if loaded is None or (tenant is not None and loaded.meta.tenant != tenant):
             return None
         return loaded
 

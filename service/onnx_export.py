@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from core.records import ModelRecord
 from engine.activations import LEAKY_SLOPE
 from engine.preparation import ClassTarget, Preparation, ScaledTarget
 from service.tables import NULL_VALUES
@@ -173,17 +174,17 @@ def class_label_nodes(target: ClassTarget) -> tuple[list[onnx.NodeProto], int]:
             node("Gather", ["classes", "label_index"], [LABEL], axis=0)], element
 
 
-def onnx_model(meta: dict, params: list[tuple[np.ndarray, np.ndarray]],
+def onnx_model(meta: ModelRecord, params: list[tuple[np.ndarray, np.ndarray]],
                preparation: Preparation | None = None) -> onnx.ModelProto:
-    """The graph of a stored model: meta as the store keeps it, params [(W (out, in), b)], and
+    """The graph of a stored model: its record, params [(W (out, in), b)], and
     the model's preparation, if it has one."""
-    dtype = meta["dtype"]
-    layers = meta["network"]["layers"]
+    dtype = meta.dtype
+    layers = meta.network["layers"]
     element = ONNX_TYPES[dtype]
     if preparation is not None:
         inputs, nodes, x = preparation_nodes(preparation, dtype)
     else:
-        inputs = [helper.make_tensor_value_info(INPUT, element, ["rows", meta["n_inputs"]])]
+        inputs = [helper.make_tensor_value_info(INPUT, element, ["rows", meta.n_inputs])]
         nodes, x = [], INPUT
     target = preparation.target if preparation is not None else None
     weights: list[onnx.TensorProto] = []
@@ -195,30 +196,30 @@ def onnx_model(meta: dict, params: list[tuple[np.ndarray, np.ndarray]],
         nodes += ACTIVATION_NODES[layer["activation"]](z, f, dtype)
         x = f
     nodes += target_nodes(target, dtype, x)
-    outputs = [helper.make_tensor_value_info(OUTPUT, element, ["rows", meta["n_outputs"]])]
-    if meta.get("task") in ("classification", "multilabel"):
+    outputs = [helper.make_tensor_value_info(OUTPUT, element, ["rows", meta.n_outputs])]
+    if meta.task in ("classification", "multilabel"):
         out = layers[-1]["activation"]
         if isinstance(target, ClassTarget):
             label, label_type = class_label_nodes(target)
             nodes += label
             outputs.append(helper.make_tensor_value_info(LABEL, label_type, ["rows"]))
         else:
-            nodes += label_nodes(out, meta["n_outputs"], dtype)
+            nodes += label_nodes(out, meta.n_outputs, dtype)
             outputs.append(helper.make_tensor_value_info(
-                LABEL, TensorProto.INT64, label_shape(out, meta["n_outputs"])))
-    graph = helper.make_graph(nodes, f"backprop_{meta['id']}", inputs, outputs,
+                LABEL, TensorProto.INT64, label_shape(out, meta.n_outputs)))
+    graph = helper.make_graph(nodes, f"backprop_{meta.id}", inputs, outputs,
                               initializer=weights)
     opsets = [helper.make_opsetid("", OPSET)]
     if preparation is not None and not preparation.all_numeric:
         opsets.append(helper.make_opsetid("ai.onnx.ml", ML_OPSET))
     model = helper.make_model(graph, producer_name="backprop-service", opset_imports=opsets)
     model.ir_version = IR_VERSION
-    model.doc_string = (f"model {meta['id']} of job {meta.get('job_id')}: "
-                        f"{meta['n_inputs']}-" + "-".join(str(l["units"]) for l in layers))
+    model.doc_string = (f"model {meta.id} of job {meta.job_id}: "
+                        f"{meta.n_inputs}-" + "-".join(str(l["units"]) for l in layers))
     onnx.checker.check_model(model)
     return model
 
 
-def onnx_bytes(meta: dict, params: list[tuple[np.ndarray, np.ndarray]],
+def onnx_bytes(meta: ModelRecord, params: list[tuple[np.ndarray, np.ndarray]],
                preparation: Preparation | None = None) -> bytes:
     return onnx_model(meta, params, preparation).SerializeToString()

@@ -17,7 +17,7 @@ def scored_csv(table: pa.Table, loaded, payload: dict) -> bytes:
     prep = loaded.preparation
     target = prep.target
     outputs = np.asarray(payload["outputs"])
-    name = loaded.meta.get("target") or "target"
+    name = loaded.meta.target or "target"
     if "labels" in payload:
         table = table.append_column(f"{name}_predicted", pa.array(list(payload["labels"])))
         if isinstance(target, ClassTarget) and outputs.shape[1] == len(target.classes):

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import fairness, queues, quota
-from core.dataset_schema import DatasetSchema
 from core.records import JobRecord
 from core.settings import Settings, env_name
 from core.store import Store
@@ -21,6 +20,7 @@ from service.errors import ApiError
 from service.schemas import JobIn
 from service.table_builder import Table, TableOptions
 from service.tables import table_from_arrays
+from service.upload_limits import DatasetLimits
 
 
 def parameter_count(spec: engine.NetworkSpec, n_inputs: int) -> int:
@@ -105,8 +105,10 @@ def parse_job(body: bytes, settings: Settings) -> JobRequest:
         raise ApiError(413, f"data.X: {X.shape[0]} inline rows; at most "
                             f"{settings.max_inline_rows} ({env_name('max_inline_rows')}): upload "
                             f"larger data sets to /v1/datasets", "data.X")
+    # Inline data are bounded by BACKPROP_MAX_INLINE_ROWS above; the rest of the dataset
+    # limits (bytes, categories) hold for them as for an upload.
     table = table_from_arrays(X, y, TableOptions(dtype=job.dtype,
-                                                 max_categories=settings.max_categories),
+                                                 limits=DatasetLimits.of(settings)),
                               "data.X", "data.y")
     return JobRequest(job.model_copy(update={"data": None}), table)
 
@@ -120,12 +122,11 @@ def resolve_data(store: Store, tenant: str, request: JobRequest):
         schema, inline = table.schema, (table.numeric, table.y)
         y, n_samples, field = table.y, table.n_rows, "data.y"
     else:
-        meta = store.dataset(tenant, job.dataset_id)
-        if meta is None:
+        dataset = store.dataset(tenant, job.dataset_id)
+        if dataset is None:
             raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
                                 f"/v1/datasets first", "dataset_id")
-        schema, n_samples, field = DatasetSchema.model_validate(meta["schema"]), \
-            meta["n_samples"], "dataset_id"
+        schema, n_samples, field = dataset.table_schema, dataset.n_samples, "dataset_id"
         y = None
     try:
         features = check_job_data(schema, job.network, job.preprocessing, job.dtype)

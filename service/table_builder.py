@@ -16,8 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.dataset_schema import (COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo,
-                                 numeric_infos, numeric_targets, whole_classes)
+                                 beyond_float, numeric_infos, numeric_targets, whole_classes)
+from service import cells
 from service.errors import invalid
+from service.upload_limits import DatasetLimits
 
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
 ID_MIN_ROWS = 20
@@ -36,9 +38,7 @@ class TableOptions:
     ignore: list[str] = field(default_factory=list)
     kinds: dict[str, str] = field(default_factory=dict)   # declared kinds, `columns=`
     dtype: str = "float32"
-    max_rows: int = 1_000_000
-    max_bytes: int = 512 * 1024 * 1024
-    max_categories: int = 1000
+    limits: DatasetLimits = field(default_factory=DatasetLimits)
 
 
 @dataclass
@@ -77,11 +77,14 @@ class Categories:
         self.cap, self.index, self.overflow = cap, {}, False
 
     def codes(self, values: pa.Array) -> np.ndarray:
-        """(n,) int32 codes of values' strings, -1 for a null."""
+        """(n,) int32 codes of canonical text (cells.category_array), -1 for a missing value.
+        Two words with one meaning ("2007", "2007.0") share a code."""
         encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
         words = encoded.dictionary.to_pylist()
         lookup = np.full(len(words) + 1, -1, dtype=np.int32)
         for i, word in enumerate(words):
+            if word is None:
+                continue
             code = self.index.get(word)
             if code is None and not self.overflow:
                 if len(self.index) >= self.cap:
@@ -134,12 +137,11 @@ class TableBuilder:
         n_cat = sum(p.kind == "categorical" for p in features)
         dtype = np.dtype(FLOAT_DTYPES[options.dtype])
         row_bytes = n_num * dtype.itemsize + n_cat * 4 + 8 * len(targets)
-        capacity = max(0, min(capacity, options.max_rows + 1))
-        if capacity * row_bytes > options.max_bytes:
-            raise invalid("file", f"the table has up to {capacity} rows of {row_bytes} bytes "
-                                  f"stored; this service takes at most {options.max_bytes} bytes "
-                                  f"(BACKPROP_MAX_DATASET_BYTES): upload fewer rows or columns, "
-                                  f"or ignore some (ignore=col,col)", 413)
+        limits = options.limits
+        capacity = max(0, min(capacity, limits.max_rows + 1))
+        # The line count bounds the rows from above (a quoted cell can span lines): rows are
+        # counted as they come (reserve), bytes checked here, before anything is held.
+        limits.admit(min(capacity, limits.max_rows), capacity * row_bytes)
         self.numeric = np.empty((capacity, n_num), dtype=dtype)
         self.codes = np.empty((capacity, n_cat), dtype=np.int32)
         if self.target_kind == "categorical":
@@ -192,7 +194,7 @@ class TableBuilder:
         if is_target:
             if declared == "categorical" or (declared is None and is_text(kind)):
                 return Plan(name, "target", "categorical",
-                            categories=Categories(options.max_categories))
+                            categories=Categories(options.limits.max_categories))
             if declared == "numeric" or is_numeric(kind):
                 return Plan(name, "target", "numeric")
             raise invalid("target", f"column {name!r} holds {kind} values, which cannot be a "
@@ -203,10 +205,11 @@ class TableBuilder:
             return Plan(name, "feature", "numeric", declared=declared is not None)
         if declared == "categorical" or (declared is None and is_text(kind)):
             return Plan(name, "feature", "categorical", declared=declared is not None,
-                        categories=Categories(options.max_categories))
+                        categories=Categories(options.limits.max_categories))
         what = "dates or times" if is_temporal(kind) else f"{kind} values"
+        unit = "days since 1970-01-01" if is_temporal(kind) else "numbers"
         fix = (f"ignore it (ignore={name}), or declare its kind (columns={{\"{name}\": "
-               f"\"categorical\"}}, or \"numeric\" for {'seconds or days since 1970' if is_temporal(kind) else 'numbers'})")
+               f"\"numeric\"}} for {unit}, or \"categorical\")")
         return Plan(name, "ignored", "ignored", problem=f"holds {what}; {fix}")
 
     # -- the rows ----------------------------------------------------------------------------
@@ -218,10 +221,7 @@ class TableBuilder:
     def reserve(self, n: int) -> int:
         """Room for the next n rows (their values come through put); returns where they start."""
         start, end = self.rows, self.rows + n
-        if end > self.options.max_rows:
-            raise invalid("file", f"the table has more than {self.options.max_rows} rows; this "
-                                  f"service takes at most {self.options.max_rows} "
-                                  f"(BACKPROP_MAX_DATASET_ROWS)", 413)
+        self.options.limits.admit(end, more_rows=True)
         if end > len(self.y):
             raise invalid("file", "has more rows than its line count allowed for; check the "
                                   "file's line endings and quoting")
@@ -252,36 +252,17 @@ class TableBuilder:
                 self.numeric[start:end, plan.slot] = self._fits(plan, numbers)
 
     def _text(self, plan: Plan, values: pa.Array) -> pa.Array:
-        if is_text(values.type):
-            return values
-        try:
-            return values.cast(pa.string())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise invalid("columns", f"{plan.name!r} cannot be read as text ({exc})") from None
+        return cells.category_array(values, plan.name)
 
     def _numbers(self, plan: Plan, values: pa.Array) -> np.ndarray:
-        """float64 values, NaN for nulls; infinities refused."""
-        try:
-            if is_temporal(values.type):
-                values = values.cast(pa.int64() if pa.types.is_timestamp(values.type)
-                                     else pa.int32())
-            numbers = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            where = "target" if plan.role == "target" else "columns"
-            raise invalid(where, f"{plan.name!r} holds values that are not numbers ({exc}); "
-                                 f"declare it categorical or clean it") from None
-        if np.isinf(numbers).any():
-            raise invalid("file", f"column {plan.name!r} holds an infinite value (numbers beyond "
-                                  f"±1.8e308 such as 1e400 read as infinite); remove it or "
-                                  f"leave the cell empty")
-        return numbers
+        """float64 values (service.cells' rules), NaN for missing; infinities refused."""
+        return cells.number_array(values, plan.name)
 
     def _fits(self, plan: Plan, numbers: np.ndarray) -> np.ndarray:
-        limit = np.finfo(self.numeric.dtype).max
-        if numbers.size and np.nanmax(np.abs(numbers), initial=0.0) > limit:
-            raise invalid("file", f"column {plan.name!r} holds values too large for "
-                                  f"{self.options.dtype} (largest allowed {limit:.3g}); upload "
-                                  f"with dtype=float64")
+        if beyond_float(numbers, self.options.dtype) is not None:
+            raise invalid(plan.name, f"holds values too large for {self.options.dtype} "
+                                     f"(largest allowed {np.finfo(self.options.dtype).max:.3g}); "
+                                     f"upload with dtype=float64")
         return numbers
 
     # -- the end -------------------------------------------------------------------------------
@@ -294,9 +275,10 @@ class TableBuilder:
             keep = y >= 0
             classes, remap = target_plans[0].categories.sorted()
             if target_plans[0].categories.overflow:
-                raise invalid("target", f"column {target_plans[0].name!r} has more than "
-                                        f"{self.options.max_categories} distinct values: too "
-                                        f"many classes (BACKPROP_MAX_CATEGORIES)")
+                cap = self.options.limits.max_categories
+                raise invalid("target", f"column {target_plans[0].name!r} has more than {cap} "
+                                        f"distinct values: too many classes "
+                                        f"(BACKPROP_MAX_CATEGORIES)")
             y[keep] = remap[y[keep]]
         else:
             keep = ~np.isnan(y).any(axis=1)
@@ -308,7 +290,7 @@ class TableBuilder:
             numeric, codes, y = (compact(a, keep) for a in (numeric, codes, y))
         if self.target_kind == "numeric":
             y = numeric_targets(y)
-            classes = whole_classes(y, self.options.max_categories)
+            classes = whole_classes(y, self.options.limits.max_categories)
         numeric_plans = [p for p in self.plans if p.role == "feature" and p.kind == "numeric"]
         described = dict(zip((p.name for p in numeric_plans),
                              numeric_infos([p.name for p in numeric_plans], numeric)))
@@ -331,7 +313,7 @@ class TableBuilder:
             info.categories = categories
             info.problem = None if plan.declared and not plan.categories.overflow else \
                 text_problem(plan.name, len(categories), len(column) - info.missing,
-                             plan.categories.overflow, self.options.max_categories)
+                             plan.categories.overflow, self.options.limits.max_categories)
         return info
 
 

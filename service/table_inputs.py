@@ -2,55 +2,24 @@
 values, a CSV file, or per-column tensors (the inference protocol). Each becomes the
 (numeric, codes) blocks that engine.preparation transforms; rows answer in the same order.
 
-A missing value (null, an absent key, an empty cell, NA, NaN, ?) is imputed as in training;
-an unknown category encodes as all zeros; keys the model does not use (the target, ignored
-columns) are accepted and ignored.
+What a value means is service.cells' to say, as at upload: a missing value (null, an absent
+key, an empty cell, NA, NaN, ?) is imputed as in training; an unknown category encodes as all
+zeros; an infinite number is refused naming the column; keys the model does not use (the
+target, ignored columns) are accepted and ignored.
 """
 
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from engine.preparation import MISSING, Preparation
+from service.cells import category_array, category_text, finite_numbers, number, number_array
 from service.errors import invalid
 from service.tables import CSV_BLOCK_BYTES, NULL_VALUES, csv_problem
-
-MISSING_WORDS = frozenset(NULL_VALUES)
-
-
-def category_text(value) -> str | None:
-    """A raw categorical value as the string it was stored as (None: missing). Whole numbers
-    read as their digits (2007, not 2007.0), as a CSV cell would."""
-    if value is None or isinstance(value, (dict, list)):
-        return None
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        return str(int(value)) if value.is_integer() else repr(value)
-    text = str(value)
-    return None if text in MISSING_WORDS else text
-
-
-def number(value, field: str) -> float:
-    """A raw numeric value (NaN: missing); numbers written as text are read."""
-    if value is None or (isinstance(value, str) and value.strip() in MISSING_WORDS):
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise invalid(field, f"must be a number or null, not {type(value).__name__}")
-    try:
-        result = float(value)
-    except (ValueError, OverflowError):
-        raise invalid(field, f"must be a number or null, not {value!r}") from None
-    if math.isinf(result):
-        raise invalid(field, "is infinite (or beyond ±1.8e308); send a finite number or null")
-    return result
 
 
 def records_blocks(records, preparation: Preparation, max_rows: int,
@@ -70,16 +39,16 @@ def records_blocks(records, preparation: Preparation, max_rows: int,
         for j, column in enumerate(num_cols):
             numeric[i, j] = number(record.get(column.name), f"{field}[{i}].{column.name}")
         for j, column in enumerate(cat_cols):
-            text = category_text(record.get(column.name))
+            text = category_text(record.get(column.name), f"{field}[{i}].{column.name}")
             codes[i, j] = MISSING if text is None else column.position(text)
     return numeric, codes
 
 
 def csv_table(body: bytes, preparation: Preparation, max_rows: int) -> pa.Table:
-    """A CSV body (header row) read with the model's column types: numeric columns as
-    numbers, categorical ones as text; other columns as they come."""
-    types = {c.name: pa.float64() if c.kind == "numeric" else pa.string()
-             for c in preparation.columns}
+    """A CSV body (header row) read with the model's columns as text, which service.cells
+    turns into numbers or categories by the rules the upload followed; other columns as they
+    come."""
+    types = {c.name: pa.string() for c in preparation.columns}
     try:
         table = pacsv.read_csv(io.BytesIO(body), read_options=pacsv.ReadOptions(
             block_size=CSV_BLOCK_BYTES), parse_options=pacsv.ParseOptions(
@@ -108,11 +77,12 @@ def table_blocks(table: pa.Table, preparation: Preparation) -> tuple[np.ndarray,
     present = set(table.column_names)
     for j, column in enumerate(preparation.numeric):
         if column.name in present:
-            numeric[:, j] = table[column.name].to_numpy()
+            numeric[:, j] = number_array(table[column.name].combine_chunks(), column.name)
     for j, column in enumerate(preparation.categorical):
         if column.name in present:
-            values = table[column.name].to_pylist()
-            codes[:, j] = [MISSING if v is None else column.position(v) for v in values]
+            values = category_array(table[column.name].combine_chunks(), column.name)
+            codes[:, j] = [MISSING if v is None else column.position(v)
+                           for v in values.to_pylist()]
     return numeric, codes
 
 
@@ -144,16 +114,16 @@ def column_blocks(columns: dict[str, np.ndarray], preparation: Preparation
     for j, column in enumerate(preparation.numeric):
         if column.name in shaped:
             values = shaped[column.name]
+            field = f"input {column.name!r}"
             if values.dtype == object:
-                numeric[:, j] = [number(v, f"input {column.name!r}") for v in values]
+                numeric[:, j] = [number(v.decode() if isinstance(v, bytes) else v, field)
+                                 for v in values]
             else:
-                numeric[:, j] = values
-                if np.isinf(numeric[:, j]).any():
-                    raise invalid(f"input {column.name!r}", "holds an infinite value; send "
-                                                            "finite numbers, NaN for missing")
+                numeric[:, j] = finite_numbers(values.astype(np.float64), field)
     for j, column in enumerate(preparation.categorical):
         if column.name in shaped:
-            texts = (category_text(v.item() if hasattr(v, "item") else v)
+            texts = (category_text(v.item() if hasattr(v, "item") else v,
+                                   f"input {column.name!r}")
                      for v in shaped[column.name])
             codes[:, j] = [MISSING if t is None else column.position(t) for t in texts]
     return numeric, codes

@@ -8,7 +8,6 @@ ignored) unless declared at upload (`columns={"year": "categorical"}`).
 
 from __future__ import annotations
 
-import math
 import re
 from typing import BinaryIO
 
@@ -18,9 +17,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from core.dataset_schema import arrays_schema, numeric_targets
-from service.table_builder import Table, TableBuilder, TableOptions, invalid
+from service import cells
+from service.arrays import as_float
+from service.errors import invalid
+from service.table_builder import Table, TableBuilder, TableOptions
 
-NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"]
+NULL_VALUES = list(cells.MISSING_WORDS)
 CSV_BLOCK_BYTES = 4 << 20
 """Bytes of CSV parsed at a time; the longest row the reader accepts."""
 PARQUET_COLUMNS = 32
@@ -30,7 +32,9 @@ CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to 
 WIDER = {"null": pa.float64(), "int64": pa.float64(), "double": pa.string()}
 """A column whose first block looked like the key but a later value does not is read again
 as the value type: whole numbers, then any numbers, then text."""
-DECLARED_TYPES = {"numeric": pa.float64(), "categorical": pa.string()}
+DECLARED_TYPES = {"categorical": pa.string()}
+"""Column types a declared kind forces on the CSV reader. A declared numeric column is read as
+it comes (numbers, booleans, dates, or numeric text) and made numbers by service.cells."""
 
 
 # -- CSV -------------------------------------------------------------------------------------
@@ -136,9 +140,10 @@ def read_parquet_table(file: BinaryIO, options: TableOptions) -> Table:
     unpacked = sum(metadata.row_group(g).column(c).total_uncompressed_size
                    for g in range(metadata.num_row_groups)
                    for c in range(metadata.num_columns))
-    if unpacked > 4 * options.max_bytes:
+    max_bytes = options.limits.max_bytes
+    if unpacked > 4 * max_bytes:
         raise invalid("file", f"the Parquet file unpacks to {unpacked} bytes; this service "
-                              f"takes at most {4 * options.max_bytes} (4 x "
+                              f"takes at most {4 * max_bytes} (4 x "
                               f"BACKPROP_MAX_DATASET_BYTES) before conversion", 413)
     builder = TableBuilder(schema.names, schema.types, options, metadata.num_rows)
     used = [i for i, plan in enumerate(builder.plans) if plan.role != "ignored"]
@@ -162,9 +167,7 @@ def read_records(records, options: TableOptions, field_name: str = "records") ->
     """A list of JSON objects, one per row; a key missing from a row is a missing value."""
     if not isinstance(records, list) or not records:
         raise invalid(field_name, "must be a non-empty list of objects, one per row")
-    if len(records) > options.max_rows:
-        raise invalid(field_name, f"{len(records)} rows; at most {options.max_rows} "
-                                  f"(BACKPROP_MAX_DATASET_ROWS)", 413)
+    options.limits.admit(len(records), field=field_name)
     names: dict[str, None] = {}
     for i, record in enumerate(records):
         if not isinstance(record, dict):
@@ -177,23 +180,22 @@ def read_records(records, options: TableOptions, field_name: str = "records") ->
     return builder.finish()
 
 
-def is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        isinstance(value, str) and value in NULL_VALUES)
-
-
 def record_column(records: list[dict], name: str, field_name: str) -> pa.Array:
-    """One column of records: numbers if every present value is a number, else text."""
+    """One column of records: numbers if every present value is a number or a boolean, dates
+    if every one is ISO 8601 date text, else text (service.cells' canonical categories)."""
     values = [record.get(name) for record in records]
     for i, value in enumerate(values):
         if isinstance(value, (dict, list)):
             raise invalid(f"{field_name}[{i}].{name}", "must be a number, a string or null")
-    present = [v for v in values if not is_missing(v)]
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        numbers = [None if is_missing(v) else float(v) if abs(v) < 1.8e308 else math.inf
-                   for v in values]
-        return pa.array(numbers, type=pa.float64())
-    return pa.array([None if is_missing(v) else str(v) for v in values], type=pa.string())
+    present = [v for v in values if not cells.is_missing(v)]
+    if all(isinstance(v, (int, float)) for v in present):
+        return pa.array([cells.number(v, name) for v in values], type=pa.float64())
+    dates = cells.date_text_array(pa.array([v if isinstance(v, str) else None
+                                            for v in values], pa.string())) \
+        if all(isinstance(v, str) for v in present) else None
+    if dates is not None:
+        return dates
+    return pa.array([cells.category_text(v, name) for v in values], type=pa.string())
 
 
 # -- X and y arrays --------------------------------------------------------------------------
@@ -201,25 +203,15 @@ def table_from_arrays(X: np.ndarray, y: np.ndarray, options: TableOptions,
                       x_field: str = "X", y_field: str = "y") -> Table:
     """NPZ or JSON X (n, d) and y: d numeric columns x0..x{d-1}. X is cast to the stored
     dtype without a second copy."""
-    if X.shape[0] > options.max_rows:
-        raise invalid(x_field, f"the dataset has {X.shape[0]} rows; this service takes at most "
-                               f"{options.max_rows} (BACKPROP_MAX_DATASET_ROWS)", 413)
-    stored = X.size * np.dtype(options.dtype).itemsize + y.size * 8
-    if stored > options.max_bytes:
-        raise invalid(x_field, f"the dataset takes {stored} bytes; this service takes at most "
-                               f"{options.max_bytes} (BACKPROP_MAX_DATASET_BYTES)", 413)
+    options.limits.admit(X.shape[0], X.size * np.dtype(options.dtype).itemsize + y.size * 8,
+                         x_field)
     if y.dtype.kind == "u" and y.size and y.max() > np.iinfo(np.int64).max:
         raise invalid(y_field, f"holds {y.max()}, beyond the int64 labels this service stores; "
                                f"use labels below 2**63")
-    limit = np.finfo(options.dtype).max
-    if X.dtype.kind == "f" and X.dtype.itemsize > np.dtype(options.dtype).itemsize and \
-            X.size and np.abs(X).max() > limit:
-        raise invalid(x_field, f"holds values too large for {options.dtype} (largest allowed "
-                               f"{limit:.3g}); use dtype float64")
-    numeric = X.astype(options.dtype, copy=False)
+    numeric = as_float(X, x_field, options.dtype)
     if y.dtype.kind in "iub":
         y = y.astype(np.int64)
     else:
         y = numeric_targets(y.reshape(len(y), -1).astype(np.float64))
     codes = np.empty((len(y), 0), dtype=np.int32)
-    return Table(numeric, codes, y, arrays_schema(numeric, y, options.max_categories))
+    return Table(numeric, codes, y, arrays_schema(numeric, y, options.limits.max_categories))

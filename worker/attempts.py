@@ -18,7 +18,7 @@ from typing import Any, Callable, TypeVar
 import redis
 
 from core import fairness, queues
-from core.records import JobRecord, JobStatus, Owner
+from core.records import JobRecord, JobStatus, ModelRecord, Owner
 from core.settings import Settings
 from core.store import Store
 
@@ -171,7 +171,7 @@ class Attempt:
         if taken is None:
             raise AttemptLost(f"attempt {self.number} no longer owns the job")
 
-    def finish(self, status: JobStatus, model: tuple[dict, bytes] | None = None,
+    def finish(self, status: JobStatus, model: tuple[ModelRecord, bytes] | None = None,
                owner: Owner | None = None, **fields: Any) -> None:
         """End the job (with its model, if any): core.fairness.finish, fenced by this
         attempt (or `owner`: a queued job this attempt cancels before starting it)."""

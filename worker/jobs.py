@@ -18,7 +18,7 @@ from core import queues
 from core.codec import arrays_to_npz
 from core.dataset_schema import DatasetSchema, arrays_schema
 from core.logs import ContextLogger
-from core.records import JobRecord, JobStatus, Owner, new_id
+from core.records import JobRecord, JobStatus, ModelRecord, Owner, new_id
 from core.settings import Settings, get_settings
 from core.store import Store
 from core.training_data import input_columns, prepared_arrays, task_of
@@ -161,12 +161,12 @@ class TrainingRun:
         """The schema and (numeric, codes, y) arrays of the job's dataset or inline data."""
         dataset_id = self.job.dataset_id
         if dataset_id:
-            meta, arrays = self.store.dataset(None, dataset_id), \
+            dataset, arrays = self.store.dataset(None, dataset_id), \
                 self.store.dataset_arrays(dataset_id)
-            if meta is None or arrays is None:
+            if dataset is None or arrays is None:
                 raise DataMissing(f"dataset {dataset_id} was deleted before the job could load "
                                   f"it; upload it again and resubmit")
-            return DatasetSchema.model_validate(meta["schema"]), arrays
+            return dataset.table_schema, arrays
         inline = self.store.job_inline_data(self.job_id)
         if inline is None:
             raise DataMissing("the job's inline data is gone (the job was deleted?); submit it "
@@ -269,18 +269,15 @@ def to_host(array) -> np.ndarray:
 
 
 def model_meta(model_id: str, job: JobRecord, net: engine.Network, metrics: dict,
-               preparation=None) -> dict:
+               preparation=None) -> ModelRecord:
     spec = net.spec
     target = preparation.target if preparation is not None else None
-    return {
-        "id": model_id, "tenant": job.tenant, "job_id": job.id,
-        "network": spec.model_dump(mode="json", exclude_unset=True), "n_inputs": net.n_inputs,
-        "n_outputs": net.n_outputs, "task": task_of(spec), "dtype": str(net.dtype),
-        "epochs_trained": net.epochs_done, "created_at": time.time(),
-        "metrics": metrics,
-        "preparation": None if preparation is None else preparation.model_dump(mode="json"),
-        "input_columns": None if preparation is None else input_columns(preparation),
-        "classes": getattr(target, "classes", None),
-        "target": None if target is None else ", ".join(getattr(target, "names", None)
-                                                         or [target.name]),
-    }
+    return ModelRecord(
+        id=model_id, tenant=job.tenant, job_id=job.id,
+        network=spec.model_dump(mode="json", exclude_unset=True), n_inputs=net.n_inputs,
+        n_outputs=net.n_outputs, task=task_of(spec), dtype=str(net.dtype),
+        epochs_trained=net.epochs_done, metrics=metrics, preparation=preparation,
+        input_columns=None if preparation is None else input_columns(preparation),
+        classes=getattr(target, "classes", None),
+        target=None if target is None else ", ".join(getattr(target, "names", None)
+                                                      or [target.name]))

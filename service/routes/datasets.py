@@ -5,14 +5,13 @@ statistics, and the target's kind and classes."""
 from __future__ import annotations
 
 import json
-import time
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from core.records import new_id
+from core.records import DatasetRecord
 from core.settings import Settings
 from core.store import BadCursor
 from service import arrays
@@ -23,6 +22,7 @@ from service.schemas import (DatasetFields, DatasetIn, DatasetList, DatasetOut, 
                              error_responses)
 from service.table_builder import Table, TableOptions
 from service.tables import read_csv_table, read_parquet_table, read_records, table_from_arrays
+from service.upload_limits import DatasetLimits
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))
@@ -46,9 +46,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 def table_options(settings: Settings, dtype: str, target: list[str] | None = None,
                   ignore: list[str] | None = None, kinds: dict | None = None) -> TableOptions:
     return TableOptions(target=target or None, ignore=ignore or [], kinds=kinds or {},
-                        dtype=dtype, max_rows=settings.max_dataset_rows,
-                        max_bytes=settings.max_dataset_bytes,
-                        max_categories=settings.max_categories)
+                        dtype=dtype, limits=DatasetLimits.of(settings))
 
 
 def names_list(value: str) -> list[str]:
@@ -71,7 +69,7 @@ def read_file(file, filename: str, options: TableOptions) -> tuple[str, Table]:
     magic = file.read(4)
     file.seek(0)
     if filename.endswith(".npz") or magic.startswith(b"PK"):
-        X, y = arrays.from_npz(file, options.max_rows, options.max_bytes, options.dtype)
+        X, y = arrays.from_npz(file, options.limits, options.dtype)
         arrays.rows_match(X, y)
         return "npz", table_from_arrays(X, y, options)
     if filename.endswith(".parquet") or magic == b"PAR1":
@@ -146,15 +144,13 @@ def validated(model, body: dict):
                        details[0]["field"]) from None
 
 
-def dataset_meta(tenant: str, name: str, source: str, table: Table) -> dict:
+def dataset_record(tenant: str, name: str, source: str, table: Table) -> DatasetRecord:
     schema, target = table.schema, table.schema.target
     features = [c for c in schema.columns if c.kind != "ignored"]
-    return {"id": new_id("dataset"), "tenant": tenant, "name": name, "source": source,
-            "n_samples": table.n_rows, "n_features": len(features),
-            "n_outputs": len(target.names),
-            "classes": len(target.classes) if target.classes is not None else None,
-            "dtype": str(table.numeric.dtype), "created_at": time.time(),
-            "schema": schema.model_dump(mode="json", exclude_none=True)}
+    return DatasetRecord(tenant=tenant, name=name, source=source, n_samples=table.n_rows,
+                         n_features=len(features), n_outputs=len(target.names),
+                         classes=len(target.classes) if target.classes is not None else None,
+                         dtype=str(table.numeric.dtype), table_schema=schema)
 
 
 @router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY,
@@ -164,16 +160,19 @@ async def upload_dataset(request: Request, response: Response, store: StoreDep,
     """Upload a table (CSV or Parquet file, or JSON records) or X/y arrays (NPZ file or JSON).
     Form fields (or JSON fields for records): target, ignore, columns, name, dtype."""
     name, source, table = await parse_upload(request, settings)
-    meta = await run_in_threadpool(store.put_dataset, dataset_meta(tenant, name, source, table),
-                                   table.numeric, table.codes, table.y, settings.max_tenant_bytes)
-    response.headers["Location"] = f"/v1/datasets/{meta['id']}"
-    return dataset_view(meta)
+    record = await run_in_threadpool(
+        store.put_dataset, dataset_record(tenant, name, source, table), table.numeric,
+        table.codes, table.y, settings.max_tenant_bytes)
+    response.headers["Location"] = f"/v1/datasets/{record.id}"
+    return dataset_view(record)
 
 
-def dataset_view(meta: dict) -> dict:
-    """A dataset as clients see it: its meta, the schema's columns and target at top level."""
-    schema = meta.get("schema") or {}
-    return {**meta, "columns": schema.get("columns", []), "target": schema.get("target")}
+def dataset_view(record: DatasetRecord) -> dict:
+    """A dataset as clients see it: its record, the schema's columns and target at top level."""
+    schema = record.table_schema
+    return {**record.model_dump(exclude={"table_schema"}),
+            "columns": schema.model_dump(exclude_none=True)["columns"],
+            "target": schema.target.model_dump(exclude_none=True)}
 
 
 @router.get("", response_model=DatasetList)
@@ -190,10 +189,10 @@ def list_datasets(store: StoreDep, tenant: TenantDep, limit: int = Query(1000, g
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))
 def get_dataset(dataset_id: str, store: StoreDep, tenant: TenantDep):
-    meta = store.dataset(tenant, dataset_id)
-    if meta is None:
+    record = store.dataset(tenant, dataset_id)
+    if record is None:
         raise not_found("dataset", dataset_id)
-    return dataset_view(meta)
+    return dataset_view(record)
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=error_responses(404))

@@ -84,24 +84,24 @@ def predict_outputs(loaded: LoadedModel, X: np.ndarray, budget: Budget, field: s
     if rows > budget.max_rows:
         raise ApiError(413, f"{field}: {rows} rows; at most {budget.max_rows} per request "
                             f"({env_name('max_predict_rows')})", field)
-    one_row = memory.predict_bytes(net.widths, 1, meta["dtype"])
+    one_row = memory.predict_bytes(net.widths, 1, meta.dtype)
     if one_row > budget.max_bytes:
         raise budget.refuse(field, "one row through this network (its buffers)", one_row,
                             "raise the setting, or train a narrower network")
-    need = memory.predict_bytes(net.widths, rows, meta["dtype"])
+    need = memory.predict_bytes(net.widths, rows, meta.dtype)
     if need > budget.max_bytes:
         raise budget.refuse(field, f"{rows} rows (input, outputs and the forward pass's "
                                    f"buffers)", need)
     if codes is None:
-        X = arrays.as_float(arrays.finite(X, field), field, meta["dtype"])
+        X = arrays.as_float(arrays.finite(X, field), field, meta.dtype)
     if prep is not None:
-        X = prep.transform(X, codes, meta["dtype"])
+        X = prep.transform(X, codes, meta.dtype)
     outputs = net.predict(X)            # in chunks of rows within memory.WORKSPACE_BYTES
     target = prep.target if prep is not None else None
     if isinstance(target, ScaledTarget):
         target.decode(outputs)
     labels = None
-    if meta.get("task") in ("classification", "multilabel"):
+    if meta.task in ("classification", "multilabel"):
         labels = labels_from_outputs(net.spec, outputs)
         if isinstance(target, ClassTarget):
             labels = np.asarray(target.labels(labels))

@@ -330,19 +330,19 @@ def label_datatype(loaded: LoadedModel) -> str:
 
 def output_metadata(loaded: LoadedModel) -> list[dict]:
     meta = loaded.meta
-    outputs = [{"name": OUTPUT, "datatype": DATATYPE_OF[np.dtype(meta["dtype"])],
-                "shape": [-1, meta["n_outputs"]]}]
-    if meta["task"] in ("classification", "multilabel"):
-        multilabel = meta["task"] == "multilabel" and meta["n_outputs"] > 1
+    outputs = [{"name": OUTPUT, "datatype": DATATYPE_OF[np.dtype(meta.dtype)],
+                "shape": [-1, meta.n_outputs]}]
+    if meta.task in ("classification", "multilabel"):
+        multilabel = meta.task == "multilabel" and meta.n_outputs > 1
         outputs.append({"name": LABEL, "datatype": label_datatype(loaded),
-                        "shape": [-1, meta["n_outputs"]] if multilabel else [-1]})
+                        "shape": [-1, meta.n_outputs] if multilabel else [-1]})
     return outputs
 
 
 def model_metadata(model_id: str, loaded: LoadedModel) -> dict:
     """The protocol's model metadata: its input tensors (one per column for a model with text
     columns) and outputs."""
-    number = DATATYPE_OF[np.dtype(loaded.meta["dtype"])]
+    number = DATATYPE_OF[np.dtype(loaded.meta.dtype)]
     if per_column(loaded):
         inputs = [{"name": c.name, "datatype": number if c.kind == "numeric" else "BYTES",
                    "shape": [-1, 1]} for c in loaded.preparation.columns]

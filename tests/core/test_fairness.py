@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from core import fairness, queues, quota
-from core.records import JobStatus, Owner
+from core.records import JobStatus, ModelRecord, Owner
 from core.store import Store
-from tests.service.helpers import job_record, private_settings, started, submitted
+from tests.service.helpers import dataset_record, job_record, private_settings, started, submitted
 from worker.reaper import sweep
 
 
@@ -72,11 +72,11 @@ def test_bytes_are_counted_with_every_write_and_delete(store, settings):
     k, tenant = store.keys, "carol"
     X, y = np.zeros((1000, 10), np.float32), np.zeros(1000, np.int64)  # 48 KB as .npy
     codes = np.zeros((1000, 0), np.int32)
-    meta = store.put_dataset({"id": "ds_a", "tenant": tenant, "created_at": 1.0}, X, codes, y,
-                             settings.max_tenant_bytes)
+    meta = store.put_dataset(dataset_record("ds_a", tenant, 1.0, X, y), X, codes, y,
+                             settings.max_tenant_bytes).model_dump()
     assert store.tenant_bytes(tenant) == meta["bytes"] > 48_000
     with pytest.raises(quota.QuotaExceeded) as over:
-        store.put_dataset({"id": "ds_b", "tenant": tenant, "created_at": 2.0}, X, codes, y,
+        store.put_dataset(dataset_record("ds_b", tenant, 2.0, X, y), X, codes, y,
                           settings.max_tenant_bytes)
     message = over.value.message
     assert "BACKPROP_MAX_TENANT_BYTES=90000" in message and "delete datasets" in message
@@ -88,7 +88,7 @@ def test_bytes_are_counted_with_every_write_and_delete(store, settings):
         map(len, Store.inline_blobs(*inline).values()))), inline=inline)
     with_job = store.tenant_bytes(tenant)
     assert with_job == meta["bytes"] + job.data_bytes and job.data_bytes > 4_800
-    model = ({"id": "mdl_c", "tenant": tenant, "job_id": job.id, "created_at": 3.0},
+    model = (ModelRecord(id="mdl_c", tenant=tenant, job_id=job.id, created_at=3.0),
              b"w" * 3000)
     started(store, settings, job).finish(JobStatus.SUCCEEDED, model, model_id="mdl_c")
     assert store.job_inline_data(job.id) is None
@@ -104,8 +104,8 @@ def test_bytes_are_counted_with_every_write_and_delete(store, settings):
 def test_a_deleted_model_alone_gives_its_bytes_back(store, settings):
     job = submitted(store, settings, job_record("dave"))
     started(store, settings, job).finish(
-        JobStatus.SUCCEEDED, ({"id": "mdl_d", "tenant": "dave", "job_id": job.id,
-                               "created_at": 1.0}, b"w" * 500), model_id="mdl_d")
+        JobStatus.SUCCEEDED, (ModelRecord(id="mdl_d", tenant="dave", job_id=job.id,
+                                           created_at=1.0), b"w" * 500), model_id="mdl_d")
     assert store.tenant_bytes("dave") == 500
     assert not store.delete_model("erin", "mdl_d")  # another tenant's: untouched
     assert store.delete_model("dave", "mdl_d") and store.tenant_bytes("dave") == 0

@@ -6,9 +6,9 @@ import secrets
 import numpy as np
 import pytest
 
-from core.records import JobStatus
+from core.records import JobStatus, ModelRecord
 from core.store import BadCursor, Store
-from tests.service.helpers import job_record, private_settings, started, submitted
+from tests.service.helpers import dataset_record, job_record, private_settings, started, submitted
 
 
 @pytest.fixture()
@@ -84,17 +84,17 @@ def test_bad_cursors_are_refused(store):
 def test_datasets_page_too(store):
     X, y = np.zeros((4, 2), np.float32), np.zeros(4, np.int64)
     for i in range(5):
-        store.put_dataset({"id": f"ds_{i}", "tenant": "t", "created_at": float(i)}, X,
+        store.put_dataset(dataset_record(f"ds_{i}", "t", float(i), X, y), X,
                           np.zeros((4, 0), np.int32), y, max_tenant_bytes=10**9)
     first = store.datasets("t", limit=3)
     rest = store.datasets("t", limit=3, before=first.next)
-    assert [d["id"] for d in first.items + rest.items] == [f"ds_{i}" for i in range(4, -1, -1)]
+    assert [d.id for d in first.items + rest.items] == [f"ds_{i}" for i in range(4, -1, -1)]
     assert rest.next is None
 
 
 def test_a_models_owner_is_read_without_its_meta_or_weights(store):
     model_id = f"mdl_{secrets.token_hex(8)}"
     assert store.model_owner(model_id) is None
-    store.put_model({"id": model_id, "tenant": "alice", "created_at": 1.0}, b"weights")
+    store.put_model(ModelRecord(id=model_id, tenant="alice", created_at=1.0), b"weights")
     assert store.model_owner(model_id) == "alice"
-    assert store.model("bob", model_id) is None and store.model("alice", model_id)["id"] == model_id
+    assert store.model("bob", model_id) is None and store.model("alice", model_id).id == model_id

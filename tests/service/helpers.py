@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 
 from core import fairness, queues
-from core.records import FINISHED as FINISHED_STATES, JobRecord
+from core.dataset_schema import arrays_schema
+from core.records import FINISHED as FINISHED_STATES, DatasetRecord, JobRecord
 from core.settings import Settings
 from core.store import Store
 from service.embedded_redis import free_port
@@ -136,6 +137,14 @@ def job_record(tenant: str = "t", epochs: int = 10, **fields) -> JobRecord:
     fields.setdefault("training", {"epochs": epochs})
     fields.setdefault("timeout_s", 60)
     return JobRecord(tenant=tenant, epochs=epochs, **fields)
+
+
+def dataset_record(dataset_id: str, tenant: str, created_at: float, X: np.ndarray,
+                   y: np.ndarray) -> DatasetRecord:
+    """A dataset record of arrays X, y, as an upload of them writes it."""
+    return DatasetRecord(id=dataset_id, tenant=tenant, created_at=created_at,
+                         n_samples=len(y), n_features=X.shape[1],
+                         table_schema=arrays_schema(X, y, max_categories=1000))
 
 
 def private_settings(prefix: str, **fields) -> Settings:

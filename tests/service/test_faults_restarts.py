@@ -50,7 +50,7 @@ def test_redis_restart_keeps_everything_and_the_api_recovers_by_itself(tmp_path)
         assert [d["id"] for d in listed] == [dataset["id"]]
         assert len(epochs(fs.api, finished)) == 15
         stored = Store(redis.Redis.from_url(fs.valkey.url)).model_with_weights(None, model_id)
-        assert stored is not None and stored[0]["epochs_trained"] == 15
+        assert stored is not None and stored[0].epochs_trained == 15
         predicted = fs.api.post(f"/v1/models/{model_id}/predict", json={"inputs": X[:5].tolist()})
         assert predicted.status_code == 200 and len(predicted.json()["labels"]) == 5
         assert job(fs.api, queued_id)["status"] in {"queued", "running", "succeeded"}

@@ -123,6 +123,7 @@ def stored_model(redis_client, prefix: str, *model_ids: str):
     import engine
     from service.model_cache import ModelCache
     from core.codec import arrays_to_npz
+    from core.records import ModelRecord
     from core.store import Store
 
     store = Store(redis_client, prefix)
@@ -130,9 +131,9 @@ def stored_model(redis_client, prefix: str, *model_ids: str):
     net = engine.Network(network, n_inputs=3)
     weights = arrays_to_npz({"W0": net.params[0][0], "b0": net.params[0][1]})
     for model_id in model_ids:
-        store.put_model({"id": model_id, "tenant": "public", "network": network, "n_inputs": 3,
-                         "dtype": "float32", "task": "classification",
-                         "created_at": time.time()}, weights)
+        store.put_model(ModelRecord(id=model_id, tenant="public", network=network, n_inputs=3,
+                                    n_outputs=2, dtype="float32", task="classification"),
+                        weights)
     cache = ModelCache(store, size=4, listen=False)
     cache.set_listening(True)
     return store, cache

@@ -12,10 +12,14 @@ from engine.preparation import column_moments
 from service.errors import ApiError
 from service.table_builder import TableOptions
 from service.tables import count_lines, read_csv_table, read_records, table_from_arrays
+from service.upload_limits import DatasetLimits
 
 
 def read(text: bytes, **options):
-    return read_csv_table(io.BytesIO(text), TableOptions(**options))
+    limits = {key: options.pop(key) for key in ("max_rows", "max_bytes", "max_categories")
+              if key in options}
+    return read_csv_table(io.BytesIO(text), TableOptions(limits=DatasetLimits(**limits),
+                                                         **options))
 
 
 def test_a_later_value_widens_the_column_type_instead_of_failing():

@@ -291,3 +291,32 @@ def test_jobs_that_would_fail_in_the_worker_are_422_at_submit(api):
     split = api.post("/v1/jobs", json={"dataset_id": huge["id"], "network": network,
                                        "training": {"validation_split": 0.9}}).json()["error"]
     assert split["field"] == "training.validation_split" and "3 rows" in split["message"]
+
+
+def dated_csv(rows: int = 24) -> bytes:
+    lines = ["when,name,empty,x,label"]
+    for i in range(rows):
+        lines.append(f"{1980 + i}-01-0{1 + i % 9},p{i},,{i % 5},{'ab'[i % 2]}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_date_declared_numeric_is_days_since_1970(api):
+    dataset = upload(api, dated_csv(), target="label", columns='{"when": "numeric"}',
+                     ignore="name,empty")
+    when = {c["name"]: c for c in dataset["columns"]}["when"]
+    assert when["kind"] == "numeric" and when["min"] == 3652.0   # 1980-01-01
+    assert submit(api, dataset["id"], small_network(2)).status_code == 202
+
+
+def test_every_problem_column_in_one_answer_and_ignored_columns_are_none(api):
+    dataset = upload(api, dated_csv(), target="label")
+    columns = {c["name"]: c for c in dataset["columns"]}
+    assert columns["when"]["kind"] == "ignored" and '"numeric"' in columns["when"]["problem"]
+    refused = submit(api, dataset["id"], small_network(2)).json()["error"]
+    assert refused["field"] == "preprocessing.ignore"
+    assert "'name'" in refused["message"] and "'empty'" in refused["message"]
+    assert "'when'" not in refused["message"]            # the schema ignores it already
+    assert '["name", "empty"]' in refused["message"]
+    fixed = submit(api, dataset["id"], small_network(2),
+                   preprocessing={"mode": "auto", "ignore": ["name", "empty"]})
+    assert fixed.status_code == 202, fixed.text

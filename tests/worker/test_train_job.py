@@ -52,7 +52,7 @@ def test_direct_call_trains_and_stores_the_model(store, settings):
     assert job.status == JobStatus.SUCCEEDED and job.epoch == 8
     assert [e["epoch"] for e in store.history(job_id)] == list(range(1, 9))
     model = store.model("t-direct", job.model_id)
-    assert model["n_inputs"] == 3 and model["task"] == "classification"
+    assert model.n_inputs == 3 and model.task == "classification"
     assert store.checkpoint(job_id) is None, "a finished job keeps no checkpoint"
     assert store.job_inline_data(job_id) is None, "nor its inline data"
     assert store.job("someone-else", job_id) is None

@@ -1,0 +1,220 @@
+"""What a cell means: the one set of rules that every table path applies, at upload (CSV,
+Parquet, JSON records) and at predict (JSON records, CSV, inference-protocol tensors), so a
+value stored at upload is the value looked up at predict.
+
+    missing    null, an absent key, NaN, or the text "", NA, N/A, NaN, nan, null, NULL, ?
+    boolean    true/false (JSON), or the text true/True/TRUE/false/False/FALSE: 1 or 0 in a
+               numeric column, "true" or "false" in a categorical one
+    number     a JSON number or numeric text; infinite ones (inf, -inf, 1e400) are refused,
+               naming the column
+    category   text as written, except that a decimal number loses its trailing zeros
+               ("2007.0" and the JSON number 2007.0 are both the category "2007", "1.50" is
+               "1.5") and booleans are "true"/"false"
+    date       ISO 8601 text or a date/timestamp type (engine.preparation derives features)
+
+Pure functions: no I/O; errors are ApiError 422 naming the column.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.errors import invalid
+
+MISSING_WORDS = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "?")
+"""Text that means a missing value (pyarrow's CSV null_values, and predict's)."""
+_MISSING = frozenset(MISSING_WORDS)
+TRUE_WORDS = ("true", "True", "TRUE")
+FALSE_WORDS = ("false", "False", "FALSE")
+BOOLEANS = {**dict.fromkeys(TRUE_WORDS, True), **dict.fromkeys(FALSE_WORDS, False)}
+DECIMAL = re.compile(r"([+-]?\d+)\.(\d*?)0*")
+WHOLE_LIMIT = 2.0 ** 53
+"""Floats below this magnitude that are whole print as their digits (exact in float64)."""
+
+
+def infinite(column: str) -> Exception:
+    return invalid(column, "holds an infinite number (inf, -inf, or beyond ±1.8e308 such as "
+                           "1e400); send a finite number, or null for a missing value")
+
+
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and value in _MISSING)
+
+
+# -- categories ------------------------------------------------------------------------------
+def canonical_text(text: str) -> str:
+    """The category a piece of text stands for (see the module's rules)."""
+    if text in BOOLEANS:
+        return "true" if BOOLEANS[text] else "false"
+    decimal = DECIMAL.fullmatch(text)
+    if decimal:
+        return decimal[1] + (f".{decimal[2]}" if decimal[2] else "")
+    return text
+
+
+def category_text(value, column: str = "value") -> str | None:
+    """A raw value (JSON, or a NumPy scalar's item()) as the category it stands for; None for
+    a missing one."""
+    if is_missing(value) or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isinf(value):
+            raise infinite(column)
+        if value.is_integer() and abs(value) < WHOLE_LIMIT:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    text = str(value)
+    return None if text in _MISSING else canonical_text(text)
+
+
+def category_array(values: pa.Array, column: str) -> pa.Array:
+    """An arrow column of any type as canonical category text (null where missing): the rules
+    are applied once per distinct value, not once per row."""
+    if pa.types.is_floating(values.type):
+        numbers = values.to_numpy(zero_copy_only=False)
+        if np.isinf(numbers).any():
+            raise infinite(column)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+            or pa.types.is_dictionary(values.type)):
+        try:
+            values = values.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise invalid(column, f"cannot be read as text ({exc})") from None
+    encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
+    words = [None if w is None or w in _MISSING else canonical_text(w)
+             for w in encoded.dictionary.to_pylist()]
+    return pa.DictionaryArray.from_arrays(encoded.indices, pa.array(words, pa.string()))
+
+
+# -- numbers ---------------------------------------------------------------------------------
+def number(value, column: str) -> float:
+    """A raw value in a numeric column (NaN: missing); booleans are 1 and 0, numeric text is
+    read."""
+    if is_missing(value):
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.strip() in BOOLEANS:
+        return float(BOOLEANS[value.strip()])
+    if not isinstance(value, (int, float, str)):
+        raise invalid(column, f"must be a number or null, not {type(value).__name__}")
+    try:
+        result = float(value)
+    except (ValueError, OverflowError):
+        raise invalid(column, f"must be a number or null, not {value!r}") from None
+    if math.isinf(result):
+        raise infinite(column)
+    return result
+
+
+def number_array(values: pa.Array, column: str) -> np.ndarray:
+    """An arrow column as float64 numbers, NaN where missing: numbers as they are, booleans
+    as 1 and 0, text read as numbers (booleans and missing words included), dates as days
+    since 1970-01-01; an infinite value, or text that is no number, is refused."""
+    kind = values.type
+    if pa.types.is_temporal(kind):
+        return days_since_epoch(values)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or \
+            pa.types.is_dictionary(kind):
+        text = values.cast(pa.string())
+        words = pa.array(MISSING_WORDS + TRUE_WORDS + FALSE_WORDS)
+        if pc.any(pc.is_in(text, words)).as_py():
+            return np.array([number(v, column) for v in text.to_pylist()], dtype=np.float64)
+        try:
+            values = pc.utf8_trim_whitespace(text).cast(pa.float64())
+        except pa.ArrowInvalid:
+            for v in text.to_pylist():
+                number(v, column)  # names the first value that is not a number
+            raise invalid(column, "holds text that is not a number") from None
+    try:
+        numbers = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise invalid(column, f"holds values that are not numbers ({exc}); declare it "
+                              f"categorical or clean it") from None
+    if np.isinf(numbers).any():
+        raise infinite(column)
+    return numbers
+
+
+def finite_numbers(numbers: np.ndarray, column: str) -> np.ndarray:
+    """numbers (NaN allowed: missing) with no infinity, else a 422 naming the column."""
+    if numbers.dtype.kind == "f" and np.isinf(numbers).any():
+        raise infinite(column)
+    return numbers
+
+
+# -- dates -----------------------------------------------------------------------------------
+SECONDS_PER_DAY = 86400.0
+
+
+def days_since_epoch(values: pa.Array) -> np.ndarray:
+    """A date or timestamp column as float64 days since 1970-01-01 (fractions of a day for
+    times; timestamps with a time zone in UTC), NaN where missing."""
+    kind = values.type
+    if pa.types.is_timestamp(kind):
+        micros = values.cast(pa.timestamp("us", tz=kind.tz)).cast(pa.int64())
+        return micros.cast(pa.float64()).to_numpy(zero_copy_only=False) / (
+            SECONDS_PER_DAY * 1e6)
+    if pa.types.is_date(kind):
+        return values.cast(pa.date32()).cast(pa.int32()).cast(pa.float64()).to_numpy(
+            zero_copy_only=False)
+    raise ValueError(f"{kind} is not a date or timestamp type")
+
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")
+
+
+def date_text_array(values: pa.Array) -> pa.Array | None:
+    """Text that is all ISO 8601 dates (or missing) as a date32 or timestamp column; None when
+    some value is not a date."""
+    texts = [None if is_missing(v) else v for v in values.to_pylist()]
+    present = [t for t in texts if t is not None]
+    if not present or not all(isinstance(t, str) and ISO_DATE.fullmatch(t) for t in present):
+        return None
+    timed = any(len(t) > 10 for t in present)
+    try:
+        parsed = pa.array(texts, pa.string())
+        if not timed:
+            return parsed.cast(pa.date32())
+        return pc.strptime(pc.replace_substring(pc.utf8_slice_codeunits(parsed, 0, 19),
+                                                "T", " "),
+                           format="%Y-%m-%d %H:%M" if all(len(t) == 16 for t in present)
+                           else "%Y-%m-%d %H:%M:%S", unit="s", error_is_null=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def cell_value(value, column: str, kind: str):
+    """A raw predict value for a column of `kind`: float for numeric, text for categorical,
+    days since 1970 for date."""
+    if kind == "categorical":
+        return category_text(value, column)
+    if kind == "date":
+        return date_days(value, column)
+    return number(value, column)
+
+
+def date_days(value, column: str) -> float:
+    """One raw date value (ISO text, or a number of days since 1970) as days since 1970."""
+    if is_missing(value):
+        return math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return number(value, column)
+    if isinstance(value, str) and ISO_DATE.fullmatch(value):
+        parsed = date_text_array(pa.array([value]))
+        if parsed is not None:
+            return float(days_since_epoch(parsed)[0])
+    raise invalid(column, f"must be an ISO 8601 date such as 2024-01-31 or "
+                          f"2024-01-31T12:00:00 (or null), not {value!r}")

@@ -1,0 +1,157 @@
+"""One meaning per value (service/cells.py): the same table uploaded as CSV, JSON records and
+Parquet stores the same categories and numbers, and the same rows predicted as JSON records, CSV
+and inference-protocol tensors get the same encodings and the same labels."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from service import cells
+from service.errors import ApiError
+from tests.service.helpers import wait_for_job
+
+KINDS = {"year": "categorical", "code": "categorical"}
+NETWORK = {"layers": [{"units": 6, "activation": "tanh"}, {"units": 2, "activation": "softmax"}],
+           "loss": "cross_entropy"}
+
+
+def test_the_rules_for_one_cell():
+    assert [cells.category_text(v) for v in (True, False, 2007.0, 2007, "2007.0", "1.50",
+                                             "007", "True", "x", None, "NA", float("nan"))] == [
+        "true", "false", "2007", "2007", "2007", "1.5", "007", "true", "x", None, None, None]
+    assert [cells.number(v, "c") for v in (True, "false", "2.5", 3)] == [1.0, 0.0, 2.5, 3.0]
+    for bad in (float("inf"), "-inf", "1e400"):
+        with pytest.raises(ApiError) as caught:
+            cells.number(bad, "x")
+        assert caught.value.field == "x" and "infinite" in caught.value.message
+    assert cells.number_array(pa.array(["1", "true", None, "NA"]), "c")[:2].tolist() == [1, 1]
+
+
+ORDER = ("flag", "year", "code", "x", "label")
+rows_strategy = st.lists(st.fixed_dictionaries({
+    "flag": st.sampled_from([True, False, None]),
+    "year": st.sampled_from([2007.0, 2008.0, 2009.0, None]),
+    "code": st.sampled_from(["1.0", "2.50", "x", None]),
+    "x": st.one_of(st.none(), st.floats(-100, 100, allow_nan=False).map(lambda v: round(v, 3))),
+    "label": st.sampled_from(["a", "b"]),
+}), min_size=8, max_size=16).map(
+    lambda rows: [{name: row[name] for name in ORDER} for row in rows]  # one column order
+).filter(lambda rows: {r["label"] for r in rows} == {"a", "b"} and all(
+    any(r[name] is not None for r in rows) for name in ORDER))
+
+
+def csv_text(rows: list[dict]) -> bytes:
+    """Rows as a spreadsheet writes them: true/false, 2007.0, empty cells for missing."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else ("true" if v is True else "false")
+                         if isinstance(v, bool) else v for k, v in row.items()})
+    return out.getvalue().encode()
+
+
+def parquet_bytes(rows: list[dict]) -> bytes:
+    table = pa.table({"flag": pa.array([r["flag"] for r in rows], pa.bool_()),
+                      "year": pa.array([r["year"] for r in rows], pa.float64()),
+                      "code": pa.array([r["code"] for r in rows], pa.string()),
+                      "x": pa.array([r["x"] for r in rows], pa.float64()),
+                      "label": pa.array([r["label"] for r in rows], pa.string())})
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
+
+
+def uploaded(api: httpx.Client, rows: list[dict]) -> list[dict]:
+    form = {"target": "label", "columns": json.dumps(KINDS)}
+    answers = [api.post("/v1/datasets", files={"file": ("t.csv", csv_text(rows))}, data=form),
+               api.post("/v1/datasets", json={"name": "t", "records": rows, "target": "label",
+                                              "columns": KINDS}),
+               api.post("/v1/datasets", files={"file": ("t.parquet", parquet_bytes(rows))},
+                        data=form)]
+    for answer in answers:
+        assert answer.status_code == 201, answer.text
+    return [a.json() for a in answers]
+
+
+def v2_body(rows: list[dict], kinds: dict) -> dict:
+    def value(v, kind):
+        if kind == "BYTES":
+            return "" if v is None else str(v)
+        return None if v is None else float(v)
+    return {"inputs": [{"name": name, "datatype": kind, "shape": [len(rows), 1],
+                        "data": [value(r[name], kind) for r in rows]}
+                       for name, kind in kinds.items()]}
+
+
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rows=rows_strategy)
+def test_one_table_means_the_same_on_every_path(api, rows):
+    csv_set, records_set, parquet_set = uploaded(api, rows)
+    for other in (records_set, parquet_set):
+        assert other["columns"] == csv_set["columns"] and other["target"] == csv_set["target"]
+    columns = {c["name"]: c for c in csv_set["columns"]}
+    assert columns["flag"]["kind"] == "numeric"
+    assert set(columns["year"].get("categories") or []) <= {"2007", "2008", "2009"}
+    assert set(columns["code"].get("categories") or []) <= {"1", "2.5", "x"}
+
+    job = api.post("/v1/jobs", json={"dataset_id": csv_set["id"], "network": NETWORK,
+                                     "training": {"epochs": 3, "batch_size": 4, "seed": 0}})
+    assert job.status_code == 202, job.text
+    model_id = wait_for_job(api, job.json()["id"], timeout_s=120)["model_id"]
+    asked = rows + [{"flag": True, "year": 1999.0, "code": "unseen", "x": 1.0, "label": "a"}]
+
+    records = api.post(f"/v1/models/{model_id}/predict", json={"inputs": asked})
+    table = api.post(f"/v1/models/{model_id}/predict", content=csv_text(asked),
+                     headers={"content-type": "text/csv"})
+    kinds = {c["name"]: c["datatype"] for c in api.get(f"/v2/models/{model_id}").json()["inputs"]}
+    protocol = api.post(f"/v2/models/{model_id}/infer", json=v2_body(asked, kinds))
+    for answer in (records, table, protocol):
+        assert answer.status_code == 200, answer.text
+    by_records = records.json()
+    scored = list(csv.DictReader(io.StringIO(table.text)))    # the CSV, scored as CSV
+    labels = {t["name"]: t["data"] for t in protocol.json()["outputs"]}["label"]
+    assert by_records["labels"] == [row["label_predicted"] for row in scored] == labels
+    np.testing.assert_allclose(by_records["outputs"], [[float(row["p_a"]), float(row["p_b"])]
+                                                       for row in scored], rtol=1e-5)
+    for dataset in (csv_set, records_set, parquet_set):
+        api.delete(f"/v1/datasets/{dataset['id']}")
+
+
+JSON_NUMBER = {"inf": b"Infinity", "-inf": b"-Infinity", "1e400": b"1e400"}
+"""How clients write these numbers in JSON (Python's json module, JavaScript)."""
+
+
+@pytest.mark.parametrize("bad", ["inf", "-inf", "1e400"])
+def test_an_infinite_number_is_refused_on_every_path(api, bad):
+    rows = [{"x": float(i), "t": "ab"[i % 2], "label": "ab"[i % 2]} for i in range(8)]
+    dataset = api.post("/v1/datasets", json={"name": "t", "records": rows, "target": "label"})
+    assert dataset.status_code == 201, dataset.text
+    job = api.post("/v1/jobs", json={"dataset_id": dataset.json()["id"], "network": NETWORK,
+                                     "training": {"epochs": 2}})
+    model_id = wait_for_job(api, job.json()["id"], timeout_s=120)["model_id"]
+    answers = {
+        "csv upload": api.post("/v1/datasets", files={"file": (
+            "t.csv", f"x,t,label\n1,a,a\n{bad},b,b\n".encode())}),
+        "csv predict": api.post(f"/v1/models/{model_id}/predict",
+                                content=f"x,t\n{bad},a\n".encode(),
+                                headers={"content-type": "text/csv"}),
+        "records predict": api.post(f"/v1/models/{model_id}/predict",
+                                    content=b'{"inputs": [{"x": %s, "t": "a"}]}' % JSON_NUMBER[bad],
+                                    headers={"content-type": "application/json"}),
+        "v2 numbers": api.post(f"/v2/models/{model_id}/infer", json={"inputs": [
+            {"name": "x", "datatype": "BYTES", "shape": [1, 1], "data": [bad]}]}),
+    }
+    for path, answer in answers.items():
+        assert answer.status_code in (400, 422), (path, answer.text)
+        assert "infinite" in answer.text and "x" in answer.text, (path, answer.text)
