@@ -2,7 +2,9 @@
 job submit (to check a job against the data) and by the worker (to fit the preparation).
 
 A dataset is stored as three arrays (see core.store):
-    numeric   (n, p) float: the `numeric` feature columns in schema order, NaN where missing
+    numeric   (n, p) float: the `numeric` feature columns and each `date` column's calendar
+              features (its `features`, engine.calendar: one slot each), in schema order, NaN
+              where missing
     codes     (n, q) int32: the `categorical` feature columns, each value's index in that
               column's `categories`, -1 where missing
     y         (n,) or (n, k): float64 values of a numeric target, int64 indices into `classes`
@@ -13,15 +15,18 @@ but not stored.
 
 from __future__ import annotations
 
+import datetime
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.calendar import DATE_FEATURES
 from engine.preparation import column_moments
 
-ColumnKind = Literal["numeric", "categorical", "ignored"]
+ColumnKind = Literal["numeric", "categorical", "date", "ignored"]
 COLUMN_KINDS = ("numeric", "categorical", "ignored")
+"""The kinds an upload may declare (`columns=`); `date` is found from the values."""
 
 
 class _Record(BaseModel):
@@ -42,6 +47,17 @@ class ColumnInfo(_Record):
     std: float | None = None
     # categorical columns
     categories: list[str] | None = Field(None, description="the distinct values, sorted")
+    # date columns (min and max: days since 1970-01-01)
+    features: list[str] | None = Field(
+        None, description="a date column's calendar features, in order",
+        json_schema_extra={"items": {"enum": list(DATE_FEATURES)}})
+    earliest: str | None = Field(None, description="the first date, ISO 8601 (UTC)")
+    latest: str | None = Field(None, description="the last date, ISO 8601 (UTC)")
+
+    @property
+    def width(self) -> int:
+        """Slots taken in the stored numeric block: a date's features, else one."""
+        return len(self.features) if self.features else 1
 
     @property
     def usable(self) -> bool:
@@ -65,6 +81,15 @@ class DatasetSchema(_Record):
         """The stored columns of `kind` (numeric or categorical), in storage order."""
         return [c for c in self.columns if c.kind == kind]
 
+    def number_slots(self) -> dict[str, list[int]]:
+        """{column: its slots in the numeric block} for numeric and date columns."""
+        slots, start = {}, 0
+        for c in self.columns:
+            if c.kind in ("numeric", "date"):
+                slots[c.name] = list(range(start, start + c.width))
+                start += c.width
+        return slots
+
     @property
     def max_abs(self) -> float:
         """The largest magnitude among numeric feature values (0 without any)."""
@@ -84,6 +109,28 @@ def numeric_infos(names: list[str], block: np.ndarray) -> list[ColumnInfo]:
             moments.count[j]), problem=None if present else f"has no values; ignore it "
                                                             f"(ignore={name})", **stats))
     return infos
+
+
+def date_info(name: str, features: list[str], days: np.ndarray) -> ColumnInfo:
+    """ColumnInfo of a date column from its days since 1970 (n,), NaN a missing date."""
+    present = days[~np.isnan(days)]
+    info = ColumnInfo(name=name, kind="date", features=features,
+                      missing=len(days) - len(present))
+    if not len(present):
+        info.problem = f"has no values; ignore it (ignore={name})"
+        return info
+    info.min, info.max = float(present.min()), float(present.max())
+    info.earliest, info.latest = (iso_text(d, "hour" in features) for d in (info.min, info.max))
+    return info
+
+
+def iso_text(days: float, with_time: bool) -> str:
+    """days since 1970 as ISO 8601 text: a date, or a date and time to the second."""
+    try:
+        moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=round(days * 86400))
+    except OverflowError:               # a Parquet date beyond the years 1 to 9999
+        return f"{days:g} days since 1970-01-01"
+    return moment.isoformat() if with_time else moment.date().isoformat()
 
 
 WHOLE_LIMIT = 2**53

@@ -9,8 +9,8 @@ import numpy as np
 
 from core.dataset_schema import DatasetSchema, beyond_float, whole_numbers
 import engine
-from engine.preparation import (ClassTarget, Preparation, PreparationSpec, fit_categorical,
-                                fit_numeric, fit_scaled_target, recode)
+from engine.preparation import (ClassTarget, DateColumn, Preparation, PreparationSpec,
+                                fit_categorical, fit_numeric, fit_scaled_target, recode)
 
 CLASSIFICATION_LOSSES = {"cross_entropy": "classification",
                          "binary_cross_entropy": "multilabel"}
@@ -57,10 +57,11 @@ def checked_arrays(spec: engine.NetworkSpec, X: np.ndarray, y: np.ndarray,
 class Features:
     """The columns a job trains on, and the widest input the preparation can make of them."""
 
-    numeric: list[int]          # slots in the dataset's numeric block
+    numeric: list[int]          # slots in the dataset's numeric block (a date: several)
     categorical: list[int]      # slots in its codes block
     width: int                  # input units at most (a category absent from training rows
                                 # gets no unit, so the fitted width can be smaller)
+    numbers: tuple[str, ...] = ()   # the numeric and date columns used, in schema order
 
 
 def check_job_data(schema: DatasetSchema, spec: engine.NetworkSpec, prep: PreparationSpec,
@@ -69,6 +70,12 @@ def check_job_data(schema: DatasetSchema, spec: engine.NetworkSpec, prep: Prepar
     `schema` cannot train `spec` under `prep`; else the features it will use."""
     numeric, categorical = schema.of_kind("numeric"), schema.of_kind("categorical")
     if prep.mode == "none":
+        dates = [c.name for c in schema.of_kind("date")]
+        if dates:
+            raise DataMismatch("preprocessing", f"the dataset has date columns {dates}; use "
+                                                f"preprocessing \"auto\" to train on their "
+                                                f"calendar features, or upload them declared "
+                                                f"numeric (days since 1970-01-01)")
         if categorical:
             raise DataMismatch("preprocessing", f"the dataset has text (categorical) columns "
                                                 f"{[c.name for c in categorical]}; use "
@@ -86,7 +93,8 @@ def check_job_data(schema: DatasetSchema, spec: engine.NetworkSpec, prep: Prepar
             raise DataMismatch("preprocessing", f"the target {schema.target.names[0]!r} holds "
                                                 f"class names; use preprocessing \"auto\" to map "
                                                 f"them to output units")
-        return Features(list(range(len(numeric))), [], len(numeric))
+        return Features(list(range(len(numeric))), [], len(numeric),
+                        tuple(c.name for c in numeric))
     names = {c.name for c in schema.columns}
     unknown = sorted(set(prep.ignore) - names)
     if unknown:
@@ -104,11 +112,14 @@ def check_job_data(schema: DatasetSchema, spec: engine.NetworkSpec, prep: Prepar
     if not used:
         raise DataMismatch("preprocessing.ignore", "leaves no feature column to train on")
     check_target(schema, spec)
-    width = sum(1 if c.kind == "numeric" else len(c.categories) + (c.missing > 0) for c in used)
-    slots = {c.name: i for kind in ("numeric", "categorical")
-             for i, c in enumerate(schema.of_kind(kind))}
-    return Features([slots[c.name] for c in used if c.kind == "numeric"],
-                    [slots[c.name] for c in used if c.kind == "categorical"], width)
+    width = sum(c.width if c.kind != "categorical" else len(c.categories) + (c.missing > 0)
+                for c in used)
+    numbers = [c.name for c in used if c.kind != "categorical"]
+    slots = schema.number_slots()
+    codes = {c.name: i for i, c in enumerate(schema.of_kind("categorical"))}
+    return Features([slot for name in numbers for slot in slots[name]],
+                    [codes[c.name] for c in used if c.kind == "categorical"], width,
+                    tuple(numbers))
 
 
 def check_target(schema: DatasetSchema, spec: engine.NetworkSpec) -> None:
@@ -150,12 +161,22 @@ def prepared_arrays(schema: DatasetSchema, numeric: np.ndarray, codes: np.ndarra
         return X, Y, None
     train_rows, _ = engine.split_rows(len(y), training.validation_split,
                                       training.seed if training.seed is not None else seed)
-    num_info, cat_info = schema.of_kind("numeric"), schema.of_kind("categorical")
+    info, cat_info = {c.name: c for c in schema.columns}, schema.of_kind("categorical")
     if features.numeric != list(range(numeric.shape[1])):
         numeric = numeric[:, features.numeric]
     rows = None if len(train_rows) == len(y) else train_rows
-    fitted = {c.name: c for c in fit_numeric([num_info[slot].name for slot in features.numeric],
-                                             numeric, rows)}
+    # One mean and scale per slot: a number's, or one of a date's calendar features.
+    slot_names = [f"{name}.{f}" if info[name].kind == "date" else name
+                  for name in features.numbers for f in (info[name].features or [""])]
+    per_slot = iter(fit_numeric(slot_names, numeric, rows))
+    fitted = {}
+    for name in features.numbers:
+        if info[name].kind != "date":
+            fitted[name] = next(per_slot)
+            continue
+        parts = [next(per_slot) for _ in info[name].features]
+        fitted[name] = DateColumn(name=name, features=info[name].features,
+                                  mean=[p.mean for p in parts], scale=[p.scale for p in parts])
     for slot in features.categorical:
         info = cat_info[slot]
         fitted[info.name] = fit_categorical(info.name, info.categories, codes[train_rows, slot])
@@ -165,7 +186,7 @@ def prepared_arrays(schema: DatasetSchema, numeric: np.ndarray, codes: np.ndarra
     recoded = np.stack([recode(codes[:, slot], cat_info[slot].categories,
                                fitted[cat_info[slot].name]) for slot in features.categorical],
                        axis=1) if features.categorical else None
-    return preparation.transform(numeric, recoded, dtype), Y, preparation
+    return preparation.encode(numeric, recoded, dtype), Y, preparation
 
 
 def prepared_targets(schema: DatasetSchema, spec: engine.NetworkSpec, y: np.ndarray,
@@ -188,7 +209,8 @@ def prepared_targets(schema: DatasetSchema, spec: engine.NetworkSpec, y: np.ndar
 
 def input_columns(preparation: Preparation) -> list[dict]:
     """What predict takes of a model with a preparation: each raw column with its kind (and
-    categories), in order."""
+    categories, or a date's calendar features), in order."""
     return [{"name": c.name, "kind": c.kind,
-             **({"categories": c.categories} if c.kind == "categorical" else {})}
+             **({"categories": c.categories} if c.kind == "categorical" else {}),
+             **({"features": c.features} if c.kind == "date" else {})}
             for c in preparation.columns]

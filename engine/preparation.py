@@ -3,12 +3,15 @@ units, standardize a regression target. Fitted on training rows only, then store
 with the weights wherever the model goes (predict, the inference protocol, ONNX).
 
 A table reaches transform() as two blocks:
-    numeric   (n, p) float, NaN where a value is missing: the p numeric columns in order
+    numeric   (n, p) float, NaN where a value is missing: the p columns that arrive as one
+              number each (`numbers`: numeric columns, and date columns as days since
+              1970-01-01), in order
     codes     (n, q) int: per categorical column the position of the row's value in that
               column's fitted `categories`, MISSING (-1) for a missing value, UNSEEN (-2) for a
               value the preparation never saw
-and leaves it as X (n, width): the p numeric columns imputed with their training mean and
-standardized, then each categorical column one-hot over its categories, plus one last position
+and leaves it as X (n, width): each date column first becomes its calendar features
+(engine.calendar: derive()), then every number and feature is imputed with its training mean
+and standardized (encode()), then each categorical column one-hot over its categories, plus one last position
 for "missing" when training rows had missing values there. An unseen value, or a missing one
 where training had none, encodes as all zeros (never an error), as scikit-learn's
 OneHotEncoder(handle_unknown="ignore") does.
@@ -20,6 +23,8 @@ from typing import Annotated, Literal, NamedTuple, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from engine.calendar import DATE_FEATURES, date_features
 
 MISSING = -1
 UNSEEN = -2
@@ -70,6 +75,21 @@ class NumericColumn(_Record):
     scale: float = Field(gt=0, description="the training rows' standard deviation (1 if 0)")
 
 
+class DateColumn(_Record):
+    """days since 1970 -> its calendar features (engine.calendar), each standardized as a
+    NumericColumn is; a missing date takes every feature's mean."""
+
+    kind: Literal["date"] = "date"
+    name: str
+    features: list[str] = Field(json_schema_extra={"enum": list(DATE_FEATURES)})
+    mean: list[float]
+    scale: list[float]
+
+    @property
+    def width(self) -> int:
+        return len(self.features)
+
+
 class CategoricalColumn(_Record):
     """x -> one-hot over `categories` (+ a missing position when `missing_level`)."""
 
@@ -91,7 +111,8 @@ class CategoricalColumn(_Record):
         return self._positions.get(value, UNSEEN)
 
 
-Column = Annotated[Union[NumericColumn, CategoricalColumn], Field(discriminator="kind")]
+Column = Annotated[Union[NumericColumn, DateColumn, CategoricalColumn],
+                   Field(discriminator="kind")]
 
 
 class ClassTarget(_Record):
@@ -144,16 +165,28 @@ class Preparation(_Record):
     # every call cost a one-row predict about 0.3 ms.
     @cached_property
     def _by_kind(self) -> tuple:
-        """(numeric columns, categorical columns, their means, their scales, width)."""
-        numeric = [c for c in self.columns if isinstance(c, NumericColumn)]
+        """(numbers, categorical columns, the features' means, their scales, width)."""
+        numbers = [c for c in self.columns if not isinstance(c, CategoricalColumn)]
         categorical = [c for c in self.columns if isinstance(c, CategoricalColumn)]
-        return (numeric, categorical, np.array([c.mean for c in numeric]),
-                np.array([c.scale for c in numeric]),
-                len(numeric) + sum(c.width for c in categorical))
+        mean = [m for c in numbers for m in (c.mean if isinstance(c, DateColumn) else [c.mean])]
+        scale = [s for c in numbers
+                 for s in (c.scale if isinstance(c, DateColumn) else [c.scale])]
+        return (numbers, categorical, np.array(mean), np.array(scale),
+                len(mean) + sum(c.width for c in categorical))
+
+    @property
+    def numbers(self) -> list[NumericColumn | DateColumn]:
+        """The columns that arrive as one number each: numeric ones, and dates as days since
+        1970-01-01."""
+        return self._by_kind[0]
 
     @property
     def numeric(self) -> list[NumericColumn]:
-        return self._by_kind[0]
+        return [c for c in self._by_kind[0] if isinstance(c, NumericColumn)]
+
+    @property
+    def dates(self) -> list[DateColumn]:
+        return [c for c in self._by_kind[0] if isinstance(c, DateColumn)]
 
     @property
     def categorical(self) -> list[CategoricalColumn]:
@@ -161,7 +194,13 @@ class Preparation(_Record):
 
     @property
     def all_numeric(self) -> bool:
+        """No text column: rows can come as a matrix of numbers (dates as days since 1970)."""
         return not self._by_kind[1]
+
+    @property
+    def per_column(self) -> bool:
+        """Text or date columns: the inference protocol and ONNX take one input per column."""
+        return not self.all_numeric or bool(self.dates)
 
     @property
     def width(self) -> int:
@@ -171,20 +210,40 @@ class Preparation(_Record):
     def transform(self, numeric: np.ndarray, codes: np.ndarray | None = None,
                   dtype="float32") -> np.ndarray:
         """numeric (n, p) with NaN for missing, codes (n, q) -> X (n, width) of `dtype`."""
-        num_cols, cat_cols, mean, scale, width = self._by_kind
-        n = len(numeric)
-        if numeric.shape != (n, len(num_cols)):
-            raise ValueError(f"expected {len(num_cols)} numeric columns, got shape "
+        return self.encode(self.derive(numeric), codes, dtype)
+
+    def derive(self, numeric: np.ndarray) -> np.ndarray:
+        """numeric (n, p): one value per column of `numbers` -> the features' block, each date
+        column's days replaced by its calendar features (a new float64 block if any)."""
+        numbers = self._by_kind[0]
+        if numeric.ndim != 2 or numeric.shape[1] != len(numbers):
+            raise ValueError(f"expected {len(numbers)} numeric columns, got shape "
                              f"{numeric.shape}")
+        if not any(isinstance(c, DateColumn) for c in numbers):
+            return numeric
+        parts = [date_features(numeric[:, j], c.features) if isinstance(c, DateColumn)
+                 else np.asarray(numeric[:, j:j + 1], dtype=np.float64)
+                 for j, c in enumerate(numbers)]
+        return np.concatenate(parts, axis=1)
+
+    def encode(self, features: np.ndarray, codes: np.ndarray | None = None,
+               dtype="float32") -> np.ndarray:
+        """features (n, f): numbers and date features as derive() makes them (and the stored
+        dataset holds them), codes (n, q) -> X (n, width) of `dtype`."""
+        _, cat_cols, mean, scale, width = self._by_kind
+        n = len(features)
+        if features.shape != (n, len(mean)):
+            raise ValueError(f"expected {len(mean)} numeric features, got shape "
+                             f"{features.shape}")
         X = np.empty((n, width), dtype=dtype)
-        if num_cols:
-            standardize(numeric, mean, scale, X[:, :len(num_cols)])
+        if len(mean):
+            standardize(features, mean, scale, X[:, :len(mean)])
         if cat_cols:
             codes = np.asarray(codes)
             if codes.shape != (n, len(cat_cols)):
                 raise ValueError(f"expected {len(cat_cols)} categorical columns, got shape "
                                  f"{codes.shape}")
-            offset = len(num_cols)
+            offset = len(mean)
             X[:, offset:] = 0
             rows = np.arange(n)
             for j, column in enumerate(cat_cols):

@@ -10,13 +10,16 @@ value stored at upload is the value looked up at predict.
     category   text as written, except that a decimal number loses its trailing zeros
                ("2007.0" and the JSON number 2007.0 are both the category "2007", "1.50" is
                "1.5") and booleans are "true"/"false"
-    date       ISO 8601 text or a date/timestamp type (engine.preparation derives features)
+    date       ISO 8601 text (2024-01-31, 2024-01-31T13:45:00; an offset such as +02:00 or Z
+               converted to UTC) or a date/timestamp type, as days since 1970-01-01 (fractions
+               for times); at predict also a number of days; engine.calendar derives features
 
 Pure functions: no I/O; errors are ApiError 422 naming the column.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 
@@ -122,10 +125,14 @@ def number(value, column: str) -> float:
 def number_array(values: pa.Array, column: str) -> np.ndarray:
     """An arrow column as float64 numbers, NaN where missing: numbers as they are, booleans
     as 1 and 0, text read as numbers (booleans and missing words included), dates as days
-    since 1970-01-01; an infinite value, or text that is no number, is refused."""
+    since 1970-01-01, times of day and durations as seconds; an infinite value, or text that is
+    no number, is refused."""
     kind = values.type
-    if pa.types.is_temporal(kind):
+    if is_date_type(kind):
         return days_since_epoch(values)
+    if pa.types.is_time(kind) or pa.types.is_duration(kind):
+        micros = values.cast(pa.time64("us") if pa.types.is_time(kind) else pa.duration("us"))
+        return micros.cast(pa.int64()).cast(pa.float64()).to_numpy(zero_copy_only=False) / 1e6
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or \
             pa.types.is_dictionary(kind):
         text = values.cast(pa.string())
@@ -157,6 +164,45 @@ def finite_numbers(numbers: np.ndarray, column: str) -> np.ndarray:
 
 # -- dates -----------------------------------------------------------------------------------
 SECONDS_PER_DAY = 86400.0
+EPOCH = datetime.date(1970, 1, 1).toordinal()
+ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?"
+                      r"(Z|[+-]\d{2}:?\d{2})?)?")
+"""ISO 8601 dates, with an optional time (minutes, seconds, fractions) and UTC offset."""
+DAYS_RANGE = (datetime.date.min.toordinal() - EPOCH, datetime.date.max.toordinal() - EPOCH + 1)
+"""Days since 1970 that are dates (years 1 to 9999): what a number in a date column may be."""
+DATE_HELP = ("must be an ISO 8601 date such as 2024-01-31 or 2024-01-31T12:00:00 (a UTC offset "
+             "such as +02:00 or Z is converted to UTC), days since 1970-01-01, or null")
+
+
+def is_date_type(kind: pa.DataType) -> bool:
+    """Arrow types that hold dates: date32/64 and timestamps (not times of day, durations)."""
+    return pa.types.is_date(kind) or pa.types.is_timestamp(kind)
+
+
+def iso_days(text: str) -> tuple[float, bool] | None:
+    """(days since 1970-01-01 in UTC, whether a time was written) of ISO 8601 text, or None
+    when it is no date. A time with an offset (Z, +02:00) is converted to UTC; one without
+    is taken as it is."""
+    parts = ISO_DATE.fullmatch(text.strip())
+    if parts is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = parts.groups()
+    try:
+        days = datetime.date(int(year), int(month), int(day)).toordinal() - EPOCH
+    except ValueError:                  # 2024-02-30, month 13
+        return None
+    if hour is None:
+        return float(days), False
+    seconds = int(hour) * 3600 + int(minute) * 60 + int(second or 0) + float(fraction or 0)
+    if int(hour) > 23 or int(minute) > 59 or int(second or 0) > 59:
+        return None
+    if zone and zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        offset = int(zone[1:3]) * 3600 + int(zone[-2:]) * 60
+        if int(zone[1:3]) > 23 or int(zone[-2:]) > 59:
+            return None
+        seconds -= sign * offset
+    return days + seconds / SECONDS_PER_DAY, True
 
 
 def days_since_epoch(values: pa.Array) -> np.ndarray:
@@ -173,27 +219,57 @@ def days_since_epoch(values: pa.Array) -> np.ndarray:
     raise ValueError(f"{kind} is not a date or timestamp type")
 
 
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")
+def text_days(values: pa.Array) -> tuple[np.ndarray, bool] | None:
+    """(float64 days since 1970, NaN where missing; whether any value has a time) of a text
+    column whose every present value is an ISO 8601 date, else None. Each distinct value is
+    read once."""
+    encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(
+        values.cast(pa.string()))
+    read, timed = [], False
+    for word in encoded.dictionary.to_pylist():
+        parsed = None if is_missing(word) else iso_days(word)
+        if parsed is None and not is_missing(word):
+            return None
+        read.append(math.nan if parsed is None else parsed[0])
+        timed = timed or (parsed is not None and parsed[1])
+    lookup = np.array(read + [math.nan], dtype=np.float64)
+    positions = pc.fill_null(encoded.indices, len(read)).to_numpy(zero_copy_only=False)
+    return lookup[positions], timed
 
 
 def date_text_array(values: pa.Array) -> pa.Array | None:
-    """Text that is all ISO 8601 dates (or missing) as a date32 or timestamp column; None when
-    some value is not a date."""
-    texts = [None if is_missing(v) else v for v in values.to_pylist()]
-    present = [t for t in texts if t is not None]
-    if not present or not all(isinstance(t, str) and ISO_DATE.fullmatch(t) for t in present):
+    """Text that is all ISO 8601 dates (or missing) as a date32 column, or a UTC timestamp one
+    when any value has a time; None when some value is not a date (or none is present)."""
+    read = text_days(values)
+    if read is None or np.isnan(read[0]).all():
         return None
-    timed = any(len(t) > 10 for t in present)
-    try:
-        parsed = pa.array(texts, pa.string())
-        if not timed:
-            return parsed.cast(pa.date32())
-        return pc.strptime(pc.replace_substring(pc.utf8_slice_codeunits(parsed, 0, 19),
-                                                "T", " "),
-                           format="%Y-%m-%d %H:%M" if all(len(t) == 16 for t in present)
-                           else "%Y-%m-%d %H:%M:%S", unit="s", error_is_null=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    days, timed = read
+    missing = np.isnan(days)
+    if not timed:
+        return pa.array(np.where(missing, 0, days).astype(np.int32), pa.int32(),
+                        mask=missing).cast(pa.date32())
+    micros = np.round(np.where(missing, 0, days) * SECONDS_PER_DAY * 1e6).astype(np.int64)
+    return pa.array(micros, pa.int64(), mask=missing).cast(pa.timestamp("us", tz="UTC"))
+
+
+def date_array(values: pa.Array, column: str) -> np.ndarray:
+    """A column of any type as float64 days since 1970 (NaN where missing): dates and
+    timestamps as they are, text read as ISO 8601, numbers as days; anything else refused,
+    naming the column and the first value that is no date."""
+    if is_date_type(values.type):
+        return days_since_epoch(values)
+    if pa.types.is_null(values.type):
+        return np.full(len(values), np.nan)
+    if is_text_type(values.type):
+        read = text_days(values)
+        if read is not None:
+            return read[0]
+    return np.array([date_days(v, column) for v in values.to_pylist()], dtype=np.float64)
+
+
+def is_text_type(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or \
+        pa.types.is_dictionary(kind)
 
 
 def cell_value(value, column: str, kind: str):
@@ -207,14 +283,20 @@ def cell_value(value, column: str, kind: str):
 
 
 def date_days(value, column: str) -> float:
-    """One raw date value (ISO text, or a number of days since 1970) as days since 1970."""
+    """One raw date value (ISO 8601 text, a date or datetime object, or a number of days since
+    1970) as days since 1970, NaN when missing."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
     if is_missing(value):
         return math.nan
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return number(value, column)
-    if isinstance(value, str) and ISO_DATE.fullmatch(value):
-        parsed = date_text_array(pa.array([value]))
-        if parsed is not None:
-            return float(days_since_epoch(parsed)[0])
-    raise invalid(column, f"must be an ISO 8601 date such as 2024-01-31 or "
-                          f"2024-01-31T12:00:00 (or null), not {value!r}")
+        days = number(value, column)
+        if not DAYS_RANGE[0] <= days < DAYS_RANGE[1]:
+            raise invalid(column, f"{DATE_HELP}; {value!r} days is beyond the years 1 to 9999")
+        return days
+    if isinstance(value, datetime.date):
+        value = value.isoformat()
+    parsed = iso_days(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise invalid(column, f"{DATE_HELP}, not {value!r}")
+    return parsed[0]

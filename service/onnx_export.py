@@ -2,8 +2,10 @@
 (x W^T + b) and its activation.
 
 The graph takes `input` (rows x n_inputs) in the model's float type, or, for a model whose
-preparation has text (categorical) columns, one input per raw column: numeric columns as floats
-and text columns as strings, each of shape (rows, 1). It answers `output` (rows x n_outputs),
+preparation has text (categorical) or date columns, one input per raw column: numeric columns
+as floats, text columns as strings, and date columns as float64 days since 1970-01-01 (NaN for
+missing; service/onnx_dates.py derives their calendar features in the graph), each of shape
+(rows, 1). It answers `output` (rows x n_outputs),
 the same numbers as /v1/models/{id}/predict (a regression target in its own units); classifiers
 also answer `label`, as predict's `labels`: argmax for softmax (the class names, as strings,
 when the preparation mapped classes), f > 0.5 for sigmoid outputs.
@@ -19,7 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from core.records import ModelRecord
 from engine.activations import LEAKY_SLOPE
-from engine.preparation import ClassTarget, Preparation, ScaledTarget
+from engine.preparation import ClassTarget, DateColumn, Preparation, ScaledTarget
+from service.onnx_dates import date_nodes
 from service.tables import NULL_VALUES
 
 OPSET = 17
@@ -93,36 +96,43 @@ def constant(name: str, value) -> tuple[onnx.NodeProto, str]:
     return node("Constant", [], [name], value=tensor), name
 
 
+def standardize_nodes(source: str, mean: np.ndarray, scale: np.ndarray, tag: str
+                      ) -> tuple[list[onnx.NodeProto], str]:
+    """(nodes, output): x -> (x - mean) / scale, a NaN taken as the mean."""
+    nodes = [constant(f"{tag}_mean", mean)[0], constant(f"{tag}_scale", scale)[0],
+             node("IsNaN", [source], [f"{tag}_nan"]),
+             node("Where", [f"{tag}_nan", f"{tag}_mean", source], [f"{tag}_filled"]),
+             node("Sub", [f"{tag}_filled", f"{tag}_mean"], [f"{tag}_centred"]),
+             node("Div", [f"{tag}_centred", f"{tag}_scale"], [f"{tag}_std"])]
+    return nodes, f"{tag}_std"
+
+
 def preparation_nodes(prep: Preparation, dtype: str
                       ) -> tuple[list[onnx.ValueInfoProto], list[onnx.NodeProto], str]:
     """(graph inputs, nodes, name of X): the preparation as ONNX, as transform() computes it:
-    numeric columns imputed and standardized, then each text column one-hot encoded."""
+    numbers imputed and standardized, dates as their calendar features imputed and
+    standardized, then each text column one-hot encoded."""
     element = ONNX_TYPES[dtype]
-    nodes: list[onnx.NodeProto] = []
-    if prep.all_numeric:
+    if not prep.per_column:
         inputs = [helper.make_tensor_value_info(INPUT, element, ["rows", len(prep.columns)])]
-        means = [c.mean for c in prep.numeric]
-        scales = [c.scale for c in prep.numeric]
-        numeric = [(INPUT, np.array(means, dtype=dtype), np.array(scales, dtype=dtype), "num")]
-    else:
-        inputs, numeric = [], []
-        for c in prep.columns:
-            kind = element if c.kind == "numeric" else TensorProto.STRING
-            inputs.append(helper.make_tensor_value_info(c.name, kind, ["rows", 1]))
-        for i, c in enumerate(prep.numeric):
-            numeric.append((c.name, np.array([c.mean], dtype=dtype),
-                            np.array([c.scale], dtype=dtype), f"num{i}"))
-    standardized = []
-    for source, mean, scale, tag in numeric:
-        for make in (constant(f"{tag}_mean", mean), constant(f"{tag}_scale", scale)):
-            nodes.append(make[0])
-        nodes += [node("IsNaN", [source], [f"{tag}_nan"]),
-                  node("Where", [f"{tag}_nan", f"{tag}_mean", source], [f"{tag}_filled"]),
-                  node("Sub", [f"{tag}_filled", f"{tag}_mean"], [f"{tag}_centred"]),
-                  node("Div", [f"{tag}_centred", f"{tag}_scale"], [f"{tag}_std"])]
-        standardized.append(f"{tag}_std")
-    if prep.all_numeric:
-        return inputs, nodes, standardized[0]
+        nodes, x = standardize_nodes(INPUT, np.array([c.mean for c in prep.numeric], dtype=dtype),
+                                     np.array([c.scale for c in prep.numeric], dtype=dtype),
+                                     "num")
+        return inputs, nodes, x
+    types = {"numeric": element, "date": TensorProto.DOUBLE, "categorical": TensorProto.STRING}
+    inputs = [helper.make_tensor_value_info(c.name, types[c.kind], ["rows", 1])
+              for c in prep.columns]
+    nodes: list[onnx.NodeProto] = []
+    standardized: list[str] = []
+    for i, c in enumerate(prep.numbers):
+        if isinstance(c, DateColumn):
+            made, features = date_nodes(c, c.name, f"date{i}", element)
+        else:
+            made, x = standardize_nodes(c.name, np.array([c.mean], dtype=dtype),
+                                        np.array([c.scale], dtype=dtype), f"num{i}")
+            features = [x]
+        nodes += made
+        standardized += features
     for i, c in enumerate(prep.categorical):
         tag = f"cat{i}"
         # The missing words each get a column of their own, summed into the missing unit.

@@ -3,7 +3,8 @@
 The readers in service/tables.py (CSV, Parquet, JSON records, X/y arrays) all feed record
 batches to one TableBuilder, which decides each column's kind once, from the first batch's
 types, and then copies every batch into arrays allocated once for all rows: numeric features
-into one float block (NaN where missing), categorical ones into int32 codes, the target into y.
+into one float block (NaN where missing) next to the calendar features of date columns (engine
+.calendar), categorical ones into int32 codes, the target into y.
 The API holds about the stored arrays, never the file's text as Python objects.
 """
 
@@ -16,7 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.dataset_schema import (COLUMN_KINDS, ColumnInfo, DatasetSchema, TargetInfo,
-                                 beyond_float, numeric_infos, numeric_targets, whole_classes)
+                                 beyond_float, date_info, numeric_infos, numeric_targets,
+                                 whole_classes)
+from engine.calendar import date_features, feature_names
 from service import cells
 from service.errors import invalid
 from service.upload_limits import DatasetLimits
@@ -110,11 +113,17 @@ class Plan:
 
     name: str
     role: str                    # "feature", "target" or "ignored"
-    kind: str                    # numeric, categorical or ignored
-    slot: int = -1               # column in the numeric/codes block (or y), -1 if not stored
-    declared: bool = False
+    kind: str                    # numeric, categorical, date or ignored
+    slot: int = -1               # (first) column in the numeric/codes block (or y), -1 if not
+    declared: bool = False       # stored
     problem: str | None = None
     categories: Categories | None = None
+    features: list[str] | None = None   # a date column's calendar features, from `slot` on
+
+    @property
+    def width(self) -> int:
+        """Columns taken in the numeric block (a date: one per feature)."""
+        return len(self.features) if self.features else 1
 
 
 class TableBuilder:
@@ -126,14 +135,16 @@ class TableBuilder:
         self.options = options
         self.plans = self._plan(names, types, options)
         features = [p for p in self.plans if p.role == "feature"]
-        for kind in ("numeric", "categorical"):
-            for slot, plan in enumerate(p for p in features if p.kind == kind):
-                plan.slot = slot
+        n_num = 0
+        for plan in features:
+            if plan.kind in ("numeric", "date"):
+                plan.slot, n_num = n_num, n_num + plan.width
+        for slot, plan in enumerate(p for p in features if p.kind == "categorical"):
+            plan.slot = slot
         targets = [p for p in self.plans if p.role == "target"]
         for slot, plan in enumerate(targets):
             plan.slot = slot
         self.target_kind = targets[0].kind
-        n_num = sum(p.kind == "numeric" for p in features)
         n_cat = sum(p.kind == "categorical" for p in features)
         dtype = np.dtype(FLOAT_DTYPES[options.dtype])
         row_bytes = n_num * dtype.itemsize + n_cat * 4 + 8 * len(targets)
@@ -143,6 +154,8 @@ class TableBuilder:
         # counted as they come (reserve), bytes checked here, before anything is held.
         limits.admit(min(capacity, limits.max_rows), capacity * row_bytes)
         self.numeric = np.empty((capacity, n_num), dtype=dtype)
+        # Each date's days, kept for the schema's first and last date after rows are dropped.
+        self.days = {p.name: np.empty(capacity) for p in features if p.kind == "date"}
         self.codes = np.empty((capacity, n_cat), dtype=np.int32)
         if self.target_kind == "categorical":
             self.y = np.empty(capacity, dtype=np.int64)
@@ -206,8 +219,11 @@ class TableBuilder:
         if declared == "categorical" or (declared is None and is_text(kind)):
             return Plan(name, "feature", "categorical", declared=declared is not None,
                         categories=Categories(options.limits.max_categories))
-        what = "dates or times" if is_temporal(kind) else f"{kind} values"
-        unit = "days since 1970-01-01" if is_temporal(kind) else "numbers"
+        if cells.is_date_type(kind):
+            return Plan(name, "feature", "date",
+                        features=feature_names(pa.types.is_timestamp(kind)))
+        what = "times of day or durations" if is_temporal(kind) else f"{kind} values"
+        unit = "seconds" if is_temporal(kind) else "numbers"
         fix = (f"ignore it (ignore={name}), or declare its kind (columns={{\"{name}\": "
                f"\"numeric\"}} for {unit}, or \"categorical\")")
         return Plan(name, "ignored", "ignored", problem=f"holds {what}; {fix}")
@@ -244,6 +260,11 @@ class TableBuilder:
                     self.y[start:end] = codes
                 else:
                     self.codes[start:end, plan.slot] = codes
+                continue
+            if plan.kind == "date":
+                days = self.days[plan.name][start:end] = cells.days_since_epoch(values)
+                self.numeric[start:end, plan.slot:plan.slot + plan.width] = date_features(
+                    days, plan.features)
                 continue
             numbers = self._numbers(plan, values)
             if plan.role == "target":
@@ -284,16 +305,23 @@ class TableBuilder:
             keep = ~np.isnan(y).any(axis=1)
             classes = None
         dropped = int(len(y) - keep.sum())
+        days = {name: a[:self.rows] for name, a in self.days.items()}
         if dropped:
             if dropped == len(y):
                 raise invalid("target", "no row has a target value; choose another target")
             numeric, codes, y = (compact(a, keep) for a in (numeric, codes, y))
+            days = {name: compact(a, keep) for name, a in days.items()}
         if self.target_kind == "numeric":
             y = numeric_targets(y)
             classes = whole_classes(y, self.options.limits.max_categories)
         numeric_plans = [p for p in self.plans if p.role == "feature" and p.kind == "numeric"]
-        described = dict(zip((p.name for p in numeric_plans),
-                             numeric_infos([p.name for p in numeric_plans], numeric)))
+        slot_names = [f"#{j}" for j in range(numeric.shape[1])]   # dates' features too
+        for plan in numeric_plans:
+            slot_names[plan.slot] = plan.name
+        infos = numeric_infos(slot_names, numeric)
+        described = {p.name: infos[p.slot] for p in numeric_plans}
+        described.update({p.name: date_info(p.name, p.features, days[p.name])
+                          for p in self.plans if p.kind == "date"})
         columns = [described.get(plan.name) or self._column_info(plan, codes)
                    for plan in self.plans if plan.role != "target"]
         target = TargetInfo(names=[p.name for p in target_plans], kind=self.target_kind,

@@ -4,8 +4,9 @@ values, a CSV file, or per-column tensors (the inference protocol). Each becomes
 
 What a value means is service.cells' to say, as at upload: a missing value (null, an absent
 key, an empty cell, NA, NaN, ?) is imputed as in training; an unknown category encodes as all
-zeros; an infinite number is refused naming the column; keys the model does not use (the
-target, ignored columns) are accepted and ignored.
+zeros; an infinite number is refused naming the column; a date column takes ISO 8601 text (or
+days since 1970-01-01), read into days for engine.preparation to derive its calendar features;
+keys the model does not use (the target, ignored columns) are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -17,27 +18,29 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from engine.preparation import MISSING, Preparation
-from service.cells import category_array, category_text, finite_numbers, number, number_array
+from service.cells import (category_array, category_text, cell_value, date_array, date_days,
+                           finite_numbers, number, number_array)
 from service.errors import invalid
 from service.tables import CSV_BLOCK_BYTES, NULL_VALUES, csv_problem
 
 
 def records_blocks(records, preparation: Preparation, max_rows: int,
                    field: str = "inputs") -> tuple[np.ndarray, np.ndarray]:
-    """[{column: raw value}, ...] -> (numeric (n, p) float64, codes (n, q) int64)."""
+    """[{column: raw value}, ...] -> (numbers (n, p) float64, codes (n, q) int64)."""
     if not isinstance(records, list) or not records:
         raise invalid(field, "must be a non-empty list of records {\"column\": value, ...}")
     if len(records) > max_rows:
         raise invalid(field, f"{len(records)} rows; at most {max_rows} per request "
                              f"(BACKPROP_MAX_PREDICT_ROWS)", 413)
-    num_cols, cat_cols = preparation.numeric, preparation.categorical
+    num_cols, cat_cols = preparation.numbers, preparation.categorical
     numeric = np.empty((len(records), len(num_cols)), dtype=np.float64)
     codes = np.empty((len(records), len(cat_cols)), dtype=np.int64)
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise invalid(f"{field}[{i}]", "must be an object {\"column\": value, ...}")
         for j, column in enumerate(num_cols):
-            numeric[i, j] = number(record.get(column.name), f"{field}[{i}].{column.name}")
+            numeric[i, j] = cell_value(record.get(column.name), f"{field}[{i}].{column.name}",
+                                       column.kind)
         for j, column in enumerate(cat_cols):
             text = category_text(record.get(column.name), f"{field}[{i}].{column.name}")
             codes[i, j] = MISSING if text is None else column.position(text)
@@ -70,14 +73,15 @@ def csv_table(body: bytes, preparation: Preparation, max_rows: int) -> pa.Table:
 
 
 def table_blocks(table: pa.Table, preparation: Preparation) -> tuple[np.ndarray, np.ndarray]:
-    """An arrow table's model columns -> (numeric, codes); an absent column is all missing."""
+    """An arrow table's model columns -> (numbers, codes); an absent column is all missing."""
     n = table.num_rows
-    numeric = np.full((n, len(preparation.numeric)), np.nan)
+    numeric = np.full((n, len(preparation.numbers)), np.nan)
     codes = np.full((n, len(preparation.categorical)), MISSING, dtype=np.int64)
     present = set(table.column_names)
-    for j, column in enumerate(preparation.numeric):
+    for j, column in enumerate(preparation.numbers):
         if column.name in present:
-            numeric[:, j] = number_array(table[column.name].combine_chunks(), column.name)
+            read = date_array if column.kind == "date" else number_array
+            numeric[:, j] = read(table[column.name].combine_chunks(), column.name)
     for j, column in enumerate(preparation.categorical):
         if column.name in present:
             values = category_array(table[column.name].combine_chunks(), column.name)
@@ -89,8 +93,9 @@ def table_blocks(table: pa.Table, preparation: Preparation) -> tuple[np.ndarray,
 def column_blocks(columns: dict[str, np.ndarray], preparation: Preparation
                   ) -> tuple[np.ndarray, np.ndarray]:
     """One tensor per raw column (the inference protocol's inputs, shape (rows,) or (rows, 1):
-    numbers for a numeric column, NaN for missing; strings for a text one, "" for missing)
-    -> (numeric, codes). A column the request leaves out is missing in every row."""
+    numbers for a numeric column, NaN for missing; strings for a text one, "" for missing;
+    ISO 8601 strings or days since 1970 for a date) -> (numbers, codes). A column the request
+    leaves out is missing in every row."""
     names = {c.name for c in preparation.columns}
     unknown = sorted(set(columns) - names)
     if unknown:
@@ -109,13 +114,16 @@ def column_blocks(columns: dict[str, np.ndarray], preparation: Preparation
         raise invalid("inputs", f"every column needs the same number of rows (at least one); "
                                 f"got {sorted(rows)}")
     [n] = rows
-    numeric = np.full((n, len(preparation.numeric)), np.nan)
+    numeric = np.full((n, len(preparation.numbers)), np.nan)
     codes = np.full((n, len(preparation.categorical)), MISSING, dtype=np.int64)
-    for j, column in enumerate(preparation.numeric):
+    for j, column in enumerate(preparation.numbers):
         if column.name in shaped:
             values = shaped[column.name]
             field = f"input {column.name!r}"
-            if values.dtype == object:
+            if column.kind == "date":
+                numeric[:, j] = [date_days(v.item() if isinstance(v, np.generic) else v, field)
+                                 for v in values]
+            elif values.dtype == object:
                 numeric[:, j] = [number(v.decode() if isinstance(v, bytes) else v, field)
                                  for v in values]
             else:

@@ -2,8 +2,9 @@
 X/y arrays, each turned into a dataset's stored arrays and schema (service/table_builder.py).
 
 Empty cells, NA, N/A, NaN, null and ? are missing values. Column kinds come from the values'
-types (numbers: numeric; text: categorical; dates: refused as features until declared or
-ignored) unless declared at upload (`columns={"year": "categorical"}`).
+types (numbers: numeric; text: categorical; dates and timestamps, ISO 8601 text included:
+date, whose calendar features the table stores) unless declared at upload
+(`columns={"year": "categorical"}`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ PARQUET_COLUMNS = 32
 """Columns of a Parquet row group decoded at a time."""
 COUNT_BLOCK = 1 << 20
 CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+)")
-WIDER = {"null": pa.float64(), "int64": pa.float64(), "double": pa.string()}
+WIDER = {"null": pa.float64(), "int64": pa.float64(), "double": pa.string(),
+         "date32": pa.timestamp("s")}
 """A column whose first block looked like the key but a later value does not is read again
-as the value type: whole numbers, then any numbers, then text."""
+as the value type: whole numbers, then any numbers, then text; dates, then dates with times."""
 DECLARED_TYPES = {"categorical": pa.string()}
 """Column types a declared kind forces on the CSV reader. A declared numeric column is read as
 it comes (numbers, booleans, dates, or numeric text) and made numbers by service.cells."""

@@ -5,6 +5,7 @@ exist where the caller has imported pandas, so it is looked up, never imported, 
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import sys
@@ -20,7 +21,9 @@ def is_dataframe(value: Any) -> bool:
 
 
 def dataframe_csv(frame) -> bytes:
-    """A DataFrame as CSV with a header row; NaN/None/NA become empty cells (missing)."""
+    """A DataFrame as CSV with a header row; NaN/None/NA/NaT become empty cells (missing);
+    datetime64 columns are ISO 8601 text (dates alone when every time is midnight), which the
+    service reads as date columns."""
     return frame.to_csv(index=False).encode("utf-8")
 
 
@@ -38,9 +41,15 @@ def table_form(target: str | list[str] | None, ignore: str | list[str] | None,
 
 
 def plain(value: Any) -> Any:
-    """A cell as JSON takes it: NumPy scalars as Python ones, NaN as None (null = missing)."""
+    """A cell as JSON takes it: NumPy scalars as Python ones, NaN and NaT as None (null =
+    missing), dates and datetimes (pandas Timestamps, datetime64) as ISO 8601 text, with their
+    UTC offset when they have a time zone (the service converts to UTC)."""
+    if isinstance(value, np.datetime64):
+        return None if np.isnat(value) else str(np.datetime_as_string(value))
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
     if isinstance(value, float) and value != value:
         return None
     return value

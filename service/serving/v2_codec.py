@@ -287,8 +287,9 @@ def encode_response(model_name: str, request_id: str | None,
 
 # -- a model's tensors -------------------------------------------------------------------------
 def per_column(loaded: LoadedModel) -> bool:
-    """Whether the model takes one input per raw column: a preparation with text columns."""
-    return loaded.preparation is not None and not loaded.preparation.all_numeric
+    """Whether the model takes one input per raw column: a preparation with text or date
+    columns."""
+    return loaded.preparation is not None and loaded.preparation.per_column
 
 
 def model_input(request: InferRequest, loaded: LoadedModel
@@ -344,6 +345,7 @@ def model_metadata(model_id: str, loaded: LoadedModel) -> dict:
     columns) and outputs."""
     number = DATATYPE_OF[np.dtype(loaded.meta.dtype)]
     if per_column(loaded):
+        # a date: BYTES of ISO 8601 text (FP64 days since 1970 are taken too)
         inputs = [{"name": c.name, "datatype": number if c.kind == "numeric" else "BYTES",
                    "shape": [-1, 1]} for c in loaded.preparation.columns]
     else:

@@ -37,9 +37,12 @@ def test_missing_values_and_column_kinds():
     x, town, when = table.schema.columns
     assert (x.kind, x.missing, x.min, x.max) == ("numeric", 1, 1.5, 2.0)  # after the drop
     assert (town.kind, town.missing, town.categories) == ("categorical", 2, ["Oslo", "Rome"])
-    assert when.kind == "ignored" and "dates" in when.problem
+    assert (when.kind, when.missing, when.earliest, when.latest) == (
+        "date", 0, "2020-01-01", "2020-01-03")                       # after the drop
+    assert when.features == ["year", "month", "weekday", "yearday"] and when.min == 18262.0
     assert table.schema.target.rows_dropped == 1 and table.schema.target.classes == ["a", "b"]
-    assert table.numeric.shape == (3, 1) and np.isnan(table.numeric[1, 0])
+    assert table.numeric.shape == (3, 5) and np.isnan(table.numeric[1, 0])
+    assert table.numeric[:, 1:].tolist() == [[2020, 1, 2, 1], [2020, 1, 3, 2], [2020, 1, 4, 3]]
     assert table.codes[:, 0].tolist() == [0, -1, -1] and table.y.tolist() == [0, 1, 0]
 
 

@@ -191,11 +191,12 @@ def test_columns_that_cannot_be_features_are_named_at_submit(api):
         row["seen"] = f"2008-11-{1 + i % 28:02d}"       # a date
     dataset = upload(api, csv_bytes(rows), target="species")
     columns = {c["name"]: c for c in dataset["columns"]}
-    assert "id" in columns["tag"]["problem"] and "dates" in columns["seen"]["problem"]
+    assert "id" in columns["tag"]["problem"]
+    assert columns["seen"]["kind"] == "date" and columns["seen"]["problem"] is None
     refused = submit(api, dataset["id"], small_network(3)).json()["error"]
     assert refused["field"] == "preprocessing.ignore" and "'tag'" in refused["message"]
-    assert "ignore" in refused["message"]
-    job = submit(api, dataset["id"], small_network(3), preprocessing={"ignore": ["tag", "seen"]})
+    assert "ignore" in refused["message"] and "seen" not in refused["message"]
+    job = submit(api, dataset["id"], small_network(3), preprocessing={"ignore": ["tag"]})
     assert job.status_code == 202, job.text
     assert wait_for_job(api, job.json()["id"])["status"] == "succeeded"
     declared = upload(api, csv_bytes(rows), target="species", ignore="seen",
@@ -311,7 +312,7 @@ def test_a_date_declared_numeric_is_days_since_1970(api):
 def test_every_problem_column_in_one_answer_and_ignored_columns_are_none(api):
     dataset = upload(api, dated_csv(), target="label")
     columns = {c["name"]: c for c in dataset["columns"]}
-    assert columns["when"]["kind"] == "ignored" and '"numeric"' in columns["when"]["problem"]
+    assert columns["when"]["kind"] == "date" and columns["when"]["earliest"] == "1980-01-01"
     refused = submit(api, dataset["id"], small_network(2)).json()["error"]
     assert refused["field"] == "preprocessing.ignore"
     assert "'name'" in refused["message"] and "'empty'" in refused["message"]
