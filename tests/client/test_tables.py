@@ -52,6 +52,20 @@ def test_a_dataframe_becomes_json_records_with_null_for_missing():
     assert tables.records(np.zeros((2, 3))) is None and tables.records([[1.0, 2.0]]) is None
 
 
+def test_datetimes_become_iso_text_and_nat_is_missing():
+    frame = pd.DataFrame({"day": pd.to_datetime(["2024-01-31", None]),
+                          "at": pd.to_datetime(["2024-01-31 13:45:00", "2024-02-01 00:00:00"]),
+                          "zoned": pd.to_datetime(["2024-01-31 13:45", "2024-02-01 00:00"]
+                                                  ).tz_localize("Europe/Oslo")})
+    rows = tables.records(frame)
+    assert rows[0] == {"day": "2024-01-31T00:00:00", "at": "2024-01-31T13:45:00",
+                       "zoned": "2024-01-31T13:45:00+01:00"}
+    assert rows[1]["day"] is None
+    assert tables.plain(np.datetime64("2024-01-31T13:45")) == "2024-01-31T13:45"
+    assert tables.plain(np.datetime64("NaT")) is None
+    assert b"2024-01-31 13:45:00" in tables.dataframe_csv(frame[["at"]])
+
+
 def test_record_bodies_stay_below_the_row_and_byte_limits():
     rows = [{"island": "Biscoe", "mass": float(i)} for i in range(25)]
     envelope = len('{"inputs": []}')

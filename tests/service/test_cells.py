@@ -155,3 +155,29 @@ def test_an_infinite_number_is_refused_on_every_path(api, bad):
     for path, answer in answers.items():
         assert answer.status_code in (400, 422), (path, answer.text)
         assert "infinite" in answer.text and "x" in answer.text, (path, answer.text)
+
+
+def test_what_a_date_cell_means():
+    """ISO 8601 text (a time optional, an offset converted to UTC), days since 1970 at
+    predict, and a 422 naming the column for anything else."""
+    assert cells.iso_days("1970-01-02") == (1.0, False)
+    assert cells.iso_days("1970-01-01T12:00") == (0.5, True)
+    assert cells.iso_days("1970-01-01 18:00:00.000") == (0.75, True)
+    assert cells.iso_days("1970-01-01T14:00:00+02:00") == cells.iso_days("1970-01-01T12:00Z")
+    assert cells.iso_days("1970-01-01T10:30:00-0130") == (0.5, True)
+    for not_a_date in ("2024-02-30", "2024-13-01", "2024-01-01T24:00", "01/02/2024", "2024"):
+        assert cells.iso_days(not_a_date) is None
+    assert cells.date_days(2.5, "when") == 2.5 and np.isnan(cells.date_days("NA", "when"))
+    for bad in ("2024-02-30", "soon", 1e9, True):
+        with pytest.raises(ApiError) as caught:
+            cells.date_days(bad, "when")
+        assert caught.value.field == "when" and "ISO 8601" in caught.value.message
+    read = cells.date_array(pa.array(["1970-01-03", None, "NA", "1970-01-01T06:00:00Z"]), "w")
+    np.testing.assert_array_equal(read, [2.0, np.nan, np.nan, 0.25])
+    with pytest.raises(ApiError) as caught:
+        cells.date_array(pa.array(["1970-01-03", "later"]), "w")
+    assert caught.value.field == "w" and "'later'" in caught.value.message
+    assert cells.date_text_array(pa.array(["2024-01-31", None])).type == pa.date32()
+    assert cells.date_text_array(pa.array(["2024-01-31", "2024-01-31T10:00+01:00"])
+                                 ).to_pylist()[1].hour == 9
+    assert cells.date_text_array(pa.array(["2024-01-31", "x"])) is None
