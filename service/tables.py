@@ -175,16 +175,19 @@ def read_records(records, options: TableOptions, field_name: str = "records") ->
         if not isinstance(record, dict):
             raise invalid(f"{field_name}[{i}]", "must be an object {\"column\": value, ...}")
         names.update(dict.fromkeys(record))
-    arrays = [record_column(records, name, field_name) for name in names]
+    arrays = [record_column(records, name, field_name,
+                            dates=options.kinds.get(name) != "categorical") for name in names]
     batch = pa.RecordBatch.from_arrays(arrays, names=list(names))
     builder = TableBuilder(list(names), [a.type for a in arrays], options, len(records))
     builder.add(batch)
     return builder.finish()
 
 
-def record_column(records: list[dict], name: str, field_name: str) -> pa.Array:
+def record_column(records: list[dict], name: str, field_name: str,
+                  dates: bool = True) -> pa.Array:
     """One column of records: numbers if every present value is a number or a boolean, dates
-    if every one is ISO 8601 date text, else text (service.cells' canonical categories)."""
+    if every one is ISO 8601 date text (unless `dates` is False: a column declared
+    categorical keeps its text as written), else text (service.cells' canonical categories)."""
     values = [record.get(name) for record in records]
     for i, value in enumerate(values):
         if isinstance(value, (dict, list)):
@@ -194,7 +197,7 @@ def record_column(records: list[dict], name: str, field_name: str) -> pa.Array:
         return pa.array([cells.number(v, name) for v in values], type=pa.float64())
     dates = cells.date_text_array(pa.array([v if isinstance(v, str) else None
                                             for v in values], pa.string())) \
-        if all(isinstance(v, str) for v in present) else None
+        if dates and all(isinstance(v, str) for v in present) else None
     if dates is not None:
         return dates
     return pa.array([cells.category_text(v, name) for v in values], type=pa.string())

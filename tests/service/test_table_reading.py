@@ -115,3 +115,12 @@ def test_count_lines_skips_blank_lines_for_every_line_ending():
     for text, lines in ((b"a\nb\n", 2), (b"a\r\nb", 2), (b"a\rb\rc\r", 3), (b"\n\n\n", 0),
                         (b"a\n" + b"\n" * 1000 + b"b", 2)):
         assert count_lines(io.BytesIO(text)) == lines
+
+
+def test_iso_text_in_records_is_a_date_unless_declared_categorical():
+    rows = [{"d": "2024-01-31T13:45:00+01:00", "y": 1}, {"d": "2024-02-01", "y": 2}]
+    when = read_records(rows, TableOptions()).schema.columns[0]
+    assert (when.kind, when.earliest, when.features[-1]) == ("date", "2024-01-31T12:45:00",
+                                                              "hour")
+    kept = read_records(rows, TableOptions(kinds={"d": "categorical"})).schema.columns[0]
+    assert kept.categories == ["2024-01-31T13:45:00+01:00", "2024-02-01"]
