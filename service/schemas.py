@@ -68,8 +68,16 @@ class InlineData(Strict):
 
 
 class JobIn(Strict):
-    network: engine.NetworkSpec
-    training: engine.TrainingSpec = Field(default_factory=engine.TrainingSpec)
+    network: engine.NetworkSpec | None = Field(
+        None, description="left out: chosen from the data (README: Defaults): ReLU hidden "
+                          "layers (one of 100 units, two of 200 from 10,000 rows), the output "
+                          "layer and loss of the target (classes: softmax + cross_entropy; "
+                          "numbers: identity + squared_error)")
+    training: engine.TrainingSpec | None = Field(
+        None, description="left out: adam at 0.005, batches of 32 (128 from 10,000 rows), "
+                          "validation_split 0.1 with early stopping (patience 20, best "
+                          "weights kept), at most 200 epochs. Given: its own fields' "
+                          "defaults (sgd, 10 epochs) apply")
     dataset_id: str | None = Field(None, max_length=100)
     data: InlineData | None = Field(None, description="small inline data set instead of dataset_id")
     preprocessing: PreparationSpec = Field(
