@@ -119,6 +119,9 @@ class JobOut(BaseModel):
     finished_at: float | None
     error: JobError | None
     model_id: str | None
+    kept_epoch: int | None = Field(
+        None, description="the epoch whose weights the model keeps (early stopping restores "
+                          "the best); `metrics` are that epoch's")
     restarts: int
     cancel_requested: bool
     waiting: Waiting | None = Field(
@@ -139,6 +142,7 @@ class DatasetList(BaseModel):
 class HistoryOut(BaseModel):
     job_id: str
     status: JobStatus
+    kept_epoch: int | None = Field(None, description="the epoch whose weights the model keeps")
     epochs: list[dict[str, Any]] = Field(
         ..., description="per epoch: epoch, loss, val_loss, metric, seconds, grad_norms, ...")
 
@@ -157,7 +161,18 @@ class ModelOut(BaseModel):
     task: Literal["classification", "multilabel", "regression"]
     dtype: str
     epochs_trained: int
+    kept_epoch: int | None = Field(None, description="the epoch whose weights the model "
+                                                     "keeps; `metrics` are that epoch's")
     metrics: dict[str, Any] | None
+    test_metrics: dict[str, Any] | None = Field(
+        None, description="scores on the job's test_split rows (as /evaluate reports them)")
+    test_confusion_matrix: dict[str, Any] | None = None
+    test_rows: int = 0
+    feature_importance: list[dict[str, Any]] | None = Field(
+        None, description="[{column, importance}] per raw input column: how much the "
+                          "training metric worsens when the column is shuffled")
+    importance_rows: Literal["test", "validation"] | None = Field(
+        None, description="the rows feature_importance was measured on")
     created_at: float
 
 
