@@ -304,3 +304,11 @@ def test_training_metric_and_class_weight(trained, api):
     f1 = [r["val_metric"] for r in history]
     assert job["kept_epoch"] == f1.index(max(f1)) + 1
     assert job["metrics"]["val_metric"] == max(f1)
+
+
+def test_the_dashboard_shows_the_kept_epoch_and_feature_importance(api):
+    """The page's script reads what the API now answers (no browser here: the wiring only)."""
+    script = api.get("/static/dashboard.js").text
+    assert "kept epoch ${job.kept_epoch} of ${epoch}" in script
+    assert "model.feature_importance" in script
+    assert 'id="detail-importance"' in api.get("/").text
