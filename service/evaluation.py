@@ -2,7 +2,7 @@
 
 The rows come as JSON records or a CSV (the target column(s) included), or as a stored dataset;
 each becomes the model's (numeric, codes) blocks and the true targets, and the model's outputs
-come from service.predict.predict_outputs (the one predict function; nothing else of serving
+come from service.serving.predict.predict_outputs (the one predict function; nothing else of serving
 is used), so an evaluation scores exactly what /predict answers. The scores are engine.scores'.
 """
 
@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.dataset_schema import DatasetSchema
 from core.store import Store
 from engine import scores
 from engine.preparation import ClassTarget, MISSING, recode
 from service import arrays
-from service.errors import ApiError
+from service.cells import category_text, number
+from service.errors import ApiError, invalid
 from service.model_cache import LoadedModel
-from service.predict import Budget, predict_outputs
-from service.table_inputs import (category_text, csv_table, invalid, number, records_blocks,
-                                  table_blocks)
+from service.serving.predict import Budget, predict_outputs
+from service.table_inputs import csv_table, records_blocks, table_blocks
 
 BODY_FIELDS = ("records", "dataset_id")
 
@@ -38,13 +37,13 @@ def class_labels(loaded: LoadedModel) -> list:
     target = loaded.preparation.target if loaded.preparation is not None else None
     if isinstance(target, ClassTarget):
         return list(target.classes)
-    return list(range(loaded.meta["n_outputs"]))
+    return list(range(loaded.meta.n_outputs))
 
 
 def truth_of(values: list, loaded: LoadedModel, field: str) -> np.ndarray:
     """Raw target values (one per row; a list per row for several targets) -> class indices
     (n,) int64 for a classifier, else (n,) or (n, k) float64 in the target's units."""
-    if loaded.meta.get("task") == "classification":
+    if loaded.meta.task == "classification":
         position = {category_text(c): i for i, c in enumerate(class_labels(loaded))}
         indices = np.empty(len(values), dtype=np.int64)
         for i, value in enumerate(values):
@@ -98,11 +97,11 @@ def dataset_rows(store: Store, tenant: str, dataset_id, loaded: LoadedModel):
     model's by name (a model without preparation takes its numeric block as it is)."""
     if not isinstance(dataset_id, str):
         raise invalid("dataset_id", "must be a dataset id such as \"ds_...\"")
-    meta = store.dataset(tenant, dataset_id)
-    arrays_ = store.dataset_arrays(dataset_id) if meta is not None else None
+    dataset = store.dataset(tenant, dataset_id)
+    arrays_ = store.dataset_arrays(dataset_id) if dataset is not None else None
     if arrays_ is None:
         raise invalid("dataset_id", f"no dataset {dataset_id!r}; upload one to /v1/datasets")
-    schema = DatasetSchema.model_validate(meta["schema"])
+    schema = dataset.table_schema
     numeric, codes, y = arrays_
     prep = loaded.preparation
     if schema.target.kind == "categorical":
@@ -140,8 +139,7 @@ def outputs_of(loaded: LoadedModel, numeric: np.ndarray, codes, budget: Budget,
 
 def report(loaded: LoadedModel, outputs: np.ndarray, truth: np.ndarray) -> dict:
     """{n_rows, metrics, confusion_matrix} (confusion_matrix null for a regressor)."""
-    task = loaded.meta.get("task")
-    if task == "classification":
+    if loaded.meta.task == "classification":
         found = scores.classification_report(truth, outputs, class_labels(loaded))
     else:
         found = scores.regression_report(truth, outputs.reshape(truth.shape))
@@ -151,7 +149,7 @@ def report(loaded: LoadedModel, outputs: np.ndarray, truth: np.ndarray) -> dict:
 def evaluate(loaded: LoadedModel, store: Store, tenant: str, body: bytes, media: str,
              budget: Budget) -> dict:
     """The evaluation of a request body of media type `media` (JSON or CSV)."""
-    if loaded.meta.get("task") == "multilabel":
+    if loaded.meta.task == "multilabel":
         raise ApiError(422, "model: evaluate scores classifiers (one class per row) and "
                             "regressors; this model answers several labels per row", "model")
     if media == "text/csv":

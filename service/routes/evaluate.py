@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from service import arrays
+from service import pools
 from service.deps import StoreDep, TenantDep
 from service.errors import ApiError, not_found
 from service.evaluation import evaluate
-from service.predict import Budget, check_json_size
 from service.schemas import error_responses
+from service.serving.predict import Budget, check_json_size
+from service.state import state_of
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
                    responses=error_responses(401, 404, 413, 415, 422, 503))
@@ -52,12 +53,12 @@ async def evaluate_model(model_id: str, request: Request, store: StoreDep, tenan
     if media not in MEDIA_TYPES:
         raise ApiError(415, f"body: Content-Type {media!r} is not read here; send one of "
                             f"{', '.join(MEDIA_TYPES)}", "body")
-    models = request.app.state.models
-    loaded = await arrays.off_loop(models.get, tenant, model_id)
+    state = state_of(request.app)
+    loaded = await pools.off_loop(state.models.get, tenant, model_id)
     if loaded is None:
         raise not_found("model", model_id)
     body = await request.body()
-    budget = Budget.of(request.app.state.settings)
+    budget = Budget.of(state.settings)
     if media == "application/json":
         check_json_size(body, budget, "records")
-    return await arrays.off_loop(evaluate, loaded, store, tenant, body, media, budget)
+    return await pools.off_loop(evaluate, loaded, store, tenant, body, media, budget)
