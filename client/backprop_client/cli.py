@@ -193,7 +193,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         plot_history(history, job.id, job.info["network"].get("loss", "loss"), Path(args.plot))
         say(f"wrote the loss curve of {job.id} to {args.plot}")
     if job.kept_epoch:
-        print(f"{kept_of(job.info)}: the model keeps its weights and metrics")
+        say(f"{kept_of(job.info)}: the model keeps its weights and metrics")
     return 0
 
 

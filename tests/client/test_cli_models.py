@@ -26,7 +26,7 @@ def test_default_training_then_history_model_and_evaluate(stack):
 
     history = client_cli("history", job_id, url=stack.url)
     assert history.returncode == 0, history.stderr
-    assert f"kept epoch {ended.group(2)} of {ended.group(3)}" in history.stdout
+    assert f"kept epoch {ended.group(2)} of {ended.group(3)}" in history.stderr
 
     model = client_cli("model", model_id, url=stack.url)
     assert model.returncode == 0, model.stderr
