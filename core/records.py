@@ -144,6 +144,7 @@ class JobRecord(Record):
     error: JobError | None = None
     model_id: str | None = None
     stopped_early: bool = False
+    kept_epoch: int | None = Field(None, description="the epoch whose weights the model keeps")
     cancel_requested: bool = False
 
     @property
@@ -196,6 +197,14 @@ class ModelRecord(Record):
     input_columns: list[dict[str, Any]] | None = None
     classes: list[str] | list[int] | list[float] | None = None
     target: str | None = Field(None, description="the target column(s), comma-separated")
+    # What the job learnt about the model (worker.assessment): whose weights it keeps, its
+    # scores on the job's test rows, and permutation importance per raw column.
+    kept_epoch: int | None = None
+    test_metrics: dict[str, Any] | None = None
+    test_confusion_matrix: dict[str, Any] | None = None
+    test_rows: int = 0
+    feature_importance: list[dict[str, Any]] | None = None
+    importance_rows: Literal["test", "validation"] | None = None
 
 
 @dataclass(frozen=True)

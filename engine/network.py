@@ -60,6 +60,9 @@ class Network:
         self.epochs_done = 0
         self.stopped = False
         self.stopped_early = False
+        self.kept_epoch: int | None = None
+        """The epoch whose weights the net holds after fit (earlier than epochs_done when early
+        stopping restored its best weights)."""
         self.run = None
         """training.RunState once fit has started: what state() saves to resume exactly."""
         self._small = threading.local()      # .ws: a small predict Workspace per thread
@@ -223,11 +226,13 @@ class Network:
         return loss, grads
 
     # -- training and state ------------------------------------------------------------------
-    def fit(self, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]:
+    def fit(self, X, Y, training=None, on_epoch=None, should_stop=None,
+            target_scale=None) -> list[dict]:
         """Train from epoch epochs_done + 1 to training.epochs; return this call's epoch records.
 
-        See training.fit for the record's fields, cancellation and early stopping."""
-        return fit(self, X, Y, training, on_epoch=on_epoch, should_stop=should_stop)
+        See training.fit for the record's fields, cancellation, early stopping and kept_epoch."""
+        return fit(self, X, Y, training, on_epoch=on_epoch, should_stop=should_stop,
+                   target_scale=target_scale)
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything needed to resume, as plain host arrays (np.savez-ready, no pickle)."""

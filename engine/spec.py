@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .activations import ACTIVATIONS, OUTPUT_ONLY
 from .initializers import INIT_SCHEMES, INITS
 from .losses import LOSSES
+from .metrics import METRICS
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULE_PARAMS, SCHEDULES
 
@@ -139,12 +140,14 @@ class ScheduleSpec(_Model):
 
 
 class EarlyStoppingSpec(_Model):
-    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs."""
+    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs.
+    `val_metric` / `metric` watch training.metric (each in its own direction: accuracy up,
+    rmse down); with training.metric set, an unset monitor is `val_metric`."""
 
     patience: int = Field(default=5, ge=1)
     min_delta: float = Field(default=0.0, ge=0)
     restore_best: bool = True
-    monitor: Literal["val_loss", "loss"] = "val_loss"
+    monitor: Literal["val_loss", "loss", "val_metric", "metric"] = "val_loss"
 
 
 class TrainingSpec(_Model):
@@ -161,7 +164,17 @@ class TrainingSpec(_Model):
     weight_decay: float = Field(default=0.0, ge=0)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     validation_split: float = Field(default=0.0, ge=0, lt=1)
+    test_split: float = Field(
+        default=0.0, ge=0, lt=1, description="rows held out of training and early stopping "
+        "alike (drawn before the validation split); their metrics are stored with the model")
     early_stopping: EarlyStoppingSpec | None = None
+    metric: str | None = Field(
+        default=None, json_schema_extra={"enum": [*sorted(METRICS), None]},
+        description="the metric reported in each epoch (and watched by early stopping); "
+                    "default accuracy for classifiers, r2 for regression")
+    class_weight: Literal["balanced"] | dict[str, float] | None = Field(
+        default=None, description="\"balanced\" (weights inversely proportional to class "
+        "frequency) or {class: weight}, unlisted classes 1; softmax classifiers only")
     shuffle: bool = True
     seed: int | None = None
 
@@ -170,12 +183,30 @@ class TrainingSpec(_Model):
     def _known_optimizer(cls, v: str) -> str:
         return _one_of("optimizer", v, OPTIMIZERS)
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str | None) -> str | None:
+        return v if v is None else _one_of("metric", v, METRICS)
+
+    @field_validator("class_weight")
+    @classmethod
+    def _positive_weights(cls, v):
+        if isinstance(v, dict):
+            for key, weight in v.items():
+                if not weight > 0 or weight == float("inf"):
+                    raise ValueError(f"class_weight[{key!r}] is {weight}; weights must be "
+                                     f"finite and > 0")
+        return v
+
     @model_validator(mode="after")
     def _monitor_has_data(self) -> TrainingSpec:
         es = self.early_stopping
-        if es is not None and es.monitor == "val_loss" and self.validation_split == 0:
-            raise ValueError("early_stopping monitors 'val_loss' but validation_split is 0; "
-                             "set validation_split (e.g. 0.1) or early_stopping.monitor 'loss'")
+        if es is not None and self.metric is not None and "monitor" not in es.model_fields_set:
+            es.monitor = "val_metric" if self.validation_split else "metric"
+        if es is not None and es.monitor.startswith("val_") and self.validation_split == 0:
+            raise ValueError(f"early_stopping monitors {es.monitor!r} but validation_split is "
+                             f"0; set validation_split (e.g. 0.1) or early_stopping.monitor "
+                             f"{es.monitor[4:]!r}")
         return self
 
     @property

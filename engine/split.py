@@ -42,3 +42,19 @@ def rows_outside(n_rows: int, val_idx: np.ndarray) -> np.ndarray:
     mask = np.ones(n_rows, bool)
     mask[val_idx] = False
     return np.flatnonzero(mask)
+
+
+TEST_SEED_SALT = 0x7E57
+"""Mixed into the seed for the test split, so it differs from the validation split's draw."""
+
+
+def test_split_rows(n_rows: int, test_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows, test rows) of n_rows rows for a job's `test_split`: sorted int64 index
+    arrays, the test rows drawn before (and apart from) the validation split, which is then
+    drawn among the kept rows. ValueError, as check_split, when either part would be empty."""
+    n_kept, n_test = check_split(n_rows, test_split)
+    if n_test == 0:
+        return np.arange(n_rows, dtype=np.int64), np.arange(0, dtype=np.int64)
+    rng = np.random.default_rng([seed, TEST_SEED_SALT])
+    test_idx = np.sort(rng.permutation(n_rows)[:n_test]).astype(np.int64, copy=False)
+    return rows_outside(n_rows, test_idx), test_idx

@@ -2,7 +2,8 @@
 
 state() is a flat dict of host NumPy arrays, so it can go straight into np.savez and back with
 allow_pickle=False:
-    meta                uint8 JSON: spec, dtype, seed, n_inputs, epochs_done, stopped_early and,
+    meta                uint8 JSON: spec, dtype, seed, n_inputs, epochs_done, kept_epoch,
+                        stopped_early and,
                         once fit has run, the training spec, the shuffling RNG's state, the
                         optimizer's scalars and the early-stopping counters
     param.W.<l>, param.b.<l>     weights of layer l (0-based)
@@ -46,7 +47,8 @@ def network_state(net) -> dict[str, np.ndarray]:
     """The state dict described in this module's docstring."""
     meta = {"format": STATE_FORMAT, "spec": net.spec.model_dump(mode="json"),
             "dtype": net.dtype, "seed": net.seed, "n_inputs": net.n_inputs,
-            "epochs_done": net.epochs_done, "stopped_early": net.stopped_early, "run": None}
+            "epochs_done": net.epochs_done, "kept_epoch": net.kept_epoch,
+            "stopped_early": net.stopped_early, "run": None}
     arrays: dict[str, np.ndarray] = {}
     if net.weights is not None:
         arrays.update(_host_pairs(net, net.weights, "param"))
@@ -91,6 +93,7 @@ def network_from_state(cls, state: Mapping, device: str = "cpu"):
         net.set_params(params, check_finite=False)       # restored as it was saved
     net.epochs_done = meta["epochs_done"]
     net.stopped_early = meta["stopped_early"]
+    net.kept_epoch = meta.get("kept_epoch")          # states saved before it existed: None
     run_meta = meta["run"]
     if run_meta is not None:
         training = TrainingSpec.model_validate(run_meta["training"])

@@ -5,7 +5,11 @@ A record, passed to on_epoch after every epoch and returned in fit's history (JS
     loss            mean training loss over the epoch's batches (before each batch's update)
     val_loss        loss on the validation rows after the epoch, or None without a split
     metric, metric_name, val_metric
-                    accuracy (classifiers) or R^2 (regression), like loss and val_loss
+                    training.metric (default accuracy for classifiers, R^2 for regression),
+                    like loss and val_loss
+    rmse, val_rmse, mae, val_mae
+                    regression only (beside the chosen metric): errors in the target's units
+                    (fit's target_scale), on the training and the validation rows
     learning_rate   the rate used in this epoch
     seconds         wall time of the epoch, validation included
     grad_norms      per layer ||dL/dW^(l)||, averaged over up to PROBE_BATCHES batches spread
@@ -23,7 +27,7 @@ import numpy as np
 from . import blas, memory
 from .data import check_data, prepare_inputs, prepare_targets
 from .errors import TrainingDiverged
-from .metrics import metric_for, total_sum_of_squares
+from .metrics import METRICS, metrics_for, total_sum_of_squares
 from .optimizers import OPTIMIZERS, Optimizer
 from .propagation import Workspace, backward, forward, gather_rows, output_delta
 from .schedules import learning_rate
@@ -93,20 +97,47 @@ def _total(xp, values: list) -> float:
     return float(xp.stack(values).sum(dtype=np.float64))
 
 
-def _evaluate(net, X, T, idx, metric, ss_tot):
-    """(mean loss, metric) on the rows idx of (X, T), in chunks that gather their rows and run
-    forward within memory.WORKSPACE_BYTES."""
+def _sums(be, values: list) -> np.ndarray:
+    """The sums (1-D) of a metric's batch scores over an epoch, on the host in float64 (one
+    reduction and one transfer per metric and epoch)."""
+    return np.asarray(be.to_host(be.xp.stack(values).sum(axis=0, dtype=np.float64)))
+
+
+def class_weights(class_weight, labels: np.ndarray, k: int) -> np.ndarray | None:
+    """Per output unit the weight of its rows' gradient (k,), from training.class_weight:
+    "balanced" (n / (k * rows of the class), as scikit-learn's), or {unit index: weight}
+    (unlisted units 1); None without class weights. labels (n,) are the training rows'."""
+    if class_weight is None:
+        return None
+    if class_weight == "balanced":
+        counts = np.bincount(labels, minlength=k).astype(np.float64)
+        return np.divide(len(labels), k * counts, out=np.ones(k), where=counts > 0)
+    weights = np.ones(k)
+    for key, weight in class_weight.items():
+        if not (key.isdigit() and int(key) < k):
+            raise ValueError(f"training.class_weight: {key!r} is not an output unit; give "
+                             f"classes 0..{k - 1} (or \"balanced\")")
+        weights[int(key)] = weight
+    return weights
+
+
+def _evaluate(net, X, T, idx, metrics):
+    """(mean loss, [each metric]) on the rows idx of (X, T), in chunks that gather their rows
+    and run forward within memory.WORKSPACE_BYTES."""
     outputs = net.n_outputs * X.itemsize
     per_row = X.shape[1] * X.itemsize + T.itemsize * (T.shape[1] if T.ndim == 2 else 1)
     rows = memory.chunk_rows(net.widths, net.dtype, per_row + 3 * outputs)  # + loss scratch
-    loss_sum = score = 0.0
+    loss_sum = 0.0
+    sums = [0.0] * len(metrics)
+    to_host = net.backend.to_host
     for start in range(0, len(idx), rows):
         part = idx[start:start + rows]
         t = T[part]
         for _, z, f in net.forward_chunks(X[part], rows):
             loss_sum += float(net.loss_function.value_sum(z, f, t))
-            score += float(metric.batch_score(f, t))
-    return loss_sum / len(idx), metric.finish(score, len(idx), ss_tot)
+            for i, metric in enumerate(metrics):
+                sums[i] = sums[i] + np.asarray(to_host(metric.batch_score(f, t)), np.float64)
+    return loss_sum / len(idx), [m.finish(s, len(idx)) for m, s in zip(metrics, sums)]
 
 
 def _diverged(net, epoch: int, batch: int, loss: float, lr: float, ws, x) -> TrainingDiverged:
@@ -133,7 +164,8 @@ def _diverged(net, epoch: int, batch: int, loss: float, lr: float, ws, x) -> Tra
 class _Epochs:
     """One fit call's fixed set-up (batches, buffers, probes) and its epochs of batches."""
 
-    def __init__(self, net, run: RunState, X, T, train_idx, val_idx, should_stop):
+    def __init__(self, net, run: RunState, X, T, train_idx, val_idx, should_stop,
+                 target_scale=None):
         training = run.training
         be = net.backend
         self.net, self.run, self.X, self.T, self.should_stop = net, run, X, T, should_stop
@@ -144,9 +176,20 @@ class _Epochs:
         self.contiguous = not self.shuffle and len(val_idx) == 0     # batches are slices of X
         self.ws = Workspace(be.xp, net.dtype, net.widths, self.batch, target_shape=T.shape[1:],
                             target_dtype=T.dtype, gather_inputs=not self.contiguous)
-        self.metric = metric_for(net.loss_function)
-        self.ss_tot_train = total_sum_of_squares(T[be.asarray(train_idx)] if len(val_idx) else T)
-        self.ss_tot_val = total_sum_of_squares(T[be.asarray(val_idx)]) if len(val_idx) else 0.0
+        scale = None if target_scale is None else be.asarray(target_scale, net.dtype)
+        metrics = metrics_for(training.metric, net.loss_function, net.n_outputs, scale)
+        self.metrics = [m.for_rows(total_sum_of_squares(
+            T[be.asarray(train_idx)] if len(val_idx) else T)) for m in metrics]
+        self.val_metrics = [m.for_rows(total_sum_of_squares(T[be.asarray(val_idx)]))
+                            for m in metrics] if len(val_idx) else []
+        self.row_weights = None
+        if training.class_weight is not None:
+            if not (net.loss_function.name == "cross_entropy" and T.ndim == 1):
+                raise ValueError("training.class_weight needs a softmax + cross_entropy network "
+                                 "with one class per row")
+            labels = np.asarray(be.to_host(T[be.asarray(train_idx)]))
+            self.row_weights = be.asarray(class_weights(training.class_weight, labels,
+                                                        net.n_outputs), net.dtype)
         self.sync = be.is_cpu                                     # GPU: one host sync per epoch
         self.n_batches = n_batches = -(-n_train // self.batch)
         probes = np.unique(np.linspace(0, n_batches - 1, min(PROBE_BATCHES, n_batches)).round())
@@ -179,27 +222,34 @@ class _Epochs:
             # error names the batch and layer the CPU would.
             start.restore()
             sums = self._batches(epoch, order, lr, sync=True, may_stop=False)
-        loss_sum, score = sums
+        loss_sum, scores = sums
         probed = net.backend.to_host(self.probe_values)
         scale = run.optimizer.grad_scale(lr)      # the factor in the dW the probes measured
-        return {
+        values = [m.finish(s, self.n_train) for m, s in zip(self.metrics, scores)]
+        record = {
             "epoch": epoch + 1,
             "loss": loss_sum / self.n_train,
             "val_loss": None,
-            "metric": self.metric.finish(score, self.n_train, self.ss_tot_train),
-            "metric_name": self.metric.name,
+            "metric": values[0],
+            "metric_name": self.metrics[0].name,
             "val_metric": None,
             "learning_rate": float(lr),
             "seconds": 0.0,
             "grad_norms": (np.sqrt(probed[:, 0]) / scale).mean(axis=0).tolist(),
             "phi_prime_mean": (probed[:, 1] / self.probe_entries).mean(axis=0).tolist(),
         }
+        for metric, value in zip(self.metrics[1:], values[1:]):
+            record[metric.name], record[f"val_{metric.name}"] = value, None
+        return record
 
     def validate(self, record: dict) -> None:
         if len(self.val_idx):
-            record["val_loss"], record["val_metric"] = _evaluate(
-                self.net, self.X, self.T, self.net.backend.asarray(self.val_idx), self.metric,
-                self.ss_tot_val)
+            record["val_loss"], values = _evaluate(
+                self.net, self.X, self.T, self.net.backend.asarray(self.val_idx),
+                self.val_metrics)
+            record["val_metric"] = values[0]
+            for metric, value in zip(self.val_metrics[1:], values[1:]):
+                record[f"val_{metric.name}"] = value
 
     def _batches(self, epoch: int, order, lr: float, sync: bool, may_stop: bool):
         """One pass over the batches in `order`: (loss sum, score sum), the probed batches'
@@ -212,7 +262,8 @@ class _Epochs:
         X, T, batch, n_train = self.X, self.T, self.batch, self.n_train
         scale = opt.grad_scale(lr)
         order_d = be.asarray(order) if not self.contiguous else None
-        losses, scores = [], []          # per batch: floats (sync), else 0-d device arrays
+        losses = []                      # per batch: floats (sync), else 0-d device arrays
+        scores = [[] for _ in self.metrics]          # per metric and batch: 1-D sums
         probed = self.probe_values
         for k in range(self.n_batches):
             if may_stop and self.should_stop is not None and self.should_stop():
@@ -231,17 +282,18 @@ class _Epochs:
             if probe is not None:
                 for l, act in enumerate(acts):
                     probed[probe, 1, l] = act.sum_abs_derivative(ws.acts[l][:m])
-            batch_score = self.metric.batch_score(f, t)
+            for metric, kept in zip(self.metrics, scores):
+                kept.append(metric.batch_score(f, t))
             if sync:
                 batch_loss = float(batch_loss)
                 if not math.isfinite(batch_loss):
                     output_delta(xp, loss_fn, acts[-1], z, f, t, 1.0 / m, ws.deltas[-1][:m])
                     raise _diverged(net, epoch + 1, k + 1, batch_loss, lr, ws, x)
-                batch_score = float(batch_score)
             losses.append(batch_loss)
-            scores.append(batch_score)
             opt.begin_step()
             output_delta(xp, loss_fn, acts[-1], z, f, t, scale / m, ws.deltas[-1][:m])
+            if self.row_weights is not None:         # class weights scale each row's delta
+                ws.deltas[-1][:m] *= self.row_weights[t][:, None]
 
             def update(l, W, b, dW, db, probe=probe):
                 if probe is not None:
@@ -251,7 +303,7 @@ class _Epochs:
             backward(xp, params, acts, x, ws, update,
                      fused_step=self.fuse and probe is None)
         # On a GPU, summed once in float64: float32 batch losses cannot overflow the sum.
-        return _total(xp, losses), _total(xp, scores)
+        return _total(xp, losses), [_sums(be, s) for s in scores]
 
 
 class _Snapshot:
@@ -272,15 +324,20 @@ class _Snapshot:
         self.optimizer.load({}, self.scalars)
 
 
-def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]:
+def fit(net, X, Y, training=None, on_epoch=None, should_stop=None,
+        target_scale=None) -> list[dict]:
     """Train net on (X, Y) from epoch net.epochs_done + 1 to training.epochs.
 
     should_stop() is checked between batches: when it returns True, fit returns at once with
     the weights as they are (the partial epoch unrecorded) and net.stopped = True. Early
     stopping ends fit normally, restoring the best weights if asked, with net.stopped_early =
-    True; a net that stopped early does not train further. Raises TrainingDiverged on a NaN
-    or infinite loss. The validation rows are split_rows(len(X), validation_split, seed) with
-    the training spec's seed, else the network's.
+    True; a net that stopped early does not train further. With early_stopping.restore_best
+    the best weights are restored at the epoch cap too. net.kept_epoch is then the epoch whose
+    weights the net holds, so its record's metrics describe the net as it is. Raises
+    TrainingDiverged on a NaN or infinite loss. The validation rows are split_rows(len(X),
+    validation_split, seed) with the training spec's seed, else the network's.
+    target_scale (k,) is the factor from the targets Y to their own units (a standardized
+    regression target's standard deviations), for rmse and mae.
     """
     training = as_training_spec(training)
     check_data(net.spec, X, Y, n_inputs=net.n_inputs)
@@ -295,7 +352,7 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
 
     run = _run_state(net, training)
     train_idx, val_idx = _split(net, run, training, len(X))
-    epochs = _Epochs(net, run, X, T, train_idx, val_idx, should_stop)
+    epochs = _Epochs(net, run, X, T, train_idx, val_idx, should_stop, target_scale)
     es = training.early_stopping
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         for epoch in range(net.epochs_done, training.epochs):
@@ -306,19 +363,39 @@ def fit(net, X, Y, training=None, on_epoch=None, should_stop=None) -> list[dict]
                 return history
             epochs.validate(record)
             record["seconds"] = time.perf_counter() - started
-            net.epochs_done = epoch + 1
+            net.epochs_done = net.kept_epoch = epoch + 1
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
             if es is not None and _early_stop(net, run, es, record):
                 break
+        else:
+            if es is not None and es.restore_best:
+                _restore_best(net, run)
     return history
+
+
+def _monitored(es, record: dict) -> float | None:
+    """The monitored value, signed so that lower is better (None: undefined this epoch)."""
+    value = record[es.monitor]
+    if value is None or es.monitor in ("loss", "val_loss"):
+        return value
+    return -value if METRICS[record["metric_name"]].higher_is_better else value
+
+
+def _restore_best(net, run: RunState) -> None:
+    if run.best_params is None:
+        return
+    for (W, b), (W0, b0) in zip(net.weights, run.best_params):
+        W[...] = W0
+        b[...] = b0
+    net.kept_epoch = run.best_epoch
 
 
 def _early_stop(net, run: RunState, es, record: dict) -> bool:
     """Track the best monitored value; True (after restoring weights if asked) on patience."""
-    value = record[es.monitor]
-    if run.best_value is None or value < run.best_value - es.min_delta:
+    value = _monitored(es, record)
+    if value is not None and (run.best_value is None or value < run.best_value - es.min_delta):
         run.best_value, run.best_epoch, run.wait = value, record["epoch"], 0
         if es.restore_best:
             run.best_params = [(W.copy(), b.copy()) for W, b in net.weights]
@@ -327,8 +404,6 @@ def _early_stop(net, run: RunState, es, record: dict) -> bool:
     if run.wait < es.patience:
         return False
     net.stopped_early = True
-    if es.restore_best and run.best_params is not None:
-        for (W, b), (W0, b0) in zip(net.weights, run.best_params):
-            W[...] = W0
-            b[...] = b0
+    if es.restore_best:
+        _restore_best(net, run)
     return True

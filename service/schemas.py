@@ -68,8 +68,16 @@ class InlineData(Strict):
 
 
 class JobIn(Strict):
-    network: engine.NetworkSpec
-    training: engine.TrainingSpec = Field(default_factory=engine.TrainingSpec)
+    network: engine.NetworkSpec | None = Field(
+        None, description="left out: chosen from the data (README: Defaults): ReLU hidden "
+                          "layers (one of 100 units, two of 200 from 10,000 rows), the output "
+                          "layer and loss of the target (classes: softmax + cross_entropy; "
+                          "numbers: identity + squared_error)")
+    training: engine.TrainingSpec | None = Field(
+        None, description="left out: adam at 0.005, batches of 32 (128 from 10,000 rows), "
+                          "validation_split 0.1 with early stopping (patience 20, best "
+                          "weights kept), at most 200 epochs. Given: its own fields' "
+                          "defaults (sgd, 10 epochs) apply")
     dataset_id: str | None = Field(None, max_length=100)
     data: InlineData | None = Field(None, description="small inline data set instead of dataset_id")
     preprocessing: PreparationSpec = Field(
@@ -111,6 +119,9 @@ class JobOut(BaseModel):
     finished_at: float | None
     error: JobError | None
     model_id: str | None
+    kept_epoch: int | None = Field(
+        None, description="the epoch whose weights the model keeps (early stopping restores "
+                          "the best); `metrics` are that epoch's")
     restarts: int
     cancel_requested: bool
     waiting: Waiting | None = Field(
@@ -131,6 +142,7 @@ class DatasetList(BaseModel):
 class HistoryOut(BaseModel):
     job_id: str
     status: JobStatus
+    kept_epoch: int | None = Field(None, description="the epoch whose weights the model keeps")
     epochs: list[dict[str, Any]] = Field(
         ..., description="per epoch: epoch, loss, val_loss, metric, seconds, grad_norms, ...")
 
@@ -149,7 +161,18 @@ class ModelOut(BaseModel):
     task: Literal["classification", "multilabel", "regression"]
     dtype: str
     epochs_trained: int
+    kept_epoch: int | None = Field(None, description="the epoch whose weights the model "
+                                                     "keeps; `metrics` are that epoch's")
     metrics: dict[str, Any] | None
+    test_metrics: dict[str, Any] | None = Field(
+        None, description="scores on the job's test_split rows (as /evaluate reports them)")
+    test_confusion_matrix: dict[str, Any] | None = None
+    test_rows: int = 0
+    feature_importance: list[dict[str, Any]] | None = Field(
+        None, description="[{column, importance}] per raw input column: how much the "
+                          "training metric worsens when the column is shuffled")
+    importance_rows: Literal["test", "validation"] | None = Field(
+        None, description="the rows feature_importance was measured on")
     created_at: float
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import fairness, queues, quota
+from core.dataset_schema import DatasetSchema
 from core.records import JobRecord
 from core.settings import Settings, env_name
 from core.store import Store
@@ -17,6 +18,7 @@ from service import arrays
 from service.budgets import check_training_budget
 from service.bodies import parsed
 from service.errors import ApiError
+from service.job_defaults import check_training_options, resolved
 from service.schemas import JobIn
 from service.table_builder import Table, TableOptions
 from service.tables import table_from_arrays
@@ -113,30 +115,33 @@ def parse_job(body: bytes, settings: Settings) -> JobRequest:
     return JobRequest(job.model_copy(update={"data": None}), table)
 
 
-def resolve_data(store: Store, tenant: str, request: JobRequest):
+def data_schema(store: Store, tenant: str, request: JobRequest) -> tuple[DatasetSchema, int]:
+    """(the schema, the row count) of the job's inline data or dataset."""
+    if request.inline is not None:
+        return request.inline.schema, request.inline.n_rows
+    dataset = store.dataset(tenant, request.job.dataset_id)
+    if dataset is None:
+        raise ApiError(422, f"dataset_id: no dataset {request.job.dataset_id!r}; upload one to "
+                            f"/v1/datasets first", "dataset_id")
+    return dataset.table_schema, dataset.n_samples
+
+
+def resolve_data(store: Store, tenant: str, request: JobRequest, schema: DatasetSchema,
+                 n_samples: int):
     """(n_samples, n_inputs, inline arrays or None), after
     checking that the data fit the network, the preprocessing and the validation split.
     n_inputs is the widest input the preprocessing can make (the fitted one can be smaller)."""
     job, table, inline = request.job, request.inline, None
     if table is not None:
-        schema, inline = table.schema, (table.numeric, table.y)
-        y, n_samples, field = table.y, table.n_rows, "data.y"
+        inline = (table.numeric, table.y)
+        y, field = table.y, "data.y"
     else:
-        dataset = store.dataset(tenant, job.dataset_id)
-        if dataset is None:
-            raise ApiError(422, f"dataset_id: no dataset {job.dataset_id!r}; upload one to "
-                                f"/v1/datasets first", "dataset_id")
-        schema, n_samples, field = dataset.table_schema, dataset.n_samples, "dataset_id"
-        y = None
+        y, field = None, "dataset_id"
     try:
         features = check_job_data(schema, job.network, job.preprocessing, job.dtype)
     except DataMismatch as exc:
         raise ApiError(422, f"{exc.field}: {exc}", exc.field) from None
-    try:
-        engine.check_split(n_samples, job.training.validation_split)
-    except ValueError as exc:
-        raise ApiError(422, f"training.validation_split: {exc}",
-                       "training.validation_split") from None
+    check_training_options(job, schema, n_samples)
     mapped = (job.preprocessing.mode == "auto" and job.network.loss == "cross_entropy"
               and len(schema.target.names) == 1)
     if not mapped:  # classes mapped to units were checked by count; anything else by value
@@ -153,8 +158,8 @@ def resolve_data(store: Store, tenant: str, request: JobRequest):
 def job_record(settings: Settings, tenant: str, job: JobIn, n_samples: int, n_inputs: int,
                data_bytes: int) -> JobRecord:
     return JobRecord(
-        tenant=tenant, network=job.network.model_dump(mode="json", exclude_unset=True),
-        training=job.training.model_dump(mode="json", exclude_unset=True),
+        tenant=tenant, network=job.network.model_dump(mode="json"),
+        training=job.training.model_dump(mode="json"),
         dataset_id=job.dataset_id, preprocessing=job.preprocessing, device=job.device,
         dtype=job.dtype, seed=job.seed,
         timeout_s=job.timeout_s or settings.job_timeout_s, n_samples=n_samples,
@@ -177,9 +182,11 @@ def check_worker(store: Store, settings: Settings, device: str) -> None:
 def submit(store: Store, settings: Settings, tenant: str, request: JobRequest) -> JobRecord:
     """Validate, store and queue (or backlog); returns the job record. Raises ApiError (4xx,
     or 503 when no worker serves its queue) when it cannot run."""
-    job = request.job
+    schema, n_samples = data_schema(store, tenant, request)
+    job = resolved(request.job, schema, n_samples)
+    request = JobRequest(job, request.inline)
     check_spec_limits(settings, job)
-    n_samples, n_inputs, inline = resolve_data(store, tenant, request)
+    n_samples, n_inputs, inline = resolve_data(store, tenant, request, schema, n_samples)
     n_params = parameter_count(job.network, n_inputs)
     if n_params > settings.max_parameters:
         raise ApiError(422, f"network: {n_params} parameters for {n_inputs} inputs; at most "

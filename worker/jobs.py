@@ -24,6 +24,7 @@ from core.store import Store
 from core.training_data import input_columns, prepared_arrays, task_of
 import engine
 from worker.attempts import Attempt, AttemptLost, patiently
+from worker.assessment import Assessment
 
 log = logging.getLogger("backprop.worker")
 
@@ -83,6 +84,7 @@ class TrainingRun:
         self.metrics: dict = job.metrics or {}
         self.model_id = new_id("model")
         self.preparation = None          # fitted by _prepare under preprocessing "auto"
+        self.assessment: Assessment | None = None    # held-out scores, made by _prepare
         self.log = ContextLogger(log, {"job_id": self.job_id, "tenant": job.tenant})
 
     # -- the attempt -------------------------------------------------------------------------
@@ -111,8 +113,9 @@ class TrainingRun:
         heartbeat.start()
         try:
             net, X, Y, training = patiently(self._prepare, "loading the data")
-            net.fit(X, Y, training, on_epoch=lambda rec: self._on_epoch(net, rec),
-                    should_stop=self._should_stop)
+            net.fit(X, Y, self.assessment.engine_training(training),
+                    on_epoch=lambda rec: self._on_epoch(net, rec),
+                    should_stop=self._should_stop, target_scale=self.assessment.target_scale)
         except AttemptLost as exc:
             self.lost.set()
             self.log.warning("stopping without writing: %s", exc)
@@ -142,9 +145,17 @@ class TrainingRun:
         spec = engine.NetworkSpec.model_validate(job.network)
         training = engine.TrainingSpec.model_validate(job.training)
         schema, arrays = self._data()
+        seed = training.seed if training.seed is not None else job.seed
+        kept, test = engine.split.test_split_rows(len(arrays[2]), training.test_split, seed)
+        if len(test):      # held out of the preparation, the training and early stopping
+            held_out = tuple(a[test] for a in arrays)
+            arrays = tuple(a[kept] for a in arrays)
         X, Y, self.preparation = prepared_arrays(schema, *arrays, spec, training,
                                                  job.preprocessing, seed=job.seed,
                                                  dtype=job.dtype)
+        self.assessment = Assessment(schema, spec, job.preprocessing, job.dtype,
+                                     self.preparation, training, X, Y,
+                                     held_out if len(test) else None)
         checkpoint = self.store.checkpoint(self.job_id)
         if checkpoint is not None:
             net = engine.Network.from_bytes(checkpoint, device=job.device)
@@ -177,8 +188,7 @@ class TrainingRun:
 
     # -- callbacks from the engine -----------------------------------------------------------
     def _on_epoch(self, net: engine.Network, record: dict) -> None:
-        metrics = {k: record.get(k) for k in ("loss", "val_loss", "metric", "metric_name",
-                                               "val_metric")}
+        metrics = {k: v for k, v in record.items() if k not in EPOCH_DETAILS}
         self.metrics = metrics
         if patiently(lambda: self.attempt.append_epoch(record, epoch=record["epoch"],
                                                        metrics=metrics), "recording an epoch"):
@@ -243,17 +253,40 @@ class TrainingRun:
                       net.epochs_done)
         return "requeued"
 
+    def _kept_metrics(self, net: engine.Network) -> tuple[int | None, dict]:
+        """(the epoch whose weights the net holds, that epoch's metrics): what the model is,
+        not what the last epoch was. A canceled job keeps the weights it had then."""
+        kept = net.kept_epoch or net.epochs_done
+        if not kept:
+            return None, self.metrics
+        records = patiently(lambda: self.store.history(self.job_id, kept - 1)[:1],
+                            "reading the kept epoch")
+        record = records[0] if records and records[0]["epoch"] == kept else None
+        if record is None:
+            return kept, self.metrics
+        return kept, {k: v for k, v in record.items() if k not in EPOCH_DETAILS}
+
     def _finish(self, net: engine.Network, status: JobStatus) -> str:
         """Store the model (a canceled job keeps the weights it had) and close the job."""
         model_id = self.model_id if net.epochs_done > 0 else None
-        model = ((model_meta(model_id, self.job, net, self.metrics, self.preparation),
-                  model_weights(net)) if model_id else None)
+        kept, metrics = self._kept_metrics(net)
+        model = None
+        if model_id:
+            assessed = self.assessment.of(net) if self.assessment is not None else {}
+            meta = model_meta(model_id, self.job, net, metrics, self.preparation).model_copy(
+                update={"kept_epoch": kept, **assessed})
+            model = (meta, model_weights(net))
         if not self._end("storing the model", lambda: self.attempt.finish(
-                status, model, model_id=model_id, metrics=self.metrics, epoch=net.epochs_done,
+                status, model, model_id=model_id, metrics=metrics, epoch=net.epochs_done,
+                kept_epoch=kept,
                 stopped_early=bool(getattr(net, "stopped_early", False)))):
             return SUPERSEDED
         self.log.info("job %s", status.value)
         return status.value
+
+
+EPOCH_DETAILS = frozenset({"epoch", "learning_rate", "seconds", "grad_norms", "phi_prime_mean"})
+"""Fields of an epoch record that describe the epoch's training, not the model's quality."""
 
 
 def model_weights(net: engine.Network) -> bytes:

@@ -17,6 +17,7 @@ import numpy as np
 from backprop_client.client import Client
 from backprop_client.errors import ApiError
 from backprop_client.progress import ProgressBar
+from backprop_client.reports import evaluation_report, kept_of, model_report, number, table
 
 TRAINING_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "optimizer": "optimizer",
                     "batch_size": "batch_size", "validation_split": "validation_split",
@@ -47,7 +48,7 @@ def job_request(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     """(network, training, options) from spec.json (a network spec, or {"network", "training",
     ...other job fields}), then --training FILE, then the inline options, each overriding the
     one before."""
-    spec = read_json(args.spec, "spec")
+    spec = read_json(args.spec, "spec") if args.spec else {"network": None}
     if "network" in spec:
         network, training = spec["network"], dict(spec.get("training") or {})
         options = {k: v for k, v in spec.items() if k not in ("network", "training")}
@@ -59,7 +60,8 @@ def job_request(args: argparse.Namespace) -> tuple[dict, dict, dict]:
                      if getattr(args, name) is not None})
     options.update({k: getattr(args, k) for k in ("device", "dtype", "seed")
                     if getattr(args, k) is not None})
-    return network, training, options
+    # No training given at all: the service's defaults (adam, early stopping, ...).
+    return network, training or None, options
 
 
 def column_kinds(text: str | None) -> dict | None:
@@ -131,22 +133,13 @@ def report_end(job) -> int:
     metrics = ", ".join(f"{names[k]} {job.metrics[k]:.4g}" for k in names
                         if job.metrics.get(k) is not None)
     if job.status == "succeeded":
-        say(f"job {job.id} succeeded after {job.epoch} epochs ({metrics}); model:")
+        say(f"job {job.id} succeeded after {job.epoch} epochs, {kept_of(job.info)} "
+            f"({metrics}); model:")
         print(job.model_id)
         return 0
     say(f"job {job.id} was canceled at epoch {job.epoch}"
         + (f"; model {job.model_id} keeps the weights it had" if job.model_id else ""))
     return 1
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
-
-
-def number(value) -> str | None:
-    return None if value is None or value != value else f"{value:.4g}"
 
 
 def when(timestamp: float | None) -> str | None:
@@ -172,7 +165,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(job.info, indent=2))
         return 0
     print(ProgressBar.render(job.info))
-    for label, value in (("model", job.model_id), ("dataset", job.info.get("dataset_id")),
+    for label, value in (("model", job.model_id),
+                         ("kept", job.kept_epoch and kept_of(job.info)),
+                         ("dataset", job.info.get("dataset_id")),
                          ("created", when(job.info["created_at"])),
                          ("started", when(job.info.get("started_at"))),
                          ("finished", when(job.info.get("finished_at"))),
@@ -197,6 +192,26 @@ def cmd_history(args: argparse.Namespace) -> int:
             raise UsageError(f"job {job.id} has no epochs yet; nothing to plot")
         plot_history(history, job.id, job.info["network"].get("loss", "loss"), Path(args.plot))
         say(f"wrote the loss curve of {job.id} to {args.plot}")
+    if job.kept_epoch:
+        say(f"{kept_of(job.info)}: the model keeps its weights and metrics")
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    with client_from(args) as client:
+        model = client.model(args.model_id)
+    print(json.dumps(model.info, indent=2) if args.json else model_report(model.info))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if (args.data is None) == (args.dataset is None):
+        raise UsageError("give the rows: a CSV with the target column, or --dataset ID")
+    with client_from(args) as client:
+        model = client.model(args.model_id)
+        found = model.evaluate(csv=args.data) if args.data else \
+            model.evaluate(dataset=args.dataset)
+    print(json.dumps(found, indent=2) if args.json else evaluation_report(found))
     return 0
 
 
@@ -305,8 +320,10 @@ def add_client_commands(parser: argparse.ArgumentParser, sub) -> None:
 
     train = command("train", cmd_train, "upload data, submit a training job and (with --follow) "
                                          "show its progress until it ends with a model id")
-    train.add_argument("spec", help="JSON file: a network spec, or "
-                                    "{\"network\": ..., \"training\": ..., other job fields}")
+    train.add_argument("spec", nargs="?",
+                       help="JSON file: a network spec, or {\"network\": ..., \"training\": "
+                            "..., other job fields}; left out, the service picks the network "
+                            "(README: Defaults)")
     train.add_argument("--data", help="CSV with a header row, or NPZ with arrays X and y")
     train.add_argument("--dataset", help="an uploaded dataset's id, instead of --data")
     train.add_argument("--target", help="CSV label column(s), comma-separated (default: the last)")
@@ -346,6 +363,19 @@ def add_client_commands(parser: argparse.ArgumentParser, sub) -> None:
     predict.add_argument("data", help="CSV with a header row (columns the model does not use, "
                                       "such as the label, pass through)")
     predict.add_argument("--output", "-o", help="CSV to write (default: stdout)")
+
+    model = command("model", cmd_model, "a model's metrics, kept epoch, test scores and "
+                                        "feature importance")
+    model.add_argument("model_id")
+    model.add_argument("--json", action="store_true", help="the API's JSON, as is")
+
+    evaluate = command("evaluate", cmd_evaluate, "score a model on rows with known targets: "
+                                                 "metrics and confusion matrix")
+    evaluate.add_argument("model_id")
+    evaluate.add_argument("data", nargs="?", help="CSV with a header row and the target "
+                                                  "column(s)")
+    evaluate.add_argument("--dataset", help="an uploaded dataset's id, instead of a CSV")
+    evaluate.add_argument("--json", action="store_true", help="the API's JSON, as is")
 
     cancel = command("cancel", cmd_cancel, "cancel a queued or running job")
     cancel.add_argument("job_id")

@@ -150,13 +150,14 @@ class Client:
         return self.get(f"/v1/datasets/{dataset_id}")
 
     # -- jobs --------------------------------------------------------------------------------
-    def train(self, network: dict, training: dict | None = None, *,
+    def train(self, network: dict | None = None, training: dict | None = None, *,
               dataset: str | dict | None = None, X=None, y=None,
               target: str | list[str] | None = None, ignore: str | list[str] | None = None,
               columns: dict[str, str] | None = None, **options: Any) -> Job:
         """Submit a training job on an uploaded `dataset` (id or upload() result), or on X
         uploaded first (arrays with y, or a DataFrame with target; see upload()). `options`
-        are the job's other fields: device, dtype, seed, timeout_s, ..."""
+        are the job's other fields: device, dtype, seed, timeout_s, ... A network or training
+        left as None is chosen by the service from the data (README: Defaults)."""
         if (dataset is None) == (X is None):
             raise ValueError("give either dataset=... or the data: X=..., y=... (arrays) or "
                              "X=frame, target='column' (a DataFrame)")
@@ -170,8 +171,11 @@ class Client:
             if ignore is not None:
                 options["preprocessing"] = ignoring(options.get("preprocessing"), ignore)
         dataset_id = dataset["id"] if isinstance(dataset, dict) else dataset
-        body = {"network": network, "training": training or {}, "dataset_id": dataset_id,
-                **options}
+        body = {"dataset_id": dataset_id, **options}
+        if network is not None:
+            body["network"] = network
+        if training is not None:
+            body["training"] = training
         return Job(self, self.request("POST", "/v1/jobs", json=body).json())
 
     def job(self, job_id: str) -> Job:
@@ -217,6 +221,9 @@ class Job:
     epochs = property(lambda self: self.info["progress"]["epochs"])
     metrics = property(lambda self: self.info.get("metrics") or {})
     model_id = property(lambda self: self.info.get("model_id"))
+    kept_epoch = property(lambda self: self.info.get("kept_epoch"))
+    """The epoch whose weights the model keeps (early stopping restores the best);
+    `metrics` are that epoch's."""
     error = property(lambda self: self.info.get("error"))
 
     def refresh(self) -> Job:
@@ -294,6 +301,32 @@ class Model:
     n_outputs = property(lambda self: self.info["n_outputs"])
     input_columns = property(lambda self: self.info.get("input_columns"))
     classes = property(lambda self: self.info.get("classes"))
+    kept_epoch = property(lambda self: self.info.get("kept_epoch"))
+    metrics = property(lambda self: self.info.get("metrics") or {})
+    test_metrics = property(lambda self: self.info.get("test_metrics"))
+    feature_importance = property(lambda self: self.info.get("feature_importance"))
+    """[{"column", "importance"}] per raw input column, or None."""
+
+    def evaluate(self, X=None, *, dataset: str | dict | None = None,
+                 csv: str | os.PathLike | None = None) -> dict:
+        """{n_rows, metrics, confusion_matrix} on rows whose targets are known: X a table
+        (DataFrame or records) with the target column(s), an uploaded `dataset` (id or
+        upload() result), or a `csv` file with the target column(s)."""
+        if sum(v is not None for v in (X, dataset, csv)) != 1:
+            raise ValueError("give one of X=table (with the target column), dataset=..., "
+                             "or csv=path")
+        path = f"/v1/models/{self.id}/evaluate"
+        if csv is not None:
+            return self.client.request("POST", path, content=Path(csv).read_bytes(),
+                                       headers={"Content-Type": "text/csv"}).json()
+        if dataset is not None:
+            dataset_id = dataset["id"] if isinstance(dataset, dict) else dataset
+            return self.client.request("POST", path, json={"dataset_id": dataset_id}).json()
+        rows = tables.records(X)
+        if rows is None:
+            raise ValueError("X must be a table (a DataFrame or a list of records) holding the "
+                             "target column")
+        return self.client.request("POST", path, json={"records": rows}).json()
 
     def _bodies(self, X) -> tuple[Iterator[bytes], str]:
         """(predict bodies, their Content-Type): a table (DataFrame, dict records) as JSON

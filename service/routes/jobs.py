@@ -54,7 +54,7 @@ def get_history(job_id: str, store: StoreDep, tenant: TenantDep,
                 since_epoch: int = Query(0, ge=0, le=10**9,
                                          description="only epochs after this one")):
     job = owned_job(store, tenant, job_id)
-    return {"job_id": job_id, "status": job.status,
+    return {"job_id": job_id, "status": job.status, "kept_epoch": job.kept_epoch,
             "epochs": store.history(job_id, since_epoch)}
 
 

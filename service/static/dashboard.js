@@ -214,11 +214,14 @@ function renderDetail() {
   const last = state.records.at(-1) || {};
   const epoch = Math.max(job.progress.epoch, last.epoch ?? 0); // the list may lag the stream
   $("detail-bar").style.width = `${(100 * epoch) / job.progress.epochs}%`;
-  const metrics = { ...(job.metrics || {}), ...last };
+  // A finished job's metrics are its kept epoch's (early stopping keeps the best weights),
+  // not the last epoch's.
+  const kept = isFinished(job) && job.kept_epoch;
+  const metrics = kept ? { ...last, ...(job.metrics || {}) } : { ...(job.metrics || {}), ...last };
   const metricName = metrics.metric_name || "metric";
   const rate = last.learning_rate ?? job.training.learning_rate;
   const facts = [
-    ["epoch", `${epoch} / ${job.progress.epochs}`],
+    ["epoch", kept ? `kept epoch ${job.kept_epoch} of ${epoch}` : `${epoch} / ${job.progress.epochs}`],
     ["loss", formatNumber(metrics.loss)],
     ["val_loss", formatNumber(metrics.val_loss)],
     [metricName, formatNumber(metrics.metric)],
@@ -235,11 +238,41 @@ function renderDetail() {
     item.append(el("dt", name), el("dd", value, { title: value }));
     return item;
   }));
+  showImportance(job);
   const error = $("detail-error");
   error.hidden = !job.error;
   if (job.error) {
     const where = job.error.epoch ? ` at epoch ${job.error.epoch}` : "";
     error.textContent = `Failed${where}: ${job.error.message}`;
+  }
+}
+
+/** The finished job's model: permutation feature importance per raw column, as bars. */
+async function showImportance(job) {
+  const box = $("detail-importance");
+  if (!job.model_id) {
+    box.hidden = true;
+    return;
+  }
+  if (box.dataset.model === job.model_id) return;
+  box.dataset.model = job.model_id;
+  try {
+    const model = await getJSON(`/v1/models/${encodeURIComponent(job.model_id)}`);
+    const found = [...(model.feature_importance || [])].sort((a, b) => b.importance - a.importance);
+    box.hidden = !found.length;
+    if (!found.length) return;
+    const top = Math.max(...found.map((f) => f.importance), 1e-12);
+    const rows = found.map((f) => {
+      const bar = el("div", "", { className: "progress" });
+      bar.append(el("div"));
+      bar.firstChild.style.width = `${Math.max(0, (100 * f.importance) / top)}%`;
+      const row = el("div", "", { className: "importance-row" });
+      row.append(el("span", f.column, { title: f.column }), bar, el("span", formatNumber(f.importance), { className: "num" }));
+      return row;
+    });
+    box.replaceChildren(el("h3", `Feature importance (${model.importance_rows} rows)`), ...rows);
+  } catch (error) {
+    box.hidden = true;
   }
 }
 

@@ -206,9 +206,10 @@ def test_backprop_offers_the_client_commands_and_backprop_client_only_those():
                             capture_output=True, text=True, timeout=60)
     commands = re.compile(r"\{([a-z,]+)\}")
     assert commands.search(server.stdout).group(1).split(",") == [
-        "up", "api", "worker", "train", "jobs", "status", "history", "predict", "cancel"]
+        "up", "api", "worker", "train", "jobs", "status", "history", "predict", "model",
+        "evaluate", "cancel"]
     assert commands.search(client.stdout).group(1).split(",") == [
-        "train", "jobs", "status", "history", "predict", "cancel"]
+        "train", "jobs", "status", "history", "predict", "model", "evaluate", "cancel"]
 
 
 @pytest.fixture(scope="module")

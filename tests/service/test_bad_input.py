@@ -183,7 +183,9 @@ def job(**changes) -> dict:
 
 
 JOB_CASES = [
-    ({"data": INLINE}, "network"),                                            # missing
+    # A job without a network is valid: the service picks one (test_defaults_evaluate.py).
+    (job(training={"metric": "r2"}), "training.metric"),                      # not for classes
+    (job(training={"class_weight": {"9": 2.0}}), "training.class_weight"),    # no class 9
     (job(network={"layers": [{"units": 3, "activation": "relux"}], "loss": "cross_entropy"}),
      "network.layers[0].activation"),
     (job(network={"layers": [{"units": 3, "activation": "softmax"}], "loss": "mse"}),
