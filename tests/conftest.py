@@ -66,3 +66,14 @@ def stack(service_env, tmp_path_factory) -> Stack:
 def api(stack) -> httpx.Client:
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture()
+def store(settings):
+    """A Store of each test's own (key prefix and queues from the module's `settings` fixture),
+    emptied after the test (tests/core and tests/worker)."""
+    from tests.service.helpers import clear, private_store
+
+    store = private_store(settings)
+    yield store
+    clear(store, settings)

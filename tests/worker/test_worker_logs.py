@@ -4,6 +4,7 @@ never RQ's "Job OK" after a job that failed (RQ's own lines are warnings and err
 from __future__ import annotations
 
 import json
+import time
 
 from tests.service.helpers import blobs, classifier, upload_npz, wait_for_job
 
@@ -34,8 +35,16 @@ def test_worker_logs_say_state_changes_not_epochs_and_no_job_ok(stack, api):
     assert wait_for_job(api, failing)["status"] == "failed"
     assert wait_for_job(api, fine)["status"] == "succeeded"
 
-    entries = worker_log_entries(stack)
-    of = {job: [e["message"] for e in entries if e.get("job_id") == job] for job in (failing, fine)}
+    # The API shows a job's end before its worker logs it: wait for both lines.
+    deadline = time.monotonic() + 30
+    while True:
+        entries = worker_log_entries(stack)
+        of = {job: [e["message"] for e in entries if e.get("job_id") == job]
+              for job in (failing, fine)}
+        if "job succeeded" in of[fine] and "job failed" in " ".join(of[failing]):
+            break
+        assert time.monotonic() < deadline, of
+        time.sleep(0.2)
     assert any(m.startswith("job failed") for m in of[failing]), of[failing]
     assert "job succeeded" in of[fine], of[fine]
     assert "training started" in " ".join(of[fine])
