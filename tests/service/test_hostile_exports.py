@@ -106,10 +106,13 @@ def test_a_tenant_runs_at_most_two_exports_at_once(stack):
         streams = [alice.stream("GET", f"/v1/models/{model_id}/weights") for _ in range(2)]
         opened = [s.__enter__() for s in streams]
         try:
-            for answer in opened:  # both running: their first chunk is here
-                assert answer.status_code == 200 and next(answer.iter_raw())
+            # Both running, their first chunk here; the readers are kept (one dropped closes
+            # its response, and the server ends that export).
+            readers = [answer.iter_raw() for answer in opened]
+            assert [answer.status_code for answer in opened] == [200, 200]
+            assert all(next(reader) for reader in readers)
             third = alice.get(f"/v1/models/{model_id}/onnx")
-            assert third.status_code == 429, third.text
+            assert third.status_code == 429, third.status_code
             assert "BACKPROP_MAX_EXPORTS_PER_TENANT=2" in third.json()["error"]["message"]
             assert int(third.headers["retry-after"]) > 0
             assert bob.get(f"/v1/models/{other}/onnx").status_code == 200  # others' own
