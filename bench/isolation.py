@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from core.codec import arrays_to_npz  # noqa: E402
-from core.records import new_id  # noqa: E402
+from core.records import ModelRecord, new_id  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.store import Store  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
@@ -170,12 +170,10 @@ class Attacks:
             named[f"b{i}"] = np.zeros(n_out, np.float32)
             layers.append({"units": n_out, "activation": "relu" if n_out > 2 else "softmax"})
         model_id = new_id("model")
-        meta = {"id": model_id, "tenant": "heavy", "job_id": new_id("job"),
-                "network": {"layers": layers, "loss": "cross_entropy"},
-                "n_inputs": BIG_LAYERS[0], "n_outputs": 2, "task": "classification",
-                "dtype": "float32", "epochs_trained": 1, "created_at": time.time(),
-                "metrics": {}, "preparation": None, "input_columns": None, "classes": None,
-                "target": None}
+        meta = ModelRecord(id=model_id, tenant="heavy", job_id=new_id("job"),
+                           network={"layers": layers, "loss": "cross_entropy"},
+                           n_inputs=BIG_LAYERS[0], n_outputs=2, task="classification",
+                           dtype="float32", epochs_trained=1, metrics={})
         Store(redis.Redis.from_url(stack.env["BACKPROP_REDIS_URL"], socket_timeout=300)).put_model(
             meta, arrays_to_npz(named))
         return model_id
