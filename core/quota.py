@@ -30,6 +30,8 @@ EPOCH_BYTES = 256
 validation values as JSON (about 150 bytes measured); a longer line is charged as written."""
 MODEL_META_BYTES = 8192
 """Bytes reserved for a model's meta (network, preparation, metrics); charged as written."""
+RESERVE_SHARE_MAX = 0.25
+"""The most of Valkey's maxmemory that BACKPROP_REDIS_RESERVE_BYTES keeps for running jobs."""
 CHECKPOINT_COPIES = 3
 """A checkpoint holds the weights and up to two optimizer moments per weight (Adam)."""
 
@@ -82,9 +84,11 @@ def check_room(connection, adding: int, reserve: int, what: str,
     """Raise StoreFull when `adding` bytes would take Valkey within `reserve` bytes of its
     maxmemory: that last stretch is kept for running jobs' writes (epochs, checkpoints,
     models), so one tenant filling the store cannot make another's running job fail. A
-    server without maxmemory (0) is not checked."""
+    server without maxmemory (0) is not checked. At most RESERVE_SHARE_MAX of maxmemory is
+    kept, so a small store still takes uploads."""
     memory = connection.info("memory")
     limit, now = int(memory.get("maxmemory", 0)), int(memory.get("used_memory", 0))
+    reserve = min(reserve, int(limit * RESERVE_SHARE_MAX))
     if limit and now + adding > limit - reserve:
         raise StoreFull(
             f"{what} needs {mib(adding)}; the job store (Redis) holds {mib(now)} of its "
