@@ -8,10 +8,20 @@ two tenants' keys; tenant `heavy` runs, one scenario at a time and then all at o
 - 40 MiB JSON uploads, back to back (decoded in a decoder process: JSON parsing holds the GIL,
   and from a decoder thread this row read p99 741 ms).
 
+Then the attacks of issue 22 (items 8 and 10), each with the API's memory growth (peak RSS
+over the row, from /proc, the model already in the API's cache) next to /healthz, against
+targets of p99 < 50 ms and growth < 200 MB:
+
+- exports of a 49M-parameter model (the default BACKPROP_MAX_PARAMETERS allows 50M): ONNX,
+  JSON weights (a 1 GB body), and both at once, back to back;
+- slowloris: --dawdlers connections that send half a request and a byte of header every
+  second, never finishing (the API closes them after BACKPROP_HTTP_HEADER_TIMEOUT_S, and
+  holds at most BACKPROP_MAX_CONNECTIONS).
+
 A separate process probes /healthz on a fixed schedule (every --interval-ms) and times each
 probe from its scheduled start, so a stall counts against every probe it delays (no
 coordinated omission). The target is p99 under 50 ms. Run:
-    .venv/bin/python bench/isolation.py [--seconds 8] [--interval-ms 20]
+    .venv/bin/python bench/isolation.py [--seconds 8] [--interval-ms 20] [--attacks-only]
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import argparse
 import io
 import multiprocessing
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -32,12 +43,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import redis  # noqa: E402
+
+from core.codec import arrays_to_npz  # noqa: E402
+from core.records import ModelRecord, new_id  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from core.store import Store  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
 
 KEYS = {"heavy": "heavy-bench-key-1", "probe": "probe-bench-key-2"}
 TARGET_P99_MS = 50.0
+TARGET_GROWTH_MB = 200.0
+BIG_LAYERS = (4000, 8000, 2000, 2)  # 48.0M parameters, 192 MB as float32
 N_INPUTS, HIDDEN = 64, 256
 PREDICT_ROWS = 100_000
 UPLOAD_BYTES = 64 * 2**20
@@ -132,6 +150,123 @@ class Heavy:
             self.client.post(f"/v1/jobs/{job_id}/cancel")
 
 
+class Attacks:
+    """Issue 22's attacks on the API process: exports of a big model, slowloris."""
+
+    def __init__(self, stack: Stack):
+        self.url, self.api_pid = stack.url, stack.api.pid
+        self.client = httpx.Client(base_url=stack.url, timeout=600,
+                                   headers={"Authorization": f"Bearer {KEYS['heavy']}"})
+        self.model_id = self._store_big_model(stack)
+        assert self.client.get(f"/v1/models/{self.model_id}").status_code == 200  # cached
+
+    def _store_big_model(self, stack: Stack) -> str:
+        """A 48M-parameter model written as a job's end writes one (training it here would
+        take hours)."""
+        rng = np.random.default_rng(0)
+        named, layers = {}, []
+        for i, (n_in, n_out) in enumerate(zip(BIG_LAYERS, BIG_LAYERS[1:])):
+            named[f"W{i}"] = (rng.standard_normal((n_out, n_in), np.float32) * 0.01)
+            named[f"b{i}"] = np.zeros(n_out, np.float32)
+            layers.append({"units": n_out, "activation": "relu" if n_out > 2 else "softmax"})
+        model_id = new_id("model")
+        meta = ModelRecord(id=model_id, tenant="heavy", job_id=new_id("job"),
+                           network={"layers": layers, "loss": "cross_entropy"},
+                           n_inputs=BIG_LAYERS[0], n_outputs=2, task="classification",
+                           dtype="float32", epochs_trained=1, metrics={})
+        Store(redis.Redis.from_url(stack.env["BACKPROP_REDIS_URL"], socket_timeout=300)).put_model(
+            meta, arrays_to_npz(named))
+        return model_id
+
+    def _download(self, path: str) -> None:
+        with self.client.stream("GET", f"/v1/models/{self.model_id}/{path}") as answer:
+            assert answer.status_code == 200, answer.read()[:300]
+            for _ in answer.iter_raw():
+                pass
+
+    def export_onnx(self) -> None:
+        self._download("onnx")
+
+    def export_json_weights(self) -> None:
+        self._download("weights")
+
+    def slowloris(self, count: int, seconds: float, stop: threading.Event) -> dict:
+        """`count` connections dribbling header bytes; returns how many the API closed."""
+        host, port = self.url.removeprefix("http://").split(":")
+        socks = []
+        for _ in range(count):
+            try:
+                sock = socket.create_connection((host, int(port)), timeout=5)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nX-slow: ")
+                socks.append(sock)
+            except OSError:
+                break
+        closed = set()
+        while not stop.wait(1.0):
+            for i, sock in enumerate(socks):
+                if i not in closed:
+                    try:
+                        sock.sendall(b"x")
+                    except OSError:
+                        closed.add(i)
+        for sock in socks:
+            sock.close()
+        return {"opened": len(socks), "closed by the API": len(closed)}
+
+
+class PeakRss:
+    """The API process's resident memory growth over a block (VmHWM, reset at the start)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.grew = pid, 0.0
+
+    def _kb(self, field: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def __enter__(self) -> "PeakRss":
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        self.before = self._kb("VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.grew = (self._kb("VmHWM") - self.before) / 1024
+
+
+def attack_row(name: str, latencies: list, grew_mb: float, ran: str) -> str:
+    ms = np.array(latencies) * 1000
+    p50, p99, worst = np.percentile(ms, 50), np.percentile(ms, 99), ms.max()
+    latency = "met" if p99 < TARGET_P99_MS else "missed"
+    memory = "met" if grew_mb < TARGET_GROWTH_MB else "missed"
+    return (f"{name:<34}{len(ms):>7}{p50:>8.1f}{p99:>9.1f}{worst:>9.1f}{grew_mb:>9.0f}"
+            f"  p99<50ms {latency:<6} +<200MB {memory:<6} {ran}")
+
+
+def run_attacks(stack: Stack, seconds: float, interval: float, dawdlers: int) -> None:
+    attacks = Attacks(stack)
+    print(f"{'attack (issue 22)':<34}{'probes':>7}{'p50 ms':>8}{'p99 ms':>9}{'max ms':>9}"
+          f"{'API +MB':>9}  targets", flush=True)
+    for name, actions in (("ONNX export, 48M parameters", [attacks.export_onnx]),
+                          ("JSON weights export, 48M params", [attacks.export_json_weights]),
+                          ("both exports at once", [attacks.export_onnx,
+                                                    attacks.export_json_weights])):
+        with PeakRss(attacks.api_pid) as memory:
+            latencies, counts = measure(stack.url, seconds, interval, actions)
+        print(attack_row(name, latencies, memory.grew, _ran(counts)), flush=True)
+    stop, outcome = threading.Event(), {}
+    dribbler = threading.Thread(target=lambda: outcome.update(
+        attacks.slowloris(dawdlers, seconds, stop)), daemon=True)
+    with PeakRss(attacks.api_pid) as memory:
+        dribbler.start()
+        latencies, _ = measure(stack.url, seconds, interval, [])
+        stop.set()
+        dribbler.join(120)
+    print(attack_row(f"slowloris, {dawdlers} connections", latencies, memory.grew,
+                     ", ".join(f"{v} {k}" for k, v in outcome.items())), flush=True)
+
+
 def _npz(X, y) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, X=X, y=y)
@@ -177,6 +312,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="probe window per scenario")
     parser.add_argument("--interval-ms", type=float, default=20.0, help="probe schedule")
+    parser.add_argument("--attacks-only", action="store_true",
+                        help="only the rows of issue 22's attacks (exports, slowloris)")
+    parser.add_argument("--dawdlers", type=int, default=3000,
+                        help="slowloris connections (each a file descriptor here too)")
     args = parser.parse_args()
     interval = args.interval_ms / 1000
     with tempfile.TemporaryDirectory(prefix="bench-isolation-") as tmp:
@@ -187,6 +326,9 @@ def main() -> int:
                       free_port(), workers=2, log_dir=Path(tmp) / "logs",
                       extra_env=env).start()
         try:
+            if args.attacks_only:
+                run_attacks(stack, args.seconds, interval, args.dawdlers)
+                return 0
             heavy = Heavy(stack.url)
             print(f"/healthz latency while tenant `heavy` works the API; {os.cpu_count()} "
                   f"cores; probed every {args.interval_ms:g} ms for {args.seconds:g} s per "
@@ -212,6 +354,7 @@ def main() -> int:
             latencies, counts = measure(stack.url, args.seconds, interval, [heavy.upload_json])
             print(row(f"{len(heavy.json_body) / 2**20:.0f} MiB JSON upload", latencies, idle_p99,
                       _ran(counts)), flush=True)
+            run_attacks(stack, args.seconds, interval, args.dawdlers)
         finally:
             stack.stop()
     return 0

@@ -25,20 +25,52 @@ from core.settings import Settings
 from core.store import Store
 
 SETTING = "BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT"
+BACKLOG_SETTING = "BACKPROP_MAX_BACKLOG_PER_TENANT"
+# Finished jobs' keys also expire this long after the reaper should have deleted them: a net
+# for a service whose reaper never runs again (the quota counter is then left as it was).
+EXPIRY_GRACE_S = 24 * 3600
+
+
+class BacklogFull(Exception):
+    """The tenant has settings.max_backlog_per_tenant jobs waiting already (the API: 429)."""
+
+
+def charged_job(job: JobRecord) -> JobRecord:
+    """`job` with its record's own bytes, and the allowance for what it gains later, in
+    stored_bytes (what core.quota charges for a job until it is deleted)."""
+    return job.model_copy(update={
+        "stored_bytes": quota.hash_bytes(job.encode()) + quota.RECORD_ALLOWANCE})
 
 
 def submit(store: Store, settings: Settings, job: JobRecord,
            inline: dict[str, bytes] | None = None) -> JobRecord:
     """Store a new job and queue it in RQ, or put it in its tenant's backlog when the tenant
-    has its most active jobs (or older ones waiting). Raises quota.QuotaExceeded when its
-    inline data would take the tenant past settings.max_tenant_bytes."""
+    has its most active jobs (or older ones waiting). The job's record, inline data and
+    reservation (job.reserved_bytes) are charged to its tenant in the same transaction.
+    Raises quota.QuotaExceeded when they would take the tenant past
+    settings.max_tenant_bytes, quota.StoreFull when Redis would come within
+    settings.redis_reserve_bytes of its maxmemory, BacklogFull when the job would wait behind
+    settings.max_backlog_per_tenant of its tenant's jobs."""
     k, tenant = store.keys, job.tenant
+    job = charged_job(job)
+    adding = job.data_bytes + job.stored_bytes + job.reserved_bytes
+    what = ("this job's record, inline data and the model, checkpoint and history it will "
+            "store" if job.data_bytes else
+            "this job's record and the model, checkpoint and history it will store")
 
     def write(pipe) -> JobRecord:
         _, active, backlog = read_after_watch(store, settings, tenant)
-        quota.check(store.r, k, tenant, job.data_bytes, settings.max_tenant_bytes,
-                    "the job's inline data", "data.X")
+        quota.check(store.r, k, tenant, adding, settings.max_tenant_bytes, what,
+                    "data.X" if job.data_bytes else "network")
         admit = not backlog and len(active) < settings.max_active_jobs_per_tenant
+        waiting = 0 if admit else store.r.llen(k.tenant_backlog(tenant))
+        if waiting >= settings.max_backlog_per_tenant:
+            raise BacklogFull(
+                f"tenant {tenant!r} has {waiting} jobs waiting for one of its "
+                f"{settings.max_active_jobs_per_tenant} active slots, its most "
+                f"({BACKLOG_SETTING}={settings.max_backlog_per_tenant}); submit again once "
+                f"some have started, or cancel waiting ones (POST /v1/jobs/{{id}}/cancel)")
+        quota.check_room(store.r, adding, settings.redis_reserve_bytes, what, "network")
         stored = job.model_copy(update={
             "backlogged": not admit,
             "rq_id": queues.rq_job_id(job.id, job.attempt) if admit else None})
@@ -73,14 +105,21 @@ def finish(store: Store, settings: Settings, job_id: str, tenant: str, status: J
         if not owner.holds(job):
             return None
         chosen = waiting_to_promote(store, settings, active - {job_id}, backlog, {job_id})
+        checkpoint = store.r.strlen(k.job_checkpoint(job_id))  # only its attempt writes it
+        now = time.time()
         pipe.multi()
-        store.set_status(pipe, job, status, finished_at=time.time(), backlogged=False, **fields)
+        store.set_status(pipe, job, status, finished_at=now, backlogged=False,
+                         stored_bytes=job.stored_bytes - checkpoint, reserved_bytes=0, **fields)
         pipe.delete(k.job_lease(job_id), k.job_checkpoint(job_id), k.job_data(job_id))
+        # The reaper deletes it then, giving its bytes back (expire_finished).
+        pipe.zadd(k.jobs_expiring(), {job_id: now + settings.result_ttl_s})
         for key in (k.job(job_id), k.job_history(job_id)):
-            pipe.expire(key, settings.result_ttl_s)
+            pipe.expire(key, settings.result_ttl_s + EXPIRY_GRACE_S)
         pipe.hincrby(k.counters(), f"jobs_{status.value}", 1)
         pipe.publish(k.job_events(job_id), json.dumps({"event": "end", "status": status.value}))
-        quota.charge(pipe, k, tenant, -job.data_bytes)
+        # Its inline data, checkpoint and what is left of its reservation: the model (if any)
+        # is charged as it is stored, its record and history until the job is deleted.
+        quota.charge(pipe, k, tenant, -(job.data_bytes + checkpoint + job.reserved_bytes))
         if model is not None:
             store.put_model(*model, pipe=pipe)
         pipe.srem(k.tenant_active(tenant), job_id)
@@ -175,6 +214,22 @@ def promote_tenant(store: Store, settings: Settings, tenant: str) -> list[str]:
         return promote(store, settings, pipe, tenant, chosen)
 
     return store.transact(write, k.tenant_active(tenant), k.tenant_backlog(tenant))
+
+
+def expire_finished(store: Store, now: float | None = None, batch: int = 100) -> list[str]:
+    """The reaper's pass: delete finished jobs whose result_ttl_s is over (their models stay),
+    giving their record and history bytes back to their tenants. Returns the deleted ids."""
+    k = store.keys
+    due = [raw.decode() for raw in store.r.zrangebyscore(
+        k.jobs_expiring(), "-inf", now if now is not None else time.time(), start=0, num=batch)]
+    deleted = []
+    for job_id in due:
+        job = store.job(None, job_id)
+        if job is not None and store.delete_job(job.tenant, job_id, with_model=False):
+            deleted.append(job_id)
+        else:  # gone already (deleted by its tenant) or not finished (cannot be)
+            store.r.zrem(k.jobs_expiring(), job_id)
+    return deleted
 
 
 def backlog_positions(store: Store, jobs: list[JobRecord]) -> dict[str, int]:

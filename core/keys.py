@@ -63,6 +63,11 @@ class Keys:
         """Set of job ids whose status is running: what the reaper scans for lost leases."""
         return f"{self.prefix}:jobs:running"
 
+    def jobs_expiring(self) -> str:
+        """Sorted set of finished job ids, scored by when they are deleted (the reaper deletes
+        them and gives their bytes back to their tenant's quota)."""
+        return f"{self.prefix}:jobs:expiring"
+
     def jobs_in_status(self, tenant: str, status: str) -> str:
         """Sorted set of a tenant's job ids in one status, scored by submit time (?status=)."""
         return f"{self.prefix}:tenant:{tenant}:jobs:{status}"

@@ -124,6 +124,10 @@ class JobRecord(Record):
     n_samples: int = 0
     n_inputs: int = 0
     data_bytes: int = Field(0, description="inline data stored with the job (tenant quota)")
+    # Tenant quota (core.quota): what the job's record, history and checkpoint hold now, and
+    # what is still reserved for what it will write (given back at its end).
+    stored_bytes: int = 0
+    reserved_bytes: int = 0
     epochs: int
     epoch: int = 0
     created_at: float = Field(default_factory=time.time)

@@ -59,6 +59,19 @@ class Settings(BaseSettings):
         8, ge=1, description="jobs of one tenant queued for a worker or running at once; the "
                              "tenant's further jobs wait in its backlog, so others' jobs "
                              "queue behind at most this many of its jobs")
+    max_backlog_per_tenant: int = Field(
+        100, ge=0, description="jobs of one tenant waiting in its backlog at once; a submit "
+                               "past it is refused with 429 (each waiting job is a record "
+                               "in Redis memory)")
+    redis_reserve_bytes: int = Field(
+        64 * 1024**2, ge=0, description="bytes of Valkey's maxmemory kept for running jobs: "
+                                        "uploads and submits are refused (507) once used "
+                                        "memory would come within this of maxmemory, so "
+                                        "epochs, checkpoints and models still fit")
+    store_full_wait_s: float = Field(
+        600.0, gt=0, description="how long a running job waits (retrying, logged) for a full "
+                                 "Valkey to take its writes again before it stops and is "
+                                 "resumed from its checkpoint once there is room")
 
     job_timeout_s: int = Field(3600, description="a job running longer than this fails")
     result_ttl_s: int = Field(7 * 24 * 3600, description="how long finished jobs are kept")
@@ -75,6 +88,23 @@ class Settings(BaseSettings):
                                "one Redis connection of a pool of its own)")
     events_recheck_s: float = Field(
         5.0, description="seconds after which an idle job events stream re-reads the job")
+    max_exports_per_tenant: int = Field(
+        2, ge=1, description="model exports (ONNX, weights) one tenant may run at once per "
+                             "API process; past it, 429 with Retry-After")
+    max_exports: int = Field(
+        4, ge=1, description="model exports running at once per API process (each holds "
+                             "about one copy of the model's weights)")
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="seconds a connection has to send a request's headers (from "
+                                "connecting, or from its previous response) before it is "
+                                "closed")
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, description="seconds a request body may go without a byte arriving "
+                                "before its connection is closed")
+    max_connections: int = Field(
+        1000, ge=1, description="open connections per API process; a connection past it "
+                                "is closed at once (the oldest idle one makes room when "
+                                "possible)")
     access_log: bool = Field(True, description="one JSON log line per HTTP request")
     api_blas_threads: int = Field(
         1, ge=0, description="BLAS threads per API process for predict (0 = every core); "

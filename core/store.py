@@ -134,15 +134,18 @@ class Store:
 
     # -- datasets ----------------------------------------------------------------------------
     def put_dataset(self, record: DatasetRecord, numeric: np.ndarray, codes: np.ndarray,
-                    y: np.ndarray, max_tenant_bytes: int) -> DatasetRecord:
+                    y: np.ndarray, max_tenant_bytes: int, reserve_bytes: int = 0
+                    ) -> DatasetRecord:
         """Store the arrays core.dataset_schema describes and the record (returned with bytes
-        and sha256 filled in), counting their bytes against the tenant's quota
-        (quota.QuotaExceeded when over)."""
+        and sha256 filled in), counting their bytes and the record's (its schema, with its
+        categories, is in it) against the tenant's quota (quota.QuotaExceeded when over;
+        quota.StoreFull when Redis would come within `reserve_bytes` of its maxmemory)."""
         keys = self.dataset_array_keys(record.id)
-        return self._put_arrays(record, list(zip(keys, (numeric, codes, y))), max_tenant_bytes)
+        return self._put_arrays(record, list(zip(keys, (numeric, codes, y))), max_tenant_bytes,
+                                reserve_bytes)
 
     def _put_arrays(self, record: DatasetRecord, arrays: list[tuple[str, np.ndarray]],
-                    max_tenant_bytes: int) -> DatasetRecord:
+                    max_tenant_bytes: int, reserve_bytes: int = 0) -> DatasetRecord:
         """A dataset of any arrays ([(key, array)], each stored as .npy bytes under its key):
         the bytes counted are the sum over all of them."""
         # .npy header, then APPEND of the array's own memory: no copy of a big X in the API.
@@ -151,16 +154,19 @@ class Store:
         record = record.model_copy(update={"bytes": size,
                                            "sha256": arrays_sha256(*(a for _, a in arrays))})
         k, tenant = self.keys, record.tenant
+        encoded = record.encode()
+        charged = size + quota.hash_bytes(encoded)  # the record holds the schema: charged too
 
         def write(pipe) -> None:
-            quota.check(pipe, k, tenant, size, max_tenant_bytes, "the dataset", "file")
+            quota.check(pipe, k, tenant, charged, max_tenant_bytes, "the dataset", "file")
+            quota.check_room(self.r, charged, reserve_bytes, "the dataset", "file")
             pipe.multi()
             for key, (header, data) in parts:
                 pipe.set(key, header)
                 pipe.append(key, data)
-            pipe.hset(k.dataset(record.id), mapping=record.encode())
+            pipe.hset(k.dataset(record.id), mapping=encoded)
             pipe.zadd(k.datasets_of(tenant), {record.id: record.created_at})
-            quota.charge(pipe, k, tenant, size)
+            quota.charge(pipe, k, tenant, charged)
 
         self.transact(write, k.tenant_bytes(tenant))
         return record
@@ -198,10 +204,11 @@ class Store:
             record = self._owned(DatasetRecord, k.dataset(dataset_id), tenant, pipe)
             if record is None:
                 return False
+            meta_size = quota.stored_hash_bytes(self.r, k.dataset(dataset_id))
             pipe.multi()
             pipe.delete(k.dataset(dataset_id), *self.dataset_array_keys(dataset_id))
             pipe.zrem(k.datasets_of(tenant), dataset_id)
-            quota.charge(pipe, k, tenant, -record.bytes)
+            quota.charge(pipe, k, tenant, -record.bytes - meta_size)
             return True
 
         return self.transact(delete, k.dataset(dataset_id))
@@ -209,14 +216,15 @@ class Store:
     # -- jobs --------------------------------------------------------------------------------
     def put_job(self, pipe, job: JobRecord, inline: dict[str, bytes] | None = None) -> None:
         """Write a new job inside the caller's transaction (core.fairness.submit), with its
-        inline data (inline_blobs), whose size job.data_bytes counts against the tenant."""
+        inline data (inline_blobs), charging the tenant its inline data (job.data_bytes), its
+        record (job.stored_bytes) and what it reserves (job.reserved_bytes)."""
         k = self.keys
         if inline:
             pipe.hset(k.job_data(job.id), mapping=inline)
         pipe.hset(k.job(job.id), mapping=job.encode())
         pipe.zadd(k.jobs_of(job.tenant), {job.id: job.created_at})
         pipe.zadd(k.jobs_in_status(job.tenant, job.status.value), {job.id: job.created_at})
-        quota.charge(pipe, k, job.tenant, job.data_bytes)
+        quota.charge(pipe, k, job.tenant, job.data_bytes + job.stored_bytes + job.reserved_bytes)
 
     @staticmethod
     def inline_blobs(X: np.ndarray, y: np.ndarray) -> dict[str, bytes]:
@@ -306,6 +314,9 @@ class Store:
             pipe.multi()
             pipe.delete(k.job(job_id), k.job_history(job_id), k.job_checkpoint(job_id),
                         k.job_data(job_id), k.job_lease(job_id))
+            # Its record and history (finish gave back its data, checkpoint and reservation).
+            quota.charge(pipe, k, tenant, -job.stored_bytes)
+            pipe.zrem(k.jobs_expiring(), job_id)
             pipe.zrem(k.jobs_of(tenant), job_id)
             for status in JobStatus:
                 pipe.zrem(k.jobs_in_status(tenant, status.value), job_id)
@@ -319,12 +330,13 @@ class Store:
     # -- models ------------------------------------------------------------------------------
     def put_model(self, record: ModelRecord, weights: bytes, pipe: Any = None) -> None:
         """Write a model (inside the caller's transaction `pipe`, as a job's end does); its
-        bytes count against its tenant."""
+        bytes (meta and weights) count against its tenant."""
         k = self.keys
         target = pipe if pipe is not None else self.r.pipeline(transaction=True)
-        target.hset(k.model(record.id), mapping={**record.encode(), WEIGHTS_FIELD: weights})
+        mapping = {**record.encode(), WEIGHTS_FIELD: weights}
+        target.hset(k.model(record.id), mapping=mapping)
         target.zadd(k.models_of(record.tenant), {record.id: record.created_at})
-        quota.charge(target, k, record.tenant, len(weights))
+        quota.charge(target, k, record.tenant, quota.hash_bytes(mapping))
         if pipe is None:
             target.execute()
 
@@ -346,8 +358,9 @@ class Store:
         return None if record is None else (record, raw[WEIGHTS_FIELD])
 
     def model_bytes(self, reader: Any, model_id: str) -> int:
-        """Stored size of a model's weights (0 when it is gone)."""
-        return int(reader.hstrlen(self.keys.model(model_id), WEIGHTS_FIELD))
+        """Stored size of a model, meta and weights, as charged (0 when it is gone); read on
+        the client, after the caller's WATCH of the model."""
+        return quota.stored_hash_bytes(self.r, self.keys.model(model_id))
 
     def _drop_model(self, pipe, tenant: str, model_id: str, size: int) -> None:
         k = self.keys

@@ -17,6 +17,7 @@ from service.auth import Authenticate, key_digest
 from service.body_limit import BodySizeLimit
 from service.deps import check_path_ids
 from service.errors import UnexpectedErrors, install_error_handlers
+from service.exports import ExportSlots
 from service.model_cache import ModelCache
 from service.prometheus_metrics import install_metrics
 from service.routes import dashboard, datasets, evaluate, events, health, jobs, models
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = ServiceState(
         settings=settings, store=store, models=cache, serving=DataPlane(cache, settings),
         key_digests={key_digest(k): t for k, t in settings.tenant_keys.items()},
-        stream_slots=StreamSlots(settings.max_streams_per_tenant, settings.max_streams))
+        stream_slots=StreamSlots(settings.max_streams_per_tenant, settings.max_streams),
+        export_slots=ExportSlots(settings.max_exports_per_tenant, settings.max_exports))
     install_error_handlers(app)
     # Routes are matched in order, at ~10 us a route: predict and infer, the hot paths, first.
     for module in (models, v2, health, datasets, jobs, events, dashboard, evaluate):

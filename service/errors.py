@@ -71,7 +71,7 @@ def redis_failure(exc: redis.RedisError) -> ApiError:
 
 ANSWERS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     redis.RedisError: redis_failure,
-    quota.QuotaExceeded: lambda exc: ApiError(413, exc.message, exc.field),
+    quota.QuotaExceeded: lambda exc: ApiError(exc.status, exc.message, exc.field),  # 413, 507
     DataMismatch: lambda exc: invalid(exc.field, str(exc)),
     BadCursor: lambda exc: ApiError(422, str(exc), "before"),
 }

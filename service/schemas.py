@@ -215,6 +215,8 @@ ERROR_MEANINGS = {
     415: "the body's Content-Type is not one this operation reads",
     422: "a field is missing, has the wrong type or value, or the data do not fit; "
          "`error.field` names it",
+    429: "too many of this tenant's requests of this kind at once (the message names the "
+         "limit); retry after Retry-After seconds",
     503: "the job store (Redis) is unreachable; retry after Retry-After seconds",
 }
 

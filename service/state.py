@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # type names only: the modules import this one
     import redis.asyncio as aioredis
     from prometheus_client import CollectorRegistry
 
+    from service.exports import ExportSlots
     from service.model_cache import ModelCache
     from service.serving import DataPlane
     from service.stream_slots import StreamSlots
@@ -28,6 +29,8 @@ class ServiceState:
     key_digests: dict[bytes, str]
     """SHA-256 of each API key -> its tenant (service.auth)."""
     stream_slots: "StreamSlots"
+    export_slots: "ExportSlots"
+    """Model exports running, per tenant and in all (service.exports)."""
     events_redis: "aioredis.Redis | None" = None
     """The job event streams' own asyncio Redis client, made on the first stream."""
     metrics_registry: "CollectorRegistry | None" = None

@@ -156,14 +156,15 @@ def resolve_data(store: Store, tenant: str, request: JobRequest, schema: Dataset
 
 
 def job_record(settings: Settings, tenant: str, job: JobIn, n_samples: int, n_inputs: int,
-               data_bytes: int) -> JobRecord:
+               data_bytes: int, reserved_bytes: int = 0) -> JobRecord:
     return JobRecord(
         tenant=tenant, network=job.network.model_dump(mode="json"),
         training=job.training.model_dump(mode="json"),
         dataset_id=job.dataset_id, preprocessing=job.preprocessing, device=job.device,
         dtype=job.dtype, seed=job.seed,
         timeout_s=job.timeout_s or settings.job_timeout_s, n_samples=n_samples,
-        n_inputs=n_inputs, data_bytes=data_bytes, epochs=job.training.epochs)
+        n_inputs=n_inputs, data_bytes=data_bytes, reserved_bytes=reserved_bytes,
+        epochs=job.training.epochs)
 
 
 def check_worker(store: Store, settings: Settings, device: str) -> None:
@@ -195,14 +196,15 @@ def submit(store: Store, settings: Settings, tenant: str, request: JobRequest) -
     check_worker(store, settings, job.device)
     blobs = Store.inline_blobs(*inline) if inline is not None else None
     data_bytes = sum(map(len, blobs.values())) if blobs else 0
-    # The model it will store: its weights as float32 or float64 (the npz adds a little).
-    model_bytes = n_params * np.dtype(job.dtype).itemsize
+    # What it will write while it trains (checkpoint, model, history), reserved now: jobs
+    # submitted together cannot each count on the same free bytes.
+    reserved = quota.job_reservation(n_params, np.dtype(job.dtype).itemsize,
+                                     job.training.epochs)
     try:
-        quota.check(store.r, store.keys, tenant, data_bytes + model_bytes,
-                    settings.max_tenant_bytes,
-                    "this job's inline data and the model it will store" if blobs else
-                    "the model this job will store", "data.X" if blobs else "network")
         return fairness.submit(store, settings, job_record(settings, tenant, job, n_samples,
-                                                           n_inputs, data_bytes), blobs)
+                                                           n_inputs, data_bytes, reserved),
+                               blobs)
     except quota.QuotaExceeded as exc:
-        raise ApiError(413, exc.message, exc.field) from None
+        raise ApiError(exc.status, exc.message, exc.field) from None
+    except fairness.BacklogFull as exc:
+        raise ApiError(429, str(exc), None, headers={"Retry-After": "30"}) from None

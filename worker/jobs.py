@@ -23,7 +23,7 @@ from core.settings import Settings, get_settings
 from core.store import Store
 from core.training_data import input_columns, prepared_arrays, task_of
 import engine
-from worker.attempts import Attempt, AttemptLost, patiently
+from worker.attempts import Attempt, AttemptLost, StoreStillFull, patiently
 from worker.assessment import Assessment
 
 log = logging.getLogger("backprop.worker")
@@ -32,6 +32,7 @@ log = logging.getLogger("backprop.worker")
 # the job then checkpoints and goes back to the queue instead of dying with the worker.
 PREEMPTED = threading.Event()
 SUPERSEDED = "superseded"
+STALLED = "stalled"
 
 
 class DataMissing(Exception):
@@ -69,7 +70,9 @@ class TrainingRun:
     Every write goes through the attempt (worker.attempts), which checks that it still owns
     the job: once the job has been handed on (this worker was presumed dead), ended or deleted,
     the run stops and writes nothing more. While Redis is unreachable (a restart), the run
-    waits for it instead of failing.
+    waits for it instead of failing; while Valkey is full (at its maxmemory), its writes wait
+    and retry for up to settings.store_full_wait_s, then the run stops without writing and the
+    reaper resumes the job from its checkpoint once there is room (StoreStillFull).
     """
 
     def __init__(self, store: Store, settings: Settings, job: JobRecord, worker_name: str | None):
@@ -87,11 +90,15 @@ class TrainingRun:
         self.assessment: Assessment | None = None    # held-out scores, made by _prepare
         self.log = ContextLogger(log, {"job_id": self.job_id, "tenant": job.tenant})
 
+    def _patient(self, action, what: str):
+        """patiently(action), waiting for a full Valkey too (settings.store_full_wait_s)."""
+        return patiently(action, what, full_wait_s=self.settings.store_full_wait_s)
+
     # -- the attempt -------------------------------------------------------------------------
     def cancel_unstarted(self) -> str:
         """A queued job canceled before any epoch: end it canceled, if still queued for us."""
         try:
-            patiently(lambda: self.attempt.finish(
+            self._patient(lambda: self.attempt.finish(
                 JobStatus.CANCELED, owner=Owner(self.attempt.number, JobStatus.QUEUED)),
                 "canceling the job")
         except AttemptLost as exc:
@@ -103,8 +110,8 @@ class TrainingRun:
         now = time.time()
         started = {} if self.job.started_at else {"started_at": now}
         try:
-            patiently(lambda: self.attempt.start(worker=self.worker, attempt_started_at=now,
-                                                 **started), "starting the job")
+            self._patient(lambda: self.attempt.start(
+                worker=self.worker, attempt_started_at=now, **started), "starting the job")
         except AttemptLost as exc:
             self.log.warning("not starting: %s", exc)
             return SUPERSEDED
@@ -112,13 +119,15 @@ class TrainingRun:
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         heartbeat.start()
         try:
-            net, X, Y, training = patiently(self._prepare, "loading the data")
+            net, X, Y, training = self._patient(self._prepare, "loading the data")
             net.fit(X, Y, self.assessment.engine_training(training),
                     on_epoch=lambda rec: self._on_epoch(net, rec),
                     should_stop=self._should_stop, target_scale=self.assessment.target_scale)
         except AttemptLost as exc:
             self.lost.set()
             self.log.warning("stopping without writing: %s", exc)
+        except StoreStillFull as exc:
+            return self._stall(exc)
         except engine.TrainingDiverged as exc:
             return self._fail(str(exc), getattr(exc, "epoch", None))
         except JobTimeoutException:
@@ -190,13 +199,14 @@ class TrainingRun:
     def _on_epoch(self, net: engine.Network, record: dict) -> None:
         metrics = {k: v for k, v in record.items() if k not in EPOCH_DETAILS}
         self.metrics = metrics
-        if patiently(lambda: self.attempt.append_epoch(record, epoch=record["epoch"],
-                                                       metrics=metrics), "recording an epoch"):
+        if self._patient(lambda: self.attempt.append_epoch(record, epoch=record["epoch"],
+                                                           metrics=metrics),
+                         "recording an epoch"):
             self.cancel.set()
         if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_every_s:
             data = net.save_bytes()
-            patiently(lambda: self.attempt.checkpoint(data, net.epochs_done),
-                      "writing a checkpoint")
+            self._patient(lambda: self.attempt.checkpoint(data, net.epochs_done),
+                          "writing a checkpoint")
             self.last_checkpoint = time.monotonic()
         # Debug: a log tells state changes; every epoch is in the job's history already.
         self.log.debug("epoch %d loss %.6g", record["epoch"], record["loss"],
@@ -223,16 +233,29 @@ class TrainingRun:
 
     # -- endings (none is written once the job was handed on) ------------------------------
     def _epochs_recorded(self) -> int:
-        return patiently(lambda: self.store.epochs_recorded(self.job_id), "counting epochs")
+        return self._patient(lambda: self.store.epochs_recorded(self.job_id), "counting epochs")
 
     def _end(self, what: str, write) -> bool:
-        """patiently(write), False (nothing written) when the attempt lost the job."""
+        """patiently(write), False (nothing written) when the attempt lost the job or Redis
+        stayed full (the job is then resumed from its checkpoint: _stall)."""
         try:
-            patiently(write, what)
+            self._patient(write, what)
         except AttemptLost as exc:
             self.log.warning("not %s: %s", what, exc)
             return False
+        except StoreStillFull as exc:
+            self._stall(exc)
+            return False
         return True
+
+    def _stall(self, exc: StoreStillFull) -> str:
+        """Stop writing and let the lease lapse: the reaper hands the job to a next attempt,
+        which resumes from the last checkpoint, once Redis takes writes again."""
+        self.lost.set()
+        self.stopping.set()  # no more lease renewals
+        self.log.warning("%s; stopping: the job resumes from its checkpoint once Redis has "
+                         "room", exc)
+        return STALLED
 
     def _fail(self, message: str, epoch: int | None) -> str:
         if self.lost.is_set():

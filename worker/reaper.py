@@ -27,8 +27,9 @@ def lost(job: JobRecord, lease_alive: bool) -> bool:
 
 
 def sweep(store: Store, settings: Settings) -> list[str]:
-    """One pass: requeue (or fail, past max_restarts) every running job without a lease, then
-    promote backlogged jobs into free slots. Returns the ids of the jobs it moved."""
+    """One pass: requeue (or fail, past max_restarts) every running job without a lease,
+    promote backlogged jobs into free slots, and delete finished jobs past their time to live
+    (giving their bytes back to their tenants). Returns the ids of the jobs it moved."""
     touched = []
     for job_id in store.running_job_ids():
         if store.lease_alive(job_id):
@@ -52,6 +53,9 @@ def sweep(store: Store, settings: Settings) -> list[str]:
     if promoted:
         log.warning("promoted %d backlogged job(s) whose promotion was left undone",
                     len(promoted))
+    expired = fairness.expire_finished(store)
+    if expired:
+        log.info("deleted %d finished job(s) past BACKPROP_RESULT_TTL_S", len(expired))
     return touched + promoted
 
 

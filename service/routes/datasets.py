@@ -162,7 +162,7 @@ async def upload_dataset(request: Request, response: Response, store: StoreDep,
     name, source, table = await parse_upload(request, settings)
     record = await run_in_threadpool(
         store.put_dataset, dataset_record(tenant, name, source, table), table.numeric,
-        table.codes, table.y, settings.max_tenant_bytes)
+        table.codes, table.y, settings.max_tenant_bytes, settings.redis_reserve_bytes)
     response.headers["Location"] = f"/v1/datasets/{record.id}"
     return dataset_view(record)
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from core.codec import arrays_to_npz
 from service.openapi_extra import PREDICT_DOCS
 from service.auth import authenticated
 from service.deps import ModelCacheDep, ServingDep, StoreDep, TenantDep
 from service.errors import not_found
-from service.responses import JSONBytes
+from service.exports import json_weights_stream, npz_weights_stream, streamed, take_slot
 from service.schemas import ModelOut, PredictIn, PredictOut, WeightsOut, error_responses
 from service.state import state_of
 
@@ -39,18 +38,22 @@ def get_model(model_id: str, tenant: TenantDep, serving: ServingDep):
 
 
 @router.get("/{model_id}/weights", response_model=WeightsOut,
-            responses={200: {"content": {NPZ: {}}}})
-def get_weights(model_id: str, request: Request, tenant: TenantDep, serving: ServingDep):
-    """JSON lists, or NPZ (W0, b0, W1, ...) with `Accept: application/x-npz`."""
-    net = serving.model(tenant, model_id).net
+            responses={200: {"content": {NPZ: {}}}, **error_responses(429)})
+async def get_weights(model_id: str, request: Request, tenant: TenantDep, serving: ServingDep):
+    """JSON lists, or NPZ (W0, b0, W1, ...) with `Accept: application/x-npz`. Streamed,
+    written off the event loop; at most BACKPROP_MAX_EXPORTS_PER_TENANT exports of a tenant
+    at once per API process (429 with Retry-After past that)."""
+    slots = take_slot(state_of(request.app).export_slots, tenant)
+    try:
+        # The live arrays, not `params` (a copy of them all): the export copies a block at a
+        # time. The API loads models on the CPU (NumPy arrays).
+        params = (await serving.loaded(tenant, model_id)).net.weights
+    except BaseException:
+        slots.give(tenant)
+        raise
     if NPZ in request.headers.get("accept", ""):
-        named = {}
-        for i, (W, b) in enumerate(net.params):
-            named[f"W{i}"], named[f"b{i}"] = np.asarray(W), np.asarray(b)
-        return Response(arrays_to_npz(named), media_type=NPZ)
-    return JSONBytes({"model_id": model_id, "layers": [
-        {"W": np.asarray(W, dtype=np.float64), "b": np.asarray(b, dtype=np.float64)}
-        for W, b in net.params]})
+        return streamed(slots, tenant, npz_weights_stream(params), NPZ)
+    return streamed(slots, tenant, json_weights_stream(model_id, params), "application/json")
 
 
 @router.delete("/{model_id}", status_code=204)

@@ -68,31 +68,43 @@ def test_the_reaper_promotes_what_a_raised_limit_or_a_lost_slot_left_waiting(sto
     assert not store.r.sismember(store.keys.backlogged_tenants(), "alice")
 
 
+def hash_size(store: Store, key: str) -> int:
+    return quota.stored_hash_bytes(store.r, key)
+
+
 def test_bytes_are_counted_with_every_write_and_delete(store, settings):
     k, tenant = store.keys, "carol"
     X, y = np.zeros((1000, 10), np.float32), np.zeros(1000, np.int64)  # 48 KB as .npy
     codes = np.zeros((1000, 0), np.int32)
     meta = store.put_dataset(dataset_record("ds_a", tenant, 1.0, X, y), X, codes, y,
                              settings.max_tenant_bytes).model_dump()
-    assert store.tenant_bytes(tenant) == meta["bytes"] > 48_000
+    dataset = meta["bytes"] + hash_size(store, k.dataset("ds_a"))  # arrays and record
+    assert store.tenant_bytes(tenant) == dataset and meta["bytes"] > 48_000
     with pytest.raises(quota.QuotaExceeded) as over:
         store.put_dataset(dataset_record("ds_b", tenant, 2.0, X, y), X, codes, y,
                           settings.max_tenant_bytes)
     message = over.value.message
     assert "BACKPROP_MAX_TENANT_BYTES=90000" in message and "delete datasets" in message
-    assert f"stores {meta['bytes'] / 2**20:.1f} MiB" in message
-    assert store.dataset(tenant, "ds_b") is None and store.tenant_bytes(tenant) == meta["bytes"]
+    assert f"stores {dataset / 2**20:.1f} MiB" in message
+    assert store.dataset(tenant, "ds_b") is None and store.tenant_bytes(tenant) == dataset
 
     inline = (np.zeros((100, 10), np.float32), np.zeros(100, np.int64))
     job = submitted(store, settings, job_record(tenant, data_bytes=sum(
-        map(len, Store.inline_blobs(*inline).values()))), inline=inline)
+        map(len, Store.inline_blobs(*inline).values())), reserved_bytes=5000), inline=inline)
+    assert job.stored_bytes > quota.RECORD_ALLOWANCE + 500  # the record, and its allowance
     with_job = store.tenant_bytes(tenant)
-    assert with_job == meta["bytes"] + job.data_bytes and job.data_bytes > 4_800
+    assert with_job == dataset + job.data_bytes + job.stored_bytes + 5000
+    assert job.data_bytes > 4_800
     model = (ModelRecord(id="mdl_c", tenant=tenant, job_id=job.id, created_at=3.0),
              b"w" * 3000)
     started(store, settings, job).finish(JobStatus.SUCCEEDED, model, model_id="mdl_c")
     assert store.job_inline_data(job.id) is None
-    assert store.tenant_bytes(tenant) == meta["bytes"] + 3000  # inline data freed, model in
+    ended = store.job(tenant, job.id)
+    assert ended.reserved_bytes == 0 and ended.stored_bytes == job.stored_bytes
+    model_size = hash_size(store, k.model("mdl_c"))
+    assert model_size > 3000
+    # inline data and reservation freed; the model, the record and its history in
+    assert store.tenant_bytes(tenant) == dataset + job.stored_bytes + model_size
 
     assert store.delete_job(tenant, job.id)  # with its model
     assert store.model(tenant, "mdl_c") is None
@@ -106,8 +118,63 @@ def test_a_deleted_model_alone_gives_its_bytes_back(store, settings):
     started(store, settings, job).finish(
         JobStatus.SUCCEEDED, (ModelRecord(id="mdl_d", tenant="dave", job_id=job.id,
                                            created_at=1.0), b"w" * 500), model_id="mdl_d")
-    assert store.tenant_bytes("dave") == 500
+    model_size = hash_size(store, store.keys.model("mdl_d"))
+    assert store.tenant_bytes("dave") == job.stored_bytes + model_size
     assert not store.delete_model("erin", "mdl_d")  # another tenant's: untouched
-    assert store.delete_model("dave", "mdl_d") and store.tenant_bytes("dave") == 0
+    assert store.delete_model("dave", "mdl_d")
+    assert store.tenant_bytes("dave") == job.stored_bytes
     assert store.delete_job("dave", job.id, with_model=True)  # its model already gone
     assert store.tenant_bytes("dave") == 0
+
+
+def test_history_checkpoint_and_rewind_are_charged_out_of_the_reservation(store, settings):
+    job = submitted(store, settings, job_record("fay", reserved_bytes=1000))
+    base = job.stored_bytes
+    attempt = started(store, settings, job)
+    lines = [attempt.append_epoch({"epoch": e, "loss": 0.5}, epoch=e) for e in (1, 2, 3)]
+    assert lines == [False] * 3
+    history = sum(map(len, store.r.lrange(store.keys.job_history(job.id), 0, -1)))
+    now = store.job("fay", job.id)
+    assert (now.stored_bytes, now.reserved_bytes) == (base + history, 1000 - history)
+    assert store.tenant_bytes("fay") == base + 1000  # all out of the reservation
+    attempt.checkpoint(b"c" * 2000, 3)  # past the reservation: the rest charged on top
+    now = store.job("fay", job.id)
+    assert (now.stored_bytes, now.reserved_bytes) == (base + history + 2000, 0)
+    assert store.tenant_bytes("fay") == base + history + 2000
+    attempt.checkpoint(b"c" * 500, 3)  # a smaller one gives the difference back
+    attempt.rewind(1)                   # epochs 2 and 3 dropped
+    kept = len(store.r.lindex(store.keys.job_history(job.id), 0))
+    now = store.job("fay", job.id)
+    assert now.stored_bytes == base + kept + 500 == store.tenant_bytes("fay")
+    attempt.finish(JobStatus.CANCELED)  # the checkpoint goes, the record and history stay
+    assert store.tenant_bytes("fay") == base + kept == store.job("fay", job.id).stored_bytes
+    assert fairness.expire_finished(store, now=0) == []     # not due yet
+    assert fairness.expire_finished(store, now=2e10) == [job.id]
+    assert store.job(None, job.id) is None and store.tenant_bytes("fay") == 0
+
+
+def test_reservations_of_jobs_submitted_together_cannot_share_free_bytes(store, settings):
+    """Each of four jobs reserves 40% of the quota: two fit, the others are refused (before:
+    each checked the same free bytes and all four got in)."""
+    reserve = int(settings.max_tenant_bytes * 0.4)
+    outcomes = []
+    for _ in range(4):
+        try:
+            outcomes.append(submitted(store, settings, job_record("gus", reserved_bytes=reserve)))
+        except quota.QuotaExceeded as exc:
+            outcomes.append(exc)
+    assert [isinstance(o, quota.QuotaExceeded) for o in outcomes] == [False, False, True, True]
+    assert "BACKPROP_MAX_TENANT_BYTES" in outcomes[2].message
+    assert store.tenant_bytes("gus") <= settings.max_tenant_bytes
+
+
+def test_the_backlog_has_a_cap(store, settings):
+    capped = settings.model_copy(update={"max_backlog_per_tenant": 2})
+    jobs = [submitted(store, capped, job_record("hal")) for _ in range(4)]  # 2 active, 2 wait
+    assert [j.backlogged for j in jobs] == [False, False, True, True]
+    before = store.tenant_bytes("hal")
+    with pytest.raises(fairness.BacklogFull) as full:
+        submitted(store, capped, job_record("hal"))
+    assert "BACKPROP_MAX_BACKLOG_PER_TENANT=2" in str(full.value)
+    assert store.tenant_bytes("hal") == before  # nothing stored, nothing charged
+    assert submitted(store, capped, job_record("ian")).backlogged is False  # others unaffected

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import redis
 
+from core import quota
 from core.keys import Keys
+from core.records import JobRecord
 from tests.service.fault_helpers import blobs
 from tests.service.helpers import npz_bytes, own_stack, scrape, value, wait_for_job
 
@@ -99,16 +101,17 @@ def test_a_tenants_stored_bytes_are_capped_and_given_back(stack):
     used = lambda: int(counter.get(Keys().tenant_bytes("carol")) or 0)  # noqa: E731
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(5000, 8)).astype(np.float32), rng.integers(0, 3, 5000)
-    with tenant(stack, "carol") as carol, tenant(stack, "alice") as alice:
+    with tenant(stack, "carol") as carol, tenant(stack, "bob") as bob:
         first = upload(carol, X, y)
         assert first.status_code == 201, first.text
-        assert used() == first.json()["bytes"] > 200_000
+        meta = quota.stored_hash_bytes(counter, Keys().dataset(first.json()["id"]))
+        assert used() == first.json()["bytes"] + meta and meta > 100  # arrays and schema
         over = upload(carol, X, y)
         assert over.status_code == 413, over.text
         message = over.json()["error"]["message"]
         assert f"BACKPROP_MAX_TENANT_BYTES={QUOTA}" in message
         assert "stores 0.2 MiB of its 0.3 MiB" in message and "delete datasets" in message
-        assert upload(alice, X, y).status_code == 201  # another tenant's quota is its own
+        assert upload(bob, X, y).status_code == 201  # another tenant's quota is its own
 
         inline = {"network": NETWORK, "training": {"epochs": 2},
                   "data": {"X": X[:3000].tolist(), "y": y[:3000].tolist()}}
@@ -124,6 +127,9 @@ def test_a_tenants_stored_bytes_are_capped_and_given_back(stack):
         assert done["status"] == "succeeded", done
         weights = carol.get(f"/v1/models/{done['model_id']}/weights",
                             headers={"accept": "application/x-npz"}).content
-        assert 0 < used() < len(weights) + 1000  # the inline data went with the job's end
+        # The inline data went with the job's end; its record and history stay, and the model.
+        record = JobRecord.decode(counter.hgetall(Keys().job(done["id"])))
+        model = quota.stored_hash_bytes(counter, Keys().model(done["model_id"]))
+        assert used() == record.stored_bytes + model and model > len(weights)
         assert carol.delete(f"/v1/jobs/{done['id']}").status_code == 204  # and its model
         assert used() == 0
