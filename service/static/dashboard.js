@@ -4,6 +4,8 @@
 import { ApiError, apiKey, getJSON, readEvents } from "./api.js";
 import { LineChart } from "./chart.js";
 import { renderColumns } from "./dataset.js";
+import { el, formatNumber } from "./format.js";
+import { clearModel, showModel } from "./model.js";
 
 const POLL_MS = 2000;
 const RETRY_MS = 2000;
@@ -98,10 +100,26 @@ function jobRow(job) {
     cell(el("code", job.id, { title: job.id }), "job-id"),
     cell(badge(job.status)),
     cell(progressCell(fraction, `${epoch}/${epochs}`)),
+    metricCell(job),
     cell(formatNumber(job.metrics?.loss), "num"),
     cell(timeAgo(job.created_at), "muted"),
   );
   return row;
+}
+
+/** The metric early stopping weighs: val_metric when the job validates, else metric; a
+ * finished job's are its kept epoch's. The value keeps every digit in data-value. */
+function metricCell(job) {
+  const metrics = job.metrics || {};
+  const validated = metrics.val_metric !== null && metrics.val_metric !== undefined;
+  const value = validated ? metrics.val_metric : metrics.metric;
+  const name = metrics.metric_name ? `${validated ? "val " : ""}${metrics.metric_name}` : "";
+  const td = el("td", "", { className: "num metric" });
+  td.dataset.value = value ?? "";
+  td.dataset.name = name;
+  td.append(el("span", formatNumber(value)), el("small", name));
+  if (name) td.title = `${name} ${value}${job.kept_epoch ? ` (kept epoch ${job.kept_epoch})` : ""}`;
+  return td;
 }
 
 // -- the selected job --------------------------------------------------------------------------
@@ -123,6 +141,7 @@ function select(id) {
   $("detail-stream").textContent = `GET /v1/jobs/${id}/events`;
   $("detail-error").hidden = true;
   $("data").hidden = true;
+  clearModel($("detail-model"));
   for (const row of $("jobs-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.id === id);
   if (!state.job) {
     getJSON(`/v1/jobs/${encodeURIComponent(id)}`)
@@ -238,41 +257,12 @@ function renderDetail() {
     item.append(el("dt", name), el("dd", value, { title: value }));
     return item;
   }));
-  showImportance(job);
+  showModel($("detail-model"), job);
   const error = $("detail-error");
   error.hidden = !job.error;
   if (job.error) {
     const where = job.error.epoch ? ` at epoch ${job.error.epoch}` : "";
     error.textContent = `Failed${where}: ${job.error.message}`;
-  }
-}
-
-/** The finished job's model: permutation feature importance per raw column, as bars. */
-async function showImportance(job) {
-  const box = $("detail-importance");
-  if (!job.model_id) {
-    box.hidden = true;
-    return;
-  }
-  if (box.dataset.model === job.model_id) return;
-  box.dataset.model = job.model_id;
-  try {
-    const model = await getJSON(`/v1/models/${encodeURIComponent(job.model_id)}`);
-    const found = [...(model.feature_importance || [])].sort((a, b) => b.importance - a.importance);
-    box.hidden = !found.length;
-    if (!found.length) return;
-    const top = Math.max(...found.map((f) => f.importance), 1e-12);
-    const rows = found.map((f) => {
-      const bar = el("div", "", { className: "progress" });
-      bar.append(el("div"));
-      bar.firstChild.style.width = `${Math.max(0, (100 * f.importance) / top)}%`;
-      const row = el("div", "", { className: "importance-row" });
-      row.append(el("span", f.column, { title: f.column }), bar, el("span", formatNumber(f.importance), { className: "num" }));
-      return row;
-    });
-    box.replaceChildren(el("h3", `Feature importance (${model.importance_rows} rows)`), ...rows);
-  } catch (error) {
-    box.hidden = true;
   }
 }
 
@@ -344,12 +334,6 @@ function setStreamState(text) {
 
 // -- small helpers -----------------------------------------------------------------------------
 
-function el(tag, text = "", props = {}) {
-  const node = document.createElement(tag);
-  if (text) node.textContent = text;
-  return Object.assign(node, props);
-}
-
 function cell(content, className = "") {
   const td = el("td", typeof content === "string" ? content : "", { className });
   if (typeof content !== "string") td.append(content);
@@ -376,12 +360,6 @@ function isFinished(job) {
 
 function describeNetwork(network) {
   return (network?.layers || []).map((l) => `${l.units} ${l.activation}`).join(" → ") || "—";
-}
-
-function formatNumber(value) {
-  if (value === null || value === undefined || Number.isNaN(value)) return "—";
-  if (value !== 0 && (Math.abs(value) >= 1e5 || Math.abs(value) < 1e-3)) return value.toExponential(3);
-  return String(Number(value.toPrecision(4)));
 }
 
 function formatSeconds(seconds) {

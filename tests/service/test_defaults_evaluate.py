@@ -310,5 +310,5 @@ def test_the_dashboard_shows_the_kept_epoch_and_feature_importance(api):
     """The page's script reads what the API now answers (no browser here: the wiring only)."""
     script = api.get("/static/dashboard.js").text
     assert "kept epoch ${job.kept_epoch} of ${epoch}" in script
-    assert "model.feature_importance" in script
-    assert 'id="detail-importance"' in api.get("/").text
+    assert "model.feature_importance" in api.get("/static/model.js").text
+    assert 'id="detail-model"' in api.get("/").text  # drawn: tests/service/test_dashboard.py
