@@ -36,6 +36,13 @@ TRUE_WORDS = ("true", "True", "TRUE")
 FALSE_WORDS = ("false", "False", "FALSE")
 BOOLEANS = {**dict.fromkeys(TRUE_WORDS, True), **dict.fromkeys(FALSE_WORDS, False)}
 DECIMAL = re.compile(r"([+-]?\d+)\.(\d*?)0*")
+WHOLE = re.compile(r"[+-]?\d+")
+FRACTION = re.compile(r"[+-]?\d+\.\d*[1-9]")
+"""Categories that are numbers as canonical_text writes them: whole, or with a fraction that
+ends in a non-zero digit."""
+SPELLED_ZEROS = 6
+"""Most trailing zeros after a decimal point that spellings() lists ("2007.000000", as
+printf's %f writes 2007); predict's paths read any number of them."""
 WHOLE_LIMIT = 2.0 ** 53
 """Floats below this magnitude that are whole print as their digits (exact in float64)."""
 
@@ -59,6 +66,19 @@ def canonical_text(text: str) -> str:
     if decimal:
         return decimal[1] + (f".{decimal[2]}" if decimal[2] else "")
     return text
+
+
+def spellings(category: str, zeros: int = SPELLED_ZEROS) -> list[str]:
+    """The texts canonical_text reads as `category`, itself first: every case of a boolean,
+    and a number with a decimal point and up to `zeros` trailing zeros ("2007.", "2007.0",
+    "1.50"). For lookups that cannot apply the rules, such as the ONNX graph's."""
+    if category in ("true", "false"):
+        return [w for w, truth in BOOLEANS.items() if truth == (category == "true")]
+    if WHOLE.fullmatch(category):
+        return [category] + [f"{category}.{'0' * n}" for n in range(zeros + 1)]
+    if FRACTION.fullmatch(category):
+        return [category + "0" * n for n in range(zeros + 1)]
+    return [category]
 
 
 def category_text(value, column: str = "value") -> str | None:

@@ -3,7 +3,9 @@
 
 The graph takes `input` (rows x n_inputs) in the model's float type, or, for a model whose
 preparation has text (categorical) or date columns, one input per raw column: numeric columns
-as floats, text columns as strings, and date columns as float64 days since 1970-01-01 (NaN for
+as floats, text columns as strings (read as predict reads them: "2007.0" is the category
+2007, with up to cells.SPELLED_ZEROS trailing zeros, "TRUE" is true, "" and "NA" are missing),
+and date columns as float64 days since 1970-01-01 (NaN for
 missing; service/onnx_dates.py derives their calendar features in the graph), each of shape
 (rows, 1). It answers `output` (rows x n_outputs),
 the same numbers as /v1/models/{id}/predict (a regression target in its own units); classifiers
@@ -21,14 +23,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from core.records import ModelRecord
 from engine.activations import LEAKY_SLOPE
-from engine.preparation import ClassTarget, DateColumn, Preparation, ScaledTarget
+from engine.preparation import (CategoricalColumn, ClassTarget, DateColumn, Preparation,
+                                ScaledTarget)
+from service import cells
 from service.onnx_dates import date_nodes
 from service.tables import NULL_VALUES
 
 OPSET = 17
 """ONNX operator set: Softmax(axis=1) has its single-axis meaning from opset 13 on."""
-ML_OPSET = 1
-"""ai.onnx.ml operator set (OneHotEncoder) for text columns."""
+ML_OPSET = 2
+"""ai.onnx.ml operator set for text columns: LabelEncoder with string keys and int64 values
+from 2 on."""
 
 IR_VERSION = 8
 """The file format version that goes with opset 17, read by onnxruntime 1.13 and later."""
@@ -134,33 +139,39 @@ def preparation_nodes(prep: Preparation, dtype: str
         nodes += made
         standardized += features
     for i, c in enumerate(prep.categorical):
-        tag = f"cat{i}"
-        # The missing words each get a column of their own, summed into the missing unit.
-        words = [w for w in NULL_VALUES if w not in c.categories]
-        shape = constant(f"{tag}_flat", np.array([-1], dtype=np.int64))
-        nodes += [shape[0], node("Reshape", [c.name, shape[1]], [f"{tag}_rows"]),
-                  node("OneHotEncoder", [f"{tag}_rows"], [f"{tag}_hot"], domain="ai.onnx.ml",
-                       cats_strings=c.categories + words, zeros=1),
-                  node("Cast", [f"{tag}_hot"], [f"{tag}_all"], to=element)]
-        k = len(c.categories)
-        limits = [("start", [0]), ("k", [k]), ("axis", [1])]
-        if c.missing_level:
-            limits.append(("end", [k + len(words)]))
-        bounds = {name: constant(f"{tag}_{name}", np.array(value, dtype=np.int64))
-                  for name, value in limits}
-        nodes += [b[0] for b in bounds.values()]
-        nodes.append(node("Slice", [f"{tag}_all", bounds["start"][1], bounds["k"][1],
-                                    bounds["axis"][1]], [f"{tag}_known"]))
-        parts = [f"{tag}_known"]
-        if c.missing_level:
-            nodes += [node("Slice", [f"{tag}_all", bounds["k"][1], bounds["end"][1],
-                                     bounds["axis"][1]], [f"{tag}_words"]),
-                      node("ReduceSum", [f"{tag}_words", bounds["axis"][1]], [f"{tag}_missing"],
-                           keepdims=1)]
-            parts.append(f"{tag}_missing")
-        standardized += parts
+        if c.width:
+            made, hot = category_nodes(c, f"cat{i}", dtype)
+            nodes += made
+            standardized.append(hot)
     nodes.append(node("Concat", standardized, ["prepared"], axis=1))
     return inputs, nodes, "prepared"
+
+
+def category_nodes(column: CategoricalColumn, tag: str, dtype: str
+                   ) -> tuple[list[onnx.NodeProto], str]:
+    """(nodes, output): a text column's one-hot units, as predict reads the text
+    (service/cells.py): each spelling of a category ("2007.0" and "2007.00" for 2007, "TRUE"
+    for true) looked up to its unit, the missing words to the missing unit (when the column
+    has one), any other text (unseen) to no unit, so all zeros."""
+    keys, units = [], []
+    for unit, category in enumerate(column.categories):
+        for text in cells.spellings(category):
+            keys.append(text)
+            units.append(unit)
+    if column.missing_level:
+        words = [w for w in NULL_VALUES if w not in column.categories]
+        keys += words
+        units += [len(column.categories)] * len(words)
+    shape = constant(f"{tag}_flat", np.array([-1], dtype=np.int64))
+    depth = constant(f"{tag}_depth", np.array(column.width, dtype=np.int64))
+    off_on = constant(f"{tag}_off_on", np.array([0, 1], dtype=dtype))
+    # OneHot leaves a row all zeros for an index outside [-depth, depth): the default.
+    return [shape[0], depth[0], off_on[0],
+            node("Reshape", [column.name, shape[1]], [f"{tag}_rows"]),
+            node("LabelEncoder", [f"{tag}_rows"], [f"{tag}_unit"], domain="ai.onnx.ml",
+                 keys_strings=keys, values_int64s=units, default_int64=column.width),
+            node("OneHot", [f"{tag}_unit", depth[1], off_on[1]], [f"{tag}_hot"], axis=-1)
+            ], f"{tag}_hot"
 
 
 def target_nodes(target, dtype: str, network_output: str) -> list[onnx.NodeProto]:
