@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from core import fairness
+from core import fairness, sweep_scheduler
 from core.records import JobRecord, JobStatus, Owner
 from core.settings import Settings
 from core.store import Store
@@ -52,6 +52,7 @@ def sweep(store: Store, settings: Settings) -> list[str]:
     if promoted:
         log.warning("promoted %d backlogged job(s) whose promotion was left undone",
                     len(promoted))
+    sweep_scheduler.advance_all(store, settings)  # what a crash left a sweep undone
     return touched + promoted
 
 
