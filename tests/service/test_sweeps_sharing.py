@@ -6,6 +6,9 @@ from __future__ import annotations
 import time
 
 import httpx
+import redis
+from rq import Worker
+from rq.serializers import JSONSerializer
 
 from tests.service.fault_helpers import (FINISHED, blobs, child_pids, fault_stack, kill,
                                          upload, wait_until)
@@ -23,37 +26,48 @@ def sweep_body(dataset_id: str, batch_size: int, **extra) -> dict:
                       "network.layers.0.units": [4, 16]}, **extra}
 
 
+def current_job(fs, worker_pid: int) -> str | None:
+    """The job id the RQ worker with this pid is running (its RQ job is `<job id>-a<n>`)."""
+    connection = redis.Redis.from_url(fs.valkey.url)
+    for worker in Worker.all(connection=connection, serializer=JSONSerializer):
+        if worker.pid == worker_pid and worker.get_current_job_id():
+            return worker.get_current_job_id().rsplit("-a", 1)[0]
+    return None
+
+
 def test_a_worker_killed_mid_sweep_loses_no_trial(tmp_path):
     with fault_stack(tmp_path, workers=2) as fs:
         dataset = upload(fs.api, *blobs(1200))
         answer = fs.api.post("/v1/sweeps", json=sweep_body(
-            dataset["id"], 2, trials=6, max_epochs=9, min_epochs=1))
+            dataset["id"], 1, trials=6, max_epochs=8, min_epochs=2, reduction_factor=2))
         assert answer.status_code == 202, answer.text
         sweep_id = answer.json()["id"]
 
         def horse_on_a_checkpointed_trial():
             sweep = fs.api.get(f"/v1/sweeps/{sweep_id}").json()
-            running = [t for t in sweep["trials"] if t["status"] == "running"
-                       and t["epochs"] >= 1]
-            busy = [(p.pid, kids[0]) for p in fs.stack.workers
-                    if p.poll() is None and (kids := child_pids(p.pid))]
-            return busy[0] if running and busy else None
+            running = {t["job_id"] for t in sweep["trials"] if t["status"] == "running"
+                       and t["epochs"] >= 1}
+            for p in fs.stack.workers:
+                kids = child_pids(p.pid) if p.poll() is None else []
+                if kids and current_job(fs, p.pid) in running:
+                    return p.pid, kids[0], current_job(fs, p.pid)
+            return None
 
-        worker_pid, horse_pid = wait_until(horse_on_a_checkpointed_trial, 60,
-                                           "a trial running past its first epoch", fs.log_text)
+        worker_pid, horse_pid, killed = wait_until(
+            horse_on_a_checkpointed_trial, 60, "a trial running past its first epoch",
+            fs.log_text)
         kill(horse_pid)
         kill(worker_pid)
         done = wait_for_sweep(fs.api, sweep_id, 180)
         assert done["status"] == "succeeded", fs.log_text()
         assert {t["status"] for t in done["trials"]} <= {"succeeded", "stopped"}
-        restarts = 0
         for trial in done["trials"]:
             job = fs.api.get(f"/v1/jobs/{trial['job_id']}").json()
             assert job["status"] in FINISHED
-            restarts += job["restarts"]
             history = fs.api.get(f"/v1/jobs/{trial['job_id']}/history").json()["epochs"]
             assert [e["epoch"] for e in history] == list(range(1, trial["epochs"] + 1))
-        assert restarts >= 1  # the killed trial was resumed, not lost
+        # The killed trial was resumed from its checkpoint, not lost.
+        assert fs.api.get(f"/v1/jobs/{killed}").json()["restarts"] == 1
         assert done["best"]["model_id"]
 
 
