@@ -26,6 +26,7 @@ import numpy as np
 # The parts of a job body a sweep may vary (not its data, device or time limit).
 SWEEPABLE = ("network", "training", "preprocessing", "seed", "dtype")
 MAX_CHOICES = 1000
+MAX_PATHS = 50
 PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
 
@@ -100,6 +101,8 @@ def parse_space(space: Any) -> list[Dimension]:
     if not isinstance(space, dict) or not space:
         raise SpaceError("space", "give at least one path, e.g. "
                                   '{"training.learning_rate": {"log_uniform": [0.001, 0.1]}}')
+    if len(space) > MAX_PATHS:
+        raise SpaceError("space", f"{len(space)} paths; at most {MAX_PATHS}")
     return [_dimension(path, spec) for path, spec in space.items()]
 
 

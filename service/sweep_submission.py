@@ -119,11 +119,17 @@ def _trial_job(body: SweepIn, settings: Settings, index: int, params: dict, max_
     except SpaceError as exc:
         raise ApiError(422, str(exc), exc.field) from None
     try:
-        return JobIn.model_validate(trial)
+        job = JobIn.model_validate(trial)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         raise _trial_error(body.space, index, params, field_path(tuple(first["loc"])),
                            first["msg"].removeprefix("Value error, ")) from None
+    if metric.startswith("val_") and job.training.validation_split == 0:
+        raise _trial_error(body.space, index, params, "training.validation_split",
+                           f"the sweep ranks trials on {metric}, which needs validation rows: "
+                           f"set training.validation_split above 0 (e.g. 0.2), or rank on "
+                           f"\"metric\" or \"loss\"")
+    return job
 
 
 def build(store: Store, settings: Settings, tenant: str, body: SweepIn) -> SweepRecord:

@@ -158,6 +158,11 @@ def test_bad_spaces_are_422_naming_the_path(api):
         ({"training.batch_size": [8]}, {"metric": "accuracy"}, "metric"),
         ({"training.batch_size": [8]}, {"min_epochs": 50, "max_epochs": 5}, "min_epochs"),
         ({"training.batch_size": [8]}, {"base": {**BASE, "dataset_id": "x"}}, "base.dataset_id"),
+        ({"training.batch_size": [0, 8]}, {}, "space.training.batch_size"),
+        ({"training.validation_split": [0.0]}, {}, "space.training.validation_split"),
+        ({"training.batch_size": [8]}, {"base": {**BASE, "training": {"validation_split": 0}}},
+         "base.training.validation_split"),
+        ({f"training.x{i}": [1] for i in range(51)}, {}, "space"),
     ]
     for space, extra, field in cases:
         answer = api.post("/v1/sweeps", json={"dataset_id": dataset_id, "base": BASE,
