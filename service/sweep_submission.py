@@ -15,16 +15,17 @@ from pydantic import Field, ValidationError
 
 from core import queues, quota, sweep_scheduler, sweeps
 from core.asha import rungs as asha_rungs
+from core.dataset_schema import DatasetSchema
 from core.settings import Settings
 from core.store import Store
 from core.sweep_space import SpaceError, apply, grid, grid_size, parse_space, sample
 from core.sweeps import METRICS, SweepRecord, Trial
-import engine
 from service.budgets import check_training_budget
 from service.errors import ApiError, field_path
+from service.job_defaults import resolved
 from service.schemas import JobIn, Strict
-from service.submission import (JobRequest, check_spec_limits, check_worker, job_record,
-                                parameter_count, resolve_data)
+from service.submission import (JobRequest, check_spec_limits, check_worker, data_schema,
+                                job_record, parameter_count, resolve_data)
 
 MAX_TRIALS = 500
 DEFAULT_TRIALS = 12
@@ -42,7 +43,8 @@ class SweepIn(Strict):
     trials: int | None = Field(None, ge=1, le=MAX_TRIALS,
                                description=f"trials to draw (default {DEFAULT_TRIALS}; a grid "
                                            f"trains every combination)")
-    max_epochs: int | None = Field(None, ge=1, description="default: base.training.epochs")
+    max_epochs: int | None = Field(None, ge=1, description="default: the epochs a job of "
+                                   "base would train (base.training.epochs, or the defaults')")
     min_epochs: int | None = Field(None, ge=1, description="ASHA's first rung (default "
                                    "max_epochs / reduction_factor^2)")
     reduction_factor: int = Field(3, ge=2, le=100)
@@ -72,8 +74,8 @@ def _trial_error(space: dict, index: int, params: dict, where: str, message: str
                     field)
 
 
-def _bodies(body: SweepIn, settings: Settings) -> tuple[list[dict], int, str]:
-    """(each trial's params, max_epochs, metric) after checking the space."""
+def _draws(body: SweepIn) -> tuple[list[dict], str]:
+    """(each trial's params, the metric) after checking the space."""
     for name in FIXED:
         if name in body.base:
             raise ApiError(422, f"base.{name}: set {name} on the sweep, not in base", f"base.{name}")
@@ -91,39 +93,38 @@ def _bodies(body: SweepIn, settings: Settings) -> tuple[list[dict], int, str]:
             if size > MAX_TRIALS:
                 raise ApiError(422, f"space: the grid has {size} combinations; at most "
                                     f"{MAX_TRIALS}: list fewer choices", "space")
-            params = grid(dimensions)
-        else:
-            params = sample(dimensions, body.trials or DEFAULT_TRIALS, body.seed)
+            return grid(dimensions), metric
+        return sample(dimensions, body.trials or DEFAULT_TRIALS, body.seed), metric
     except SpaceError as exc:
         raise ApiError(422, str(exc), exc.field) from None
-    training = body.base.get("training")
-    epochs = training.get("epochs") if isinstance(training, dict) else None
-    usable = isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0
-    max_epochs = body.max_epochs or (epochs if usable else engine.TrainingSpec().epochs)
-    return params, max_epochs, metric
 
 
-def _trial_job(body: SweepIn, settings: Settings, index: int, params: dict, max_epochs: int,
-               metric: str) -> JobIn:
+def _trial_job(body: SweepIn, index: int, params: dict, metric: str, schema: DatasetSchema,
+               n_samples: int, max_epochs: int | None) -> JobIn:
+    """Trial `index` as the job it will be: base with its params set, the job defaults
+    resolved as for POST /v1/jobs, trained for max_epochs (None: as the job says)."""
     base = {**body.base, "dataset_id": body.dataset_id, "device": body.device,
             "timeout_s": body.timeout_s}
-    training = base.get("training")
-    base["training"] = dict(training) if isinstance(training, dict) else training
-    if isinstance(base["training"], dict) or base["training"] is None:
-        base["training"] = {**(base["training"] or {}), "epochs": max_epochs}
-        if metric.startswith("val_") and "validation_split" not in base["training"] \
-                and "training.validation_split" not in params:
-            base["training"]["validation_split"] = DEFAULT_VALIDATION_SPLIT
     try:
         trial = apply(base, params)
     except SpaceError as exc:
         raise ApiError(422, str(exc), exc.field) from None
+    if isinstance(trial.get("training"), dict):
+        training = dict(trial["training"])
+        if max_epochs:
+            training["epochs"] = max_epochs
+        if metric.startswith("val_") and "validation_split" not in training:
+            training["validation_split"] = DEFAULT_VALIDATION_SPLIT
+        trial["training"] = training
     try:
-        job = JobIn.model_validate(trial)
+        job = resolved(JobIn.model_validate(trial), schema, n_samples)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         raise _trial_error(body.space, index, params, field_path(tuple(first["loc"])),
                            first["msg"].removeprefix("Value error, ")) from None
+    if max_epochs and job.training.epochs != max_epochs:
+        job = job.model_copy(update={"training": job.training.model_copy(
+            update={"epochs": max_epochs})})
     if metric.startswith("val_") and job.training.validation_split == 0:
         raise _trial_error(body.space, index, params, "training.validation_split",
                            f"the sweep ranks trials on {metric}, which needs validation rows: "
@@ -134,26 +135,25 @@ def _trial_job(body: SweepIn, settings: Settings, index: int, params: dict, max_
 
 def build(store: Store, settings: Settings, tenant: str, body: SweepIn) -> SweepRecord:
     """The sweep's record with every trial checked as a job; ApiError when one cannot run."""
-    params, max_epochs, metric = _bodies(body, settings)
-    if body.min_epochs and body.min_epochs > max_epochs:
-        raise ApiError(422, f"min_epochs: {body.min_epochs} is more than max_epochs "
-                            f"{max_epochs}", "min_epochs")
-    eta = body.reduction_factor
-    min_epochs = body.min_epochs or max(1, max_epochs // eta**2)
+    params, metric = _draws(body)
+    schema, n_samples = data_schema(store, tenant,
+                                    JobRequest(JobIn(dataset_id=body.dataset_id), None))
     check_worker(store, settings, body.device)
-    checked: dict[str, tuple[int, int]] = {}  # data checks per distinct network and split
+    max_epochs = body.max_epochs  # None: the first trial's epochs, as a job would train
+    checked: dict[str, int] = {}  # data checks per distinct network, preprocessing and split
     trials, largest = [], 0
     for index, values in enumerate(params):
-        job = _trial_job(body, settings, index, values, max_epochs, metric)
+        job = _trial_job(body, index, values, metric, schema, n_samples, max_epochs)
+        max_epochs = max_epochs or job.training.epochs
         try:
             check_spec_limits(settings, job)
             key = json.dumps([job.network.model_dump(mode="json"),
                               job.preprocessing.model_dump(mode="json"), job.dtype,
-                              job.training.validation_split], sort_keys=True)
+                              job.training.model_dump(mode="json")], sort_keys=True)
             if key not in checked:
-                n_samples, n_inputs, _ = resolve_data(store, tenant, JobRequest(job, None))
-                checked[key] = (n_samples, n_inputs)
-            n_samples, n_inputs = checked[key]
+                _, checked[key], _ = resolve_data(store, tenant, JobRequest(job, None), schema,
+                                                  n_samples)
+            n_inputs = checked[key]
             n_params = parameter_count(job.network, n_inputs)
             if n_params > settings.max_parameters:
                 raise ApiError(422, f"network: {n_params} parameters; at most "
@@ -169,6 +169,11 @@ def build(store: Store, settings: Settings, tenant: str, body: SweepIn) -> Sweep
         template = job_record(settings, tenant, job, n_samples, n_inputs, 0).model_dump(
             mode="json", exclude={"id", "created_at"})
         trials.append(Trial(index=index, params=values, job=template))
+    if body.min_epochs and body.min_epochs > max_epochs:
+        raise ApiError(422, f"min_epochs: {body.min_epochs} is more than max_epochs "
+                            f"{max_epochs}", "min_epochs")
+    eta = body.reduction_factor
+    min_epochs = body.min_epochs or max(1, max_epochs // eta**2)
     try:
         quota.check(store.r, store.keys, tenant, largest, settings.max_tenant_bytes,
                     "the best trial's model", "base.network")

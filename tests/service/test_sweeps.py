@@ -193,3 +193,16 @@ def test_cancel_ends_every_trial_and_delete_removes_them(api):
     assert api.delete(f"/v1/sweeps/{sweep['id']}").status_code == 204
     assert api.get(f"/v1/sweeps/{sweep['id']}").status_code == 404
     assert all(api.get(f"/v1/jobs/{j}").status_code == 404 for j in jobs)
+
+
+def test_a_base_without_network_takes_the_job_defaults(api):
+    """base as a job takes it: with no network, each trial gets the one chosen from the data."""
+    dataset_id, _ = body_mass(api)
+    sweep = start(api, dataset_id=dataset_id, strategy="random", trials=2, max_epochs=2,
+                  space={"training.learning_rate": [0.001, 0.01]})
+    done = wait_for_sweep(api, sweep["id"])
+    assert done["status"] == "succeeded" and done["epochs_trained"] == 4
+    job = api.get(f"/v1/jobs/{done['best']['job_id']}").json()
+    assert job["network"]["loss"] == "squared_error"          # chosen for a numeric target
+    assert job["training"]["validation_split"] == 0.2          # the sweep ranks on val rows
+    assert job["training"]["learning_rate"] in (0.001, 0.01)
