@@ -1,4 +1,4 @@
-"""The client commands: train, jobs, status, history, predict, cancel, sweep, sweep-status.
+"""The client commands: train, jobs, status, history, predict, cancel, sweep, sweeps.
 They run as `backprop-client COMMAND` and, through add_client_commands, as `backprop COMMAND`
 in the server's distribution. `--url` / `--api-key` (or BACKPROP_URL, BACKPROP_API_KEY) choose the
 service; the default is what `backprop up` serves."""
@@ -286,7 +286,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweep = client.sweep(space, base, dataset=dataset_id, **body)
         if not args.follow:
             say(f"started sweep {sweep.id} ({len(sweep.trials)} trials); follow it with "
-                f"`{args.prog} sweep-status {sweep.id}`")
+                f"`{args.prog} sweeps {sweep.id}`")
             print(sweep.id)
             return 0
         try:
@@ -308,13 +308,18 @@ def report_sweep(sweep) -> int:
     return 0
 
 
-def cmd_sweep_status(args: argparse.Namespace) -> int:
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    """Without an id: the sweeps, newest first; with one: its trials, best first."""
     with client_from(args) as client:
+        if args.sweep_id is None:
+            print(table(["SWEEP", "STATUS", "STRATEGY", "TRIALS", "BEST", "CREATED"],
+                        [[s.id, s.status, s.info["strategy"],
+                          f"{s.info['progress']['trials_ended']}/{s.info['progress']['trials']}",
+                          number((s.best or {}).get("metric")), when(s.info["created_at"])]
+                         for s in client.sweeps(limit=args.limit)]))
+            return 0
         sweep = client.get_sweep(args.sweep_id)
-    if args.json:
-        print(json.dumps(sweep.info, indent=2))
-    else:
-        print(render_sweep(sweep.info))
+    print(json.dumps(sweep.info, indent=2) if args.json else render_sweep(sweep.info))
     return 0
 
 
@@ -443,9 +448,11 @@ def add_client_commands(parser: argparse.ArgumentParser, sub) -> None:
     sweep.add_argument("--follow", "-f", action="store_true",
                        help="show a live table of trials; print the best model id at the end")
 
-    sweep_status = command("sweep-status", cmd_sweep_status, "a sweep's trials, best first")
-    sweep_status.add_argument("sweep_id")
-    sweep_status.add_argument("--json", action="store_true", help="the API's JSON, as is")
+    sweeps = command("sweeps", cmd_sweeps, "list sweeps, or one sweep's trials, best first")
+    sweeps.add_argument("sweep_id", nargs="?")
+    sweeps.add_argument("--json", action="store_true", help="the sweep's JSON, as the API "
+                                                           "answers it")
+    sweeps.add_argument("--limit", type=int, default=50)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,9 @@ def test_backprop_sweep_follow_draws_the_trials_and_prints_the_best_model(stack,
     assert tables and "succeeded" in tables[-1] and "trials 3/3 ended" in tables[-1]
     assert "*" in done.stderr  # the best trial is marked
     sweep_id = re.search(r"sweep (swp_\S+)", tables[-1]).group(1)
-    status = client_cli("sweep-status", sweep_id, "--json", url=stack.url)
+    listed = client_cli("sweeps", url=stack.url)
+    assert listed.returncode == 0 and sweep_id in listed.stdout, listed.stderr
+    status = client_cli("sweeps", sweep_id, "--json", url=stack.url)
     info = json.loads(status.stdout)
     assert info["best"]["model_id"] == done.stdout.strip()
     assert [t["epochs"] for t in info["trials"]] == [4, 4, 4]
