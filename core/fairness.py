@@ -251,3 +251,56 @@ def backlog_length(store: Store) -> int:
     for tenant in tenants:
         pipe.llen(store.keys.tenant_backlog(tenant))
     return sum(pipe.execute()) if tenants else 0
+
+
+def enter(store: Store, settings: Settings, pipe: redis.client.Pipeline, job: JobRecord,
+          active: set[str], backlog: list[str], **fields: Any) -> bool:
+    """Inside an open MULTI: make stored job `job` queued (with `fields`) and put it in RQ, at
+    the back, when its tenant has a free active slot and nothing waiting (`active` and
+    `backlog` as read under WATCH, updated here); else at the back of its backlog. What a
+    sweep does to start or resume a trial. Returns whether it went into RQ."""
+    k, tenant = store.keys, job.tenant
+    admit = not backlog and len(active) < settings.max_active_jobs_per_tenant
+    rq_id = queues.rq_job_id(job.id, fields.get("attempt", job.attempt))
+    store.set_status(pipe, job, JobStatus.QUEUED, backlogged=not admit,
+                     rq_id=rq_id if admit else None, **fields)
+    if admit:
+        active.add(job.id)
+        pipe.sadd(k.tenant_active(tenant), job.id)
+        queues.enqueue_training(store.r, settings, job.id, job.device,
+                                fields.get("attempt", job.attempt), job.timeout_s,
+                                pipeline=pipe)
+    else:
+        backlog.append(job.id)
+        pipe.rpush(k.tenant_backlog(tenant), job.id)
+        pipe.sadd(k.backlogged_tenants(), tenant)
+    return admit
+
+
+def pause(store: Store, settings: Settings, job_id: str, tenant: str, owner: Owner,
+          also=None, **fields: Any) -> JobRecord | None:
+    """Park job `job_id` (a sweep's trial at a rung) as `paused` if `owner` still holds it, in
+    one transaction: its lease dropped, `also(pipe)` (its checkpoint), its active slot freed
+    and the oldest backlogged jobs of its tenant promoted into RQ. It stays in no queue until
+    its sweep resumes it (enter) or ends it (finish). Returns the job as it was, or None."""
+    k = store.keys
+
+    def write(pipe) -> JobRecord | None:
+        raw, active, backlog = read_after_watch(store, settings, tenant, job_id)
+        job = JobRecord.decode(raw) if raw else None
+        if not owner.holds(job):
+            return None
+        chosen = waiting_to_promote(store, settings, active - {job_id}, backlog, {job_id})
+        pipe.multi()
+        store.set_status(pipe, job, JobStatus.PAUSED, backlogged=False, **fields)
+        pipe.delete(k.job_lease(job_id))
+        if also is not None:
+            also(pipe)
+        pipe.publish(k.job_events(job_id), json.dumps({"event": "paused",
+                                                       "epoch": fields.get("epoch")}))
+        pipe.srem(k.tenant_active(tenant), job_id)
+        promote(store, settings, pipe, tenant, chosen)
+        return job
+
+    return store.transact(write, k.job(job_id), k.tenant_active(tenant),
+                          k.tenant_backlog(tenant))

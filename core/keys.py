@@ -100,6 +100,18 @@ class Keys:
         """Pub/sub channel with the id of every deleted model: API processes evict it."""
         return f"{self.prefix}:models:deleted"
 
+    # sweeps (core.sweeps): record hash, per-tenant index, the set of sweeps still running
+    def sweep(self, sweep_id: str) -> str:
+        return f"{self.prefix}:sweep:{sweep_id}"
+
+    def sweeps_of(self, tenant: str) -> str:
+        """Sorted set of a tenant's sweep ids, scored by creation time."""
+        return f"{self.prefix}:tenant:{tenant}:sweeps"
+
+    def sweeps_running(self) -> str:
+        """Set of sweep ids not yet ended: what the reaper advances after a crash."""
+        return f"{self.prefix}:sweeps:running"
+
     # process bookkeeping
     def reaper_lock(self) -> str:
         return f"{self.prefix}:lock:reaper"

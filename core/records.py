@@ -33,6 +33,9 @@ class JobStatus(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+    # A sweep's trial checkpointed at a rung, in no queue: the sweep scheduler
+    # (core.sweep_scheduler) resumes it or stops it.
+    PAUSED = "paused"
 
     @property
     def finished(self) -> bool:
@@ -41,7 +44,7 @@ class JobStatus(str, Enum):
 
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
-ID_PREFIXES = {"dataset": "ds", "job": "job", "model": "mdl"}
+ID_PREFIXES = {"dataset": "ds", "job": "job", "model": "mdl", "sweep": "swp"}
 ID_BYTES = 12  # 96 random bits: 16 URL-safe base64 characters
 ID_FORMATS = {kind: re.compile(rf"{prefix}_[A-Za-z0-9_-]{{{ID_BYTES * 4 // 3}}}")
               for kind, prefix in ID_PREFIXES.items()}
@@ -150,6 +153,10 @@ class JobRecord(Record):
     stopped_early: bool = False
     kept_epoch: int | None = Field(None, description="the epoch whose weights the model keeps")
     cancel_requested: bool = False
+    # A sweep's trial (core.sweeps): the sweep, and the epoch at which the worker checkpoints
+    # the trial and hands it back to the sweep scheduler (None: train to the end).
+    sweep_id: str | None = None
+    pause_at: int | None = None
 
     @property
     def finished(self) -> bool:

@@ -21,7 +21,7 @@ from service.exports import ExportSlots
 from service.model_cache import ModelCache
 from service.prometheus_metrics import install_metrics
 from service.routes import dashboard, datasets, evaluate, events, health, jobs, models
-from service.routes import onnx, v2
+from service.routes import onnx, sweeps, v2
 from service.routes.api_docs import install_api_docs
 from service.serving import DataPlane
 from service.state import ServiceState, state_of
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         export_slots=ExportSlots(settings.max_exports_per_tenant, settings.max_exports))
     install_error_handlers(app)
     # Routes are matched in order, at ~10 us a route: predict and infer, the hot paths, first.
-    for module in (models, v2, health, datasets, jobs, events, dashboard, evaluate):
+    for module in (models, v2, health, datasets, jobs, sweeps, events, dashboard, evaluate):
         app.include_router(module.router)
     app.include_router(onnx.router)
     install_api_docs(app)

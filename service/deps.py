@@ -17,7 +17,7 @@ from service.model_cache import ModelCache
 from service.serving import DataPlane
 from service.state import ServiceState, state_of
 
-PATH_IDS = {"dataset_id": "dataset", "job_id": "job", "model_id": "model"}
+PATH_IDS = {"dataset_id": "dataset", "job_id": "job", "model_id": "model", "sweep_id": "sweep"}
 
 
 async def get_state(request: Request) -> ServiceState:

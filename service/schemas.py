@@ -124,6 +124,7 @@ class JobOut(BaseModel):
                           "the best); `metrics` are that epoch's")
     restarts: int
     cancel_requested: bool
+    sweep_id: str | None = Field(None, description="the sweep this job is a trial of")
     waiting: Waiting | None = Field(
         None, description="set while the job waits in its tenant's backlog "
                           "(BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT)")

@@ -23,6 +23,7 @@ from core.settings import Settings, get_settings
 from core.store import Store
 from core.training_data import input_columns, prepared_arrays, task_of
 import engine
+from worker import sweeps
 from worker.attempts import Attempt, AttemptLost, StoreStillFull, patiently
 from worker.assessment import Assessment
 
@@ -61,7 +62,10 @@ def train(job_id: str) -> str:
         if store.checkpoint(job_id) is None:
             return run.cancel_unstarted()
         run.cancel.set()  # resume only to keep the checkpointed weights as the model
-    return run.run()
+    status = run.run()
+    if job.sweep_id and status != SUPERSEDED:  # a sweep's trial paused or ended
+        sweeps.after_trial(store, settings, job.sweep_id)
+    return status
 
 
 class TrainingRun:
@@ -83,6 +87,7 @@ class TrainingRun:
         self.cancel = threading.Event()    # the user asked to cancel
         self.lost = threading.Event()      # the job was handed to another attempt
         self.stopping = threading.Event()  # the run is over: the heartbeat stops
+        self.paused = threading.Event()    # a sweep's trial reached its rung (job.pause_at)
         self.last_checkpoint = time.monotonic()
         self.metrics: dict = job.metrics or {}
         self.model_id = new_id("model")
@@ -145,7 +150,10 @@ class TrainingRun:
             self.stopping.set()
         if self.lost.is_set():
             return SUPERSEDED
-        if PREEMPTED.is_set() and not net.stopped_early and net.epochs_done < training.epochs:
+        more = not net.stopped_early and net.epochs_done < training.epochs
+        if self.paused.is_set() and more and not self.cancel.is_set():
+            return self._pause(net)
+        if PREEMPTED.is_set() and more:
             return self._requeue(net)
         return self._finish(net, JobStatus.CANCELED if net.stopped else JobStatus.SUCCEEDED)
 
@@ -175,6 +183,7 @@ class TrainingRun:
         # Epochs recorded after the checkpoint will be trained again: drop them, so the
         # history has neither gaps nor duplicates.
         self.attempt.rewind(net.epochs_done)
+        self._at_rung(net.epochs_done)  # resumed at its rung: pause before any epoch
         return net, X, Y, training
 
     def _data(self) -> tuple[DatasetSchema, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -199,6 +208,7 @@ class TrainingRun:
     def _on_epoch(self, net: engine.Network, record: dict) -> None:
         metrics = {k: v for k, v in record.items() if k not in EPOCH_DETAILS}
         self.metrics = metrics
+        self._at_rung(record["epoch"])
         if self._patient(lambda: self.attempt.append_epoch(record, epoch=record["epoch"],
                                                            metrics=metrics),
                          "recording an epoch"):
@@ -212,8 +222,15 @@ class TrainingRun:
         self.log.debug("epoch %d loss %.6g", record["epoch"], record["loss"],
                        extra={"epoch": record["epoch"]})
 
+    def _at_rung(self, epoch: int) -> None:
+        """A trial stops at its rung: fit stops before the next epoch's first batch, so the
+        checkpoint holds the rung's weights and a resume repeats no epoch."""
+        if self.job.pause_at is not None and epoch >= self.job.pause_at:
+            self.paused.set()
+
     def _should_stop(self) -> bool:
-        return self.cancel.is_set() or self.lost.is_set() or PREEMPTED.is_set()
+        return (self.cancel.is_set() or self.lost.is_set() or PREEMPTED.is_set()
+                or self.paused.is_set())
 
     def _heartbeat(self) -> None:
         """Renew the lease and learn of cancel requests, whatever an epoch's length."""
@@ -288,6 +305,16 @@ class TrainingRun:
         if record is None:
             return kept, self.metrics
         return kept, {k: v for k, v in record.items() if k not in EPOCH_DETAILS}
+
+    def _pause(self, net: engine.Network) -> str:
+        """A sweep's trial at its rung: checkpoint it and park it for the sweep to decide."""
+        data = net.save_bytes()
+        if not self._end("pausing at the rung", lambda: sweeps.pause(
+                self.store, self.settings, self.attempt, data, net.epochs_done)):
+            return SUPERSEDED
+        self.log.info("paused at rung epoch %d for sweep %s", net.epochs_done,
+                      self.job.sweep_id)
+        return JobStatus.PAUSED.value
 
     def _finish(self, net: engine.Network, status: JobStatus) -> str:
         """Store the model (a canceled job keeps the weights it had) and close the job."""

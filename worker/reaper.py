@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from core import fairness
+from core import fairness, sweep_scheduler
 from core.records import JobRecord, JobStatus, Owner
 from core.settings import Settings
 from core.store import Store
@@ -56,6 +56,7 @@ def sweep(store: Store, settings: Settings) -> list[str]:
     expired = fairness.expire_finished(store)
     if expired:
         log.info("deleted %d finished job(s) past BACKPROP_RESULT_TTL_S", len(expired))
+    sweep_scheduler.advance_all(store, settings)  # what a crash left a sweep undone
     return touched + promoted
 
 

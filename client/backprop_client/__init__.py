@@ -9,8 +9,9 @@ API answers is an ApiError subclass carrying the API's message and the field it 
 """
 
 from backprop_client.client import Client, Job, Model
+from backprop_client.sweeps import Sweep
 from backprop_client.errors import (ApiError, JobFailed, NotFound, ServiceUnavailable,
                                     Unauthorized, ValidationFailed)
 
 __all__ = ["ApiError", "Client", "Job", "JobFailed", "Model", "NotFound", "ServiceUnavailable",
-           "Unauthorized", "ValidationFailed"]
+           "Sweep", "Unauthorized", "ValidationFailed"]

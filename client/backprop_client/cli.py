@@ -1,6 +1,6 @@
-"""The client commands: train, jobs, status, history, predict, cancel. They run as
-`backprop-client COMMAND` and, through add_client_commands, as `backprop COMMAND` in the
-server's distribution. `--url` / `--api-key` (or BACKPROP_URL, BACKPROP_API_KEY) choose the
+"""The client commands: train, jobs, status, history, predict, cancel, sweep, sweeps.
+They run as `backprop-client COMMAND` and, through add_client_commands, as `backprop COMMAND`
+in the server's distribution. `--url` / `--api-key` (or BACKPROP_URL, BACKPROP_API_KEY) choose the
 service; the default is what `backprop up` serves."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from backprop_client.client import Client
 from backprop_client.errors import ApiError
 from backprop_client.progress import ProgressBar
 from backprop_client.reports import evaluation_report, kept_of, model_report, number, table
+from backprop_client.sweeps import render as render_sweep
 
 TRAINING_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "optimizer": "optimizer",
                     "batch_size": "batch_size", "validation_split": "validation_split",
@@ -269,6 +270,59 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Start a sweep from spec.json (the POST /v1/sweeps body); --follow shows its trials."""
+    body = read_json(args.spec, "sweep spec")
+    if (args.data is not None) + (args.dataset is not None) + ("dataset_id" in body) != 1:
+        raise UsageError("give the data once: --data data.csv (or .npz), --dataset ID, or "
+                         "\"dataset_id\" in the spec")
+    with client_from(args) as client:
+        dataset_id = args.dataset or body.pop("dataset_id", None)
+        if args.data:
+            dataset = upload_data(client, args, (body.get("base") or {}).get("dtype"))
+            dataset_id = dataset["id"]
+            say(f"uploaded {args.data}: dataset {dataset_id} ({dataset['n_samples']} rows)")
+        space, base = body.pop("space", None), body.pop("base", None)
+        sweep = client.sweep(space, base, dataset=dataset_id, **body)
+        if not args.follow:
+            say(f"started sweep {sweep.id} ({len(sweep.trials)} trials); follow it with "
+                f"`{args.prog} sweeps {sweep.id}`")
+            print(sweep.id)
+            return 0
+        try:
+            sweep.wait(progress=True)
+        except KeyboardInterrupt:
+            say(f"\nstopped following; sweep {sweep.id} goes on")
+            return 130
+    return report_sweep(sweep)
+
+
+def report_sweep(sweep) -> int:
+    best = sweep.best
+    if best is None:
+        say(f"sweep {sweep.id} {sweep.status} without a model")
+        return 1
+    say(f"sweep {sweep.id} {sweep.status}; best trial {best['job_id']} ({sweep.info['metric']} "
+        f"{number(best['metric'])}, params {json.dumps(best['params'])}); model:")
+    print(best["model_id"])
+    return 0
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    """Without an id: the sweeps, newest first; with one: its trials, best first."""
+    with client_from(args) as client:
+        if args.sweep_id is None:
+            print(table(["SWEEP", "STATUS", "STRATEGY", "TRIALS", "BEST", "CREATED"],
+                        [[s.id, s.status, s.info["strategy"],
+                          f"{s.info['progress']['trials_ended']}/{s.info['progress']['trials']}",
+                          number((s.best or {}).get("metric")), when(s.info["created_at"])]
+                         for s in client.sweeps(limit=args.limit)]))
+            return 0
+        sweep = client.get_sweep(args.sweep_id)
+    print(json.dumps(sweep.info, indent=2) if args.json else render_sweep(sweep.info))
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         job = client.job(args.job_id).cancel()
@@ -345,7 +399,8 @@ def add_client_commands(parser: argparse.ArgumentParser, sub) -> None:
                        help="show a live progress bar; print the model id at the end")
 
     jobs = command("jobs", cmd_jobs, "list jobs, newest first")
-    jobs.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
+    jobs.add_argument("--status", choices=["queued", "running", "paused", "succeeded", "failed",
+                                           "canceled"])
     jobs.add_argument("--limit", type=int, default=50)
 
     status = command("status", cmd_status, "one job's status, progress, metrics and model id")
@@ -379,6 +434,25 @@ def add_client_commands(parser: argparse.ArgumentParser, sub) -> None:
 
     cancel = command("cancel", cmd_cancel, "cancel a queued or running job")
     cancel.add_argument("job_id")
+
+    sweep = command("sweep", cmd_sweep, "start a hyperparameter sweep and (with --follow) "
+                                        "show its trials, best first, until it ends")
+    sweep.add_argument("spec", help="JSON file: the POST /v1/sweeps body ({\"base\": job "
+                                    "fields, \"space\": {path: choices}, \"strategy\", ...})")
+    sweep.add_argument("--data", help="CSV with a header row, or NPZ with arrays X and y")
+    sweep.add_argument("--dataset", help="an uploaded dataset's id, instead of --data")
+    sweep.add_argument("--target", help="CSV label column(s), comma-separated (default: the last)")
+    sweep.add_argument("--ignore", help="CSV columns to leave out, comma-separated")
+    sweep.add_argument("--columns", metavar="JSON", help="column kinds that override the guessed "
+                                                         "ones")
+    sweep.add_argument("--follow", "-f", action="store_true",
+                       help="show a live table of trials; print the best model id at the end")
+
+    sweeps = command("sweeps", cmd_sweeps, "list sweeps, or one sweep's trials, best first")
+    sweeps.add_argument("sweep_id", nargs="?")
+    sweeps.add_argument("--json", action="store_true", help="the sweep's JSON, as the API "
+                                                           "answers it")
+    sweeps.add_argument("--limit", type=int, default=50)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from backprop_client import codec, tables
 from backprop_client.errors import (ApiError, JobFailed, ServiceUnavailable, ValidationFailed,
                                     error_from)
 from backprop_client.progress import ProgressBar
+from backprop_client.sweeps import Sweep
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # what `backprop up` serves
 JSON = "application/json"
@@ -188,6 +189,24 @@ class Client:
 
     def model(self, model_id: str) -> Model:
         return Model(self, self.get(f"/v1/models/{model_id}"))
+
+    # -- sweeps ------------------------------------------------------------------------------
+    def sweep(self, space: dict, base: dict | None = None, *, dataset: str | dict,
+              **options: Any) -> Sweep:
+        """Start a hyperparameter sweep on an uploaded `dataset` (id or upload() result):
+        trials drawn from `space` ({path: [choices] | {"log_uniform": [a, b]} | ...}) around
+        the job fields `base`. `options`: strategy ("asha", "random", "grid"), trials,
+        max_epochs, min_epochs, reduction_factor, metric, seed, max_runtime_s, parallel."""
+        dataset_id = dataset["id"] if isinstance(dataset, dict) else dataset
+        body = {"dataset_id": dataset_id, "base": base or {}, "space": space, **options}
+        return Sweep(self, self.request("POST", "/v1/sweeps", json=body).json())
+
+    def get_sweep(self, sweep_id: str) -> Sweep:
+        return Sweep(self, self.get(f"/v1/sweeps/{sweep_id}"))
+
+    def sweeps(self, limit: int = 100) -> list[Sweep]:
+        """Newest first, without their trials (get_sweep for those)."""
+        return [Sweep(self, info) for info in self.get("/v1/sweeps", limit=limit)["sweeps"]]
 
 
 def ignoring(preprocessing: str | dict | None, ignore: str | list[str]) -> str | dict:

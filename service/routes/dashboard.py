@@ -18,6 +18,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"dashboard.js": "text/javascript", "api.js": "text/javascript",
           "chart.js": "text/javascript", "dataset.js": "text/javascript",
           "format.js": "text/javascript", "model.js": "text/javascript",
+          "sweeps.js": "text/javascript",
           "dashboard.css": "text/css",
           "favicon.svg": "image/svg+xml"}
 """The files under /static/ and their types: a fixed list, so no path reaches other files."""

@@ -66,6 +66,9 @@ def cancel_job(job_id: str, store: StoreDep, settings: SettingsDep, tenant: Tena
     if job.finished:
         raise ApiError(409, f"job {job_id} already {job.status.value}; nothing to cancel")
     store.request_cancel(job_id)
+    if job.status == JobStatus.PAUSED:  # a sweep's trial parked at a rung: end it here
+        fairness.finish(store, settings, job_id, tenant, JobStatus.CANCELED,
+                        Owner(job.attempt, JobStatus.PAUSED))
     # A backlogged job is in no RQ queue; a queued one is ended here only if taken off its
     # queue before a worker popped it. Either way only while still queued for that attempt.
     if job.status == JobStatus.QUEUED and store.checkpoint(job_id) is None and (

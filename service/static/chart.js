@@ -16,7 +16,7 @@ export class LineChart {
     this.logY = logY;
     this.xLabel = xLabel;
     this.onHover = onHover;
-    this.series = []; // [{name, color, dashed, points: [[x, y], ...]}]
+    this.series = []; // [{name, color, dashed, width, points: [[x, y], ...]}]
     this.hoverX = null;
     this.frame = 0;
     new ResizeObserver(() => this.redraw()).observe(canvas);
@@ -136,7 +136,7 @@ export class LineChart {
 
   drawLine(ctx, s) {
     ctx.strokeStyle = s.color;
-    ctx.lineWidth = 2;
+    ctx.lineWidth = s.width || 2;
     ctx.lineJoin = "round";
     ctx.setLineDash(s.dashed ? [6, 4] : []);
     ctx.beginPath();

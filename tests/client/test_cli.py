@@ -207,9 +207,10 @@ def test_backprop_offers_the_client_commands_and_backprop_client_only_those():
     commands = re.compile(r"\{([a-z,]+)\}")
     assert commands.search(server.stdout).group(1).split(",") == [
         "up", "api", "worker", "train", "jobs", "status", "history", "predict", "model",
-        "evaluate", "cancel"]
+        "evaluate", "cancel", "sweep", "sweeps"]
     assert commands.search(client.stdout).group(1).split(",") == [
-        "train", "jobs", "status", "history", "predict", "model", "evaluate", "cancel"]
+        "train", "jobs", "status", "history", "predict", "model", "evaluate", "cancel", "sweep",
+        "sweeps"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,258 @@
+"""Sweeps across workers (issue 21), each part on a stack of its own:
+
+- wall time of a 27-trial ASHA sweep on 1, 2 and 4 workers of this machine (ratios to 1
+  worker; target: 2 workers at most 0.6x) and the share of the sweep's wall time the workers
+  sat idle, without a job: 1 - (RQ's total_working_time of the workers) / (workers x wall),
+  target under 10%; and the share not spent in epochs: 1 - (seconds of the epochs trained,
+  from the trials' histories) / (workers x wall), where each trial segment's start-up (work
+  horse fork, data loading and preparation, checkpoint) counts too;
+- epochs trained by ASHA against random search with the same seed and trials: random's
+  epochs until one of its trials reached ASHA's best score, and in all;
+- the best held-out score of an ASHA sweep against the default job (base as given) and
+  scikit-learn's HistGradientBoosting on real tables (penguins species and body mass,
+  breast cancer, wine, diabetes; 20% of rows held out and never uploaded).
+
+    .venv/bin/python bench/sweeps.py [--quick] [--workers 1,2,4]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import palmerpenguins
+import redis
+from rq import Worker
+from rq.serializers import JSONSerializer
+from sklearn import datasets as sk
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.metrics import accuracy_score, r2_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.settings import Settings  # noqa: E402
+from service.embedded_redis import free_port  # noqa: E402
+from service.launcher import Stack  # noqa: E402
+
+PENGUINS = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
+SPACE = {"training.learning_rate": {"log_uniform": [0.0003, 0.3]},
+         "network.layers.0.units": [8, 32, 64],
+         "network.layers.0.activation": ["relu", "tanh"]}
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    cells = [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    sys.stdout.flush()
+
+
+def stack_of(tmp: Path, workers: int) -> Stack:
+    return Stack(Settings(redis_url=None, data_dir=tmp / f"data{workers}"), "127.0.0.1",
+                 free_port(), workers=workers, log_dir=tmp / f"logs{workers}",
+                 extra_env={"BACKPROP_WORKER_BLAS_THREADS": "1", "BACKPROP_API_KEYS": "",
+                            "BACKPROP_WORKER_NICE": "0",
+                            "BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT": "64"}).start()
+
+
+def network(classes: int | None) -> dict:
+    out = ({"units": classes, "activation": "softmax"} if classes else
+           {"units": 1, "activation": "identity"})
+    return {"layers": [{"units": 32, "activation": "relu"}, out],
+            "loss": "cross_entropy" if classes else "squared_error"}
+
+
+def csv_of(X: np.ndarray, y: np.ndarray, names: list[str] | None = None) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = names or [f"x{i}" for i in range(X.shape[1])]
+    writer.writerow([*names, "target"])
+    writer.writerows([[*row, t] for row, t in zip(X.tolist(), y.tolist())])
+    return out.getvalue().encode()
+
+
+def tables() -> dict[str, tuple]:
+    """name -> (X, y, classes or None); penguins as numbers (one-hot text, NA rows dropped)."""
+    found = {}
+    for name, loader, classification in [("breast_cancer", sk.load_breast_cancer, True),
+                                         ("wine", sk.load_wine, True),
+                                         ("diabetes", sk.load_diabetes, False)]:
+        X, y = loader(return_X_y=True)
+        found[name] = (X, y, int(y.max()) + 1 if classification else None)
+    with PENGUINS.open() as f:
+        rows = [r for r in csv.DictReader(f) if "NA" not in r.values()]
+    numeric = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
+    islands = sorted({r["island"] for r in rows})
+    species = sorted({r["species"] for r in rows})
+    X = np.array([[float(r[c]) for c in numeric] + [r["island"] == i for i in islands]
+                  + [float(r["body_mass_g"])] for r in rows], dtype=float)
+    found["penguins_species"] = (X, np.array([species.index(r["species"]) for r in rows]), 3)
+    found["penguins_mass"] = (X[:, :-1], np.array([float(r["body_mass_g"]) for r in rows]), None)
+    return found
+
+
+def split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    cut = int(n * 0.8)
+    return order[:cut], order[cut:]
+
+
+def upload(api: httpx.Client, X: np.ndarray, y: np.ndarray) -> str:
+    answer = api.post("/v1/datasets", files={"file": ("t.csv", csv_of(X, y))},
+                      data={"target": "target"})
+    answer.raise_for_status()
+    return answer.json()["id"]
+
+
+def run_sweep(api: httpx.Client, body: dict, timeout_s: float = 1800) -> dict:
+    answer = api.post("/v1/sweeps", json=body)
+    assert answer.status_code == 202, answer.text
+    sweep_id = answer.json()["id"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        sweep = api.get(f"/v1/sweeps/{sweep_id}").json()
+        if sweep["status"] != "running":
+            return sweep
+        assert time.monotonic() < deadline, sweep["progress"]
+        time.sleep(0.2)
+
+
+def score(api: httpx.Client, model_id: str, X: np.ndarray, y: np.ndarray,
+          classes: int | None) -> float:
+    records = [{f"x{i}": v for i, v in enumerate(row)} for row in X.tolist()]
+    answer = api.post(f"/v1/models/{model_id}/predict", json={"inputs": records}).json()
+    if classes:
+        return accuracy_score(y, np.array(answer["labels"]).astype(int))
+    return r2_score(y, np.array(answer["outputs"])[:, 0])
+
+
+def sweep_body(dataset_id: str, classes: int | None, batch: int, **extra) -> dict:
+    return {"dataset_id": dataset_id, "space": SPACE,
+            "base": {"network": network(classes),
+                     "training": {"optimizer": "sgd", "batch_size": batch}}, **extra}
+
+
+def working_seconds(stack: Stack) -> float:
+    """Seconds the stack's workers spent in jobs, as RQ counts them."""
+    connection = redis.Redis.from_url(stack.valkey.url)
+    return sum(w.total_working_time for w in Worker.all(connection=connection,
+                                                        serializer=JSONSerializer))
+
+
+def busy_seconds(api: httpx.Client, sweep: dict) -> float:
+    return sum(e["seconds"] for t in sweep["trials"] if t["job_id"]
+               for e in api.get(f"/v1/jobs/{t['job_id']}/history").json()["epochs"])
+
+
+def scaling(tmp: Path, workers: list[int], max_epochs: int, batch: int) -> None:
+    X, y = sk.load_digits(return_X_y=True)
+    rows, base_wall = [], None
+    for w in workers:
+        stack = stack_of(tmp, w)
+        try:
+            with httpx.Client(base_url=stack.url, timeout=120) as api:
+                dataset_id = upload(api, X, y)
+                sweep = run_sweep(api, sweep_body(dataset_id, 10, batch, trials=27,
+                                                  max_epochs=max_epochs, seed=1))
+                wall = sweep["finished_at"] - sweep["created_at"]
+                base_wall = base_wall or wall
+                idle = 1 - working_seconds(stack) / (w * wall)
+                not_epochs = 1 - busy_seconds(api, sweep) / (w * wall)
+                rows.append([w, wall, wall / base_wall, idle, not_epochs,
+                             sweep["epochs_trained"], sweep["best"]["metric"]])
+        finally:
+            stack.stop()
+    print_table(f"27-trial ASHA sweep on digits (1797 x 64), max_epochs {max_epochs}, "
+                f"batch {batch}, rungs every x3 from max/9", ["workers", "wall_s", "x_1_worker",
+                "idle_no_job", "not_in_epochs", "epochs", "best_val_acc"], rows)
+
+
+def asha_against_random(tmp: Path, max_epochs: int, batch: int) -> None:
+    X, y = sk.load_digits(return_X_y=True)
+    stack = stack_of(tmp, 2)
+    try:
+        with httpx.Client(base_url=stack.url, timeout=120) as api:
+            dataset_id = upload(api, X, y)
+            common = dict(trials=27, max_epochs=max_epochs, seed=1)
+            asha = run_sweep(api, sweep_body(dataset_id, 10, batch, **common))
+            rand = run_sweep(api, sweep_body(dataset_id, 10, batch, strategy="random",
+                                             **common))
+    finally:
+        stack.stop()
+    target = asha["best"]["metric"]
+    spent, reached = 0, None
+    for trial in sorted(rand["trials"], key=lambda t: t["index"]):
+        spent += trial["epochs"]
+        if reached is None and trial["metric"] is not None and trial["metric"] >= target:
+            reached = spent
+    print_table("ASHA against random search (27 trials, same seed and draws, 2 workers)",
+                ["strategy", "epochs_trained", "best_val_acc", "random_epochs_to_asha_best"],
+                [["asha", asha["epochs_trained"], target, "-"],
+                 ["random", rand["epochs_trained"], rand["best"]["metric"],
+                  reached if reached is not None else "never"]])
+
+
+def held_out(tmp: Path, trials: int, max_epochs: int, metric: str) -> None:
+    stack = stack_of(tmp, 2)
+    rows = []
+    try:
+        with httpx.Client(base_url=stack.url, timeout=120) as api:
+            for name, (X, y, classes) in tables().items():
+                fit, test = split(len(X))
+                dataset_id = upload(api, X[fit], y[fit])
+                sweep = run_sweep(api, sweep_body(dataset_id, classes, 16, trials=trials,
+                                                  max_epochs=max_epochs, seed=0,
+                                                  metric=metric))
+                default = api.post("/v1/jobs", json={
+                    "dataset_id": dataset_id, "network": network(classes),
+                    "training": {"optimizer": "sgd", "batch_size": 16,
+                                 "epochs": max_epochs, "validation_split": 0.2}}).json()
+                while (job := api.get(f"/v1/jobs/{default['id']}").json())["status"] in (
+                        "queued", "running"):
+                    time.sleep(0.2)
+                peer = (HistGradientBoostingClassifier if classes else
+                        HistGradientBoostingRegressor)(random_state=0).fit(X[fit], y[fit])
+                theirs = (accuracy_score if classes else r2_score)(y[test], peer.predict(X[test]))
+                rows.append([name, "accuracy" if classes else "r2",
+                             score(api, sweep["best"]["model_id"], X[test], y[test], classes),
+                             score(api, job["model_id"], X[test], y[test], classes), theirs,
+                             sweep["epochs_trained"]])
+    finally:
+        stack.stop()
+    print_table(f"Held-out score (20% of rows never uploaded): best of a {trials}-trial ASHA "
+                f"sweep (max_epochs {max_epochs}, ranked on {metric}) against the default job (base, same epochs) "
+                f"and HistGradientBoosting", ["table", "score", "asha_best", "default_job",
+                                             "hist_gb", "sweep_epochs"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sweeps (a smoke run)")
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--parts", default="scaling,random,held_out")
+    parser.add_argument("--metric", default="val_metric", help="what the held-out part's "
+                                                             "sweeps rank on")
+    args = parser.parse_args()
+    epochs, batch = (9, 32) if args.quick else (27, 8)
+    parts = args.parts.split(",")
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        if "scaling" in parts:
+            scaling(tmp, [int(w) for w in args.workers.split(",")], epochs, batch)
+        if "random" in parts:
+            asha_against_random(tmp, epochs, batch)
+        if "held_out" in parts:
+            held_out(tmp, 9 if args.quick else 12, epochs, args.metric)
+
+
+if __name__ == "__main__":
+    main()
