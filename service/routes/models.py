@@ -3,7 +3,6 @@ Predict is the data plane's (service.serving); this module only hands it the req
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service.openapi_extra import PREDICT_DOCS
