@@ -4,16 +4,8 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(f"## {title}")
-    end = text.find("\n## ", start + 1)
-    return text[start: end if end != -1 else None]
+from tests.readme_helpers import README, section
 
 
 def bash_blocks(title: str) -> list[str]:

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from tests.test_readme import section
+from tests.readme_helpers import section
 
 
 def test_the_python_client_example_trains_and_predicts(stack, monkeypatch):

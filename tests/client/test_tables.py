@@ -16,7 +16,7 @@ import pytest
 import backprop_client.client
 from backprop_client import Client
 from backprop_client import tables
-from tests.client.test_cli import backprop, client_cli
+from tests.client.helpers import backprop, client_cli
 
 SPECIES = ("Adelie", "Chinstrap", "Gentoo")
 

@@ -1,5 +1,6 @@
 """Plumbing for the fault tests: a private Valkey and Stack per test (they kill things), process
-lookup for work horses, and polling with deadlines. Everything is real: processes, signals, HTTP."""
+lookup for work horses and `backprop up`'s children, and polling with deadlines. Everything is
+real: processes, signals, HTTP."""
 
 from __future__ import annotations
 
@@ -99,6 +100,34 @@ def busy_worker(fs: FaultStack) -> tuple[int, int]:
 def kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+# -- `backprop up` (the `up` fixture is in conftest.py) ----------------------------------------
+# Stopping takes well under a second per process; RQ's pubsub thread could hold a worker's exit
+# for its 60 s read (worker/process.py PUBSUB_POLL_S), which made Ctrl-C take over a minute.
+STOP_DEADLINE_S = 20
+
+
+def children_by_role(pid: int) -> dict[str, int]:
+    """The pids of `backprop up`'s API, workers and Valkey, from their command lines."""
+    roles = {}
+    for child in child_pids(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = b" ".join(argv).decode(errors="replace")
+        role = ("api" if "service.cli api" in text else "worker" if "-m worker" in text
+                else "valkey" if "valkey" in text else "other")
+        roles[f"{role}{len([r for r in roles if r.startswith(role)]) + 1}"] = child
+    return roles
+
+
+def ctrl_c(proc) -> tuple[str, float]:
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+    out, _ = proc.communicate(timeout=90)
+    return out, time.monotonic() - start
 
 
 # -- jobs over HTTP ----------------------------------------------------------------------------

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import secrets
+import subprocess
+import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -128,6 +133,89 @@ def trained_records(api: httpx.Client, X: np.ndarray, y: np.ndarray, network: di
     assert done["status"] == "succeeded", done
     return {"dataset_id": dataset.json()["id"], "job_id": done["id"],
             "model_id": done["model_id"]}
+
+
+# -- API processes of a test's own, their logs, and what reached Redis -----------------------------
+def start_api(env: dict, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """`backprop api` alone on a free port with `env`, once it answers /healthz: (process, url)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--port", str(port),
+                             "--workers", str(workers)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.1)
+
+
+def stop_api(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def log_lines(stack, predicate, timeout_s: float = 5.0) -> list[dict]:
+    """The API's JSON log lines that match, waiting a little for them to be written."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = []
+        for line in (stack.logs / "api.log").read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and predicate(entry):
+                lines.append(entry)
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def redis_commands(url: str):
+    """The commands (as text) that the Redis/Valkey server at `url` runs while the block runs,
+    from all its clients (MONITOR); complete once the block has ended."""
+    client = redis.Redis.from_url(url)
+    commands: list[str] = []
+    watching, end = threading.Event(), f"end-of-watch-{uuid.uuid4().hex}"
+
+    def watch():
+        with client.monitor() as monitor:
+            watching.set()
+            for seen in monitor.listen():
+                if end in seen["command"]:
+                    return
+                commands.append(seen["command"])
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert watching.wait(10), "MONITOR did not start"
+    try:
+        yield commands
+    finally:
+        client.echo(end)
+        watcher.join(10)
+        assert not watcher.is_alive(), "MONITOR did not see the end of the watch"
+
+
+def model_reads(commands: list[str], model_id: str) -> list[str]:
+    """The commands that read the model's own hash (its tenant, meta or weights)."""
+    return [c for c in commands if c.split(" ")[0].upper() in ("HGET", "HGETALL", "HMGET")
+            and f":model:{model_id}" in c]
+
+
+def served_from_cache(redis_url: str, api: httpx.Client, model_id: str, rows: list) -> bool:
+    """Whether a predict of `rows` was answered (200) from the process's cache: without any
+    read of the model in Redis."""
+    with redis_commands(redis_url) as commands:
+        answer = api.post(f"/v1/models/{model_id}/predict", json={"inputs": rows})
+    assert answer.status_code == 200, answer.text
+    return not model_reads(commands, model_id)
 
 
 # -- records written the way the API and the workers write them (tests that play either) ---------

@@ -6,62 +6,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from service.embedded_redis import EmbeddedValkey, free_port
-from tests.service.fault_helpers import child_pids, kill, wait_until
-
-# Stopping takes well under a second per process; RQ's pubsub thread could hold a worker's exit
-# for its 60 s read (worker/process.py PUBSUB_POLL_S), which made Ctrl-C take over a minute.
-STOP_DEADLINE_S = 20
-
-
-def children_by_role(pid: int) -> dict[str, int]:
-    """The pids of `backprop up`'s API, workers and Valkey, from their command lines."""
-    roles = {}
-    for child in child_pids(pid):
-        try:
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        text = b" ".join(argv).decode(errors="replace")
-        role = ("api" if "service.cli api" in text else "worker" if "-m worker" in text
-                else "valkey" if "valkey" in text else "other")
-        roles[f"{role}{len([r for r in roles if r.startswith(role)]) + 1}"] = child
-    return roles
-
-
-@pytest.fixture()
-def up(tmp_path):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKPROP_")}
-    env["BACKPROP_DATA_DIR"] = str(tmp_path / "data")
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--port", str(port),
-                             "--workers", "2"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    banner = []
-    deadline = time.monotonic() + 90
-    while "Press Ctrl-C" not in "".join(banner):
-        assert time.monotonic() < deadline and proc.poll() is None, "".join(banner)
-        banner.append(proc.stdout.readline())
-    proc.banner, proc.port = "".join(banner), port
-    yield proc
-    if proc.poll() is None:
-        children = child_pids(proc.pid)     # before the kill: then they belong to init
-        os.killpg(proc.pid, signal.SIGKILL)
-        for child in children:
-            kill(child)
-
-
-def ctrl_c(proc) -> tuple[str, float]:
-    start = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
-    out, _ = proc.communicate(timeout=90)
-    return out, time.monotonic() - start
+from service.embedded_redis import EmbeddedValkey
+from tests.service.fault_helpers import STOP_DEADLINE_S, children_by_role, ctrl_c, wait_until
 
 
 def test_up_starts_everything_prints_urls_and_stops_cleanly_on_ctrl_c(up, tmp_path):

@@ -13,9 +13,10 @@ import pytest
 
 from core.records import JobStatus, new_id
 from core.store import Store
+from tests.service.events_helpers import (KEYS, api_process, put_queued_job, record,
+                                          settings_for)
 from tests.service.helpers import blobs, classifier, started, wait_for_job
-from tests.service.test_tables import PENGUINS
-from tests.service.test_events import KEYS, api_process, put_queued_job, record, settings_for
+from tests.service.table_helpers import PENGUINS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -5,8 +5,7 @@ import signal
 
 import httpx
 
-from tests.service.fault_helpers import kill, wait_until
-from tests.service.test_cli_up import STOP_DEADLINE_S, children_by_role, ctrl_c, up  # noqa: F401
+from tests.service.fault_helpers import STOP_DEADLINE_S, children_by_role, ctrl_c, kill, wait_until
 
 
 def test_a_killed_api_is_started_again_while_workers_and_valkey_run_on(up):

@@ -13,6 +13,7 @@ import redis
 from core.store import Store
 from tests.service.fault_helpers import (assert_contiguous, blobs, epochs, fault_stack, job,
                                          submit, upload, wait_job, wait_until)
+from tests.service.helpers import served_from_cache
 
 
 def test_redis_restart_keeps_everything_and_the_api_recovers_by_itself(tmp_path):
@@ -108,8 +109,6 @@ def test_api_restart_while_a_job_runs_loses_nothing_and_clients_keep_polling(tmp
 def test_after_a_redis_outage_cached_models_are_loaded_again(tmp_path):
     """A deletion published while the API's listener was cut off would be missed: the cache
     starts empty once Redis is back, and fills again from Redis."""
-    from tests.service.test_model_cache import served_from_cache
-
     with fault_stack(tmp_path, workers=1) as fs:
         X, y = blobs(200)
         model_id = wait_job(fs, submit(fs.api, upload(fs.api, X, y)["id"], epochs=2)["id"]

@@ -16,9 +16,9 @@ import pytest
 from core import fairness
 from core.records import JobStatus, Owner, new_id
 from core.store import Store
+from tests.service.events_helpers import (api_process, as_tenant, epochs_then_end, events_of,
+                                          put_queued_job, read_all, record, settings_for)
 from tests.service.helpers import started
-from tests.service.test_events import (api_process, as_tenant, epochs_then_end, events_of,
-                                       put_queued_job, read_all, record, settings_for)
 
 PER_TENANT = 20  # the default of BACKPROP_MAX_STREAMS_PER_TENANT
 TOTAL = 24       # BACKPROP_MAX_STREAMS of this API

@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from service.embedded_redis import free_port
-from tests.service.helpers import (blobs, classifier, idle_gpu_worker, own_stack, scrape,
-                                   value, wait_for_job)
-
-
-def log_lines(stack, predicate, timeout_s: float = 5.0) -> list[dict]:
-    """The API's JSON log lines that match, waiting a little for them to be written."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        lines = []
-        for line in (stack.logs / "api.log").read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and predicate(entry):
-                lines.append(entry)
-        if lines or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
+from tests.service.helpers import (blobs, classifier, idle_gpu_worker, log_lines, own_stack,
+                                   scrape, start_api, stop_api, value, wait_for_job)
 
 
 def test_requests_are_counted_by_route_template_and_status(service_env):
     """On an API process of this test's own, so the counts are exactly its requests."""
     env = {k: v for k, v in {**os.environ, **service_env}.items()
            if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc, url = _start_api(env)
+    proc, url = start_api(env)
     try:
         with httpx.Client(base_url=url, timeout=30) as api:
             for _ in range(3):
@@ -45,7 +24,7 @@ def test_requests_are_counted_by_route_template_and_status(service_env):
             assert api.get("/no/such/route/xyz").status_code == 404
             samples = scrape(api)
     finally:
-        _stop(proc)
+        stop_api(proc)
     route = {"method": "GET", "route": "/v1/jobs/{job_id}"}
     assert value(samples, "backprop_http_requests_total", status="404", **route) == 3
     assert value(samples, "backprop_http_request_duration_seconds_count", **route) == 3
@@ -110,35 +89,13 @@ def test_each_request_logs_one_json_line_without_secrets(api, stack):
     assert secret not in (stack.logs / "api.log").read_text(errors="replace")
 
 
-def _start_api(env: dict, workers: int = 1) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--port", str(port),
-                             "--workers", str(workers)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
 def test_api_processes_sharing_a_metrics_folder_count_each_others_requests(service_env, tmp_path):
     """What `--workers N` relies on, made deterministic: requests go to one process and are
     read from the other's /metrics."""
     env = {**os.environ, **service_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    first, first_url = _start_api(env)
+    first, first_url = start_api(env)
     try:
-        second, second_url = _start_api(env)
+        second, second_url = start_api(env)
         try:
             route = {"method": "GET", "route": "/v1/jobs/{job_id}", "status": "404"}
             with httpx.Client(base_url=first_url, timeout=30) as one, \
@@ -150,15 +107,15 @@ def test_api_processes_sharing_a_metrics_folder_count_each_others_requests(servi
                 assert value(scrape(other), "backprop_http_requests_total", **route) == start + 8
                 assert value(scrape(one), "backprop_http_requests_total", **route) == start + 8
         finally:
-            _stop(second)
+            stop_api(second)
     finally:
-        _stop(first)
+        stop_api(first)
 
 
 def test_several_uvicorn_workers_get_a_shared_metrics_folder_made_for_them(service_env):
     env = {k: v for k, v in {**os.environ, **service_env}.items()
            if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc, url = _start_api(env, workers=2)
+    proc, url = start_api(env, workers=2)
     try:
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         folders = {dict(item.split("=", 1) for item in
@@ -176,5 +133,5 @@ def test_several_uvicorn_workers_get_a_shared_metrics_folder_made_for_them(servi
                 assert value(scrape(fresh), "backprop_http_requests_total", **route) == 5
         assert list(folder.glob("*.db"))
     finally:
-        _stop(proc)
+        stop_api(proc)
     assert not folder.exists()                  # made for this run, removed after it

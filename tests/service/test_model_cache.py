@@ -8,58 +8,11 @@ about its model, a load reads the model's hash.
 
 from __future__ import annotations
 
-import threading
-import uuid
-from contextlib import contextmanager
-
 import httpx
 import pytest
-import redis
 
-from tests.service.helpers import blobs, classifier, trained_records
-from tests.service.test_metrics import _start_api, _stop
-
-
-@contextmanager
-def redis_commands(url: str):
-    """The commands (as text) that the Redis/Valkey server at `url` runs while the block runs,
-    from all its clients (MONITOR); complete once the block has ended."""
-    client = redis.Redis.from_url(url)
-    commands: list[str] = []
-    started, end = threading.Event(), f"end-of-watch-{uuid.uuid4().hex}"
-
-    def watch():
-        with client.monitor() as monitor:
-            started.set()
-            for seen in monitor.listen():
-                if end in seen["command"]:
-                    return
-                commands.append(seen["command"])
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    assert started.wait(10), "MONITOR did not start"
-    try:
-        yield commands
-    finally:
-        client.echo(end)
-        watcher.join(10)
-        assert not watcher.is_alive(), "MONITOR did not see the end of the watch"
-
-
-def model_reads(commands: list[str], model_id: str) -> list[str]:
-    """The commands that read the model's own hash (its tenant, meta or weights)."""
-    return [c for c in commands if c.split(" ")[0].upper() in ("HGET", "HGETALL", "HMGET")
-            and f":model:{model_id}" in c]
-
-
-def served_from_cache(redis_url: str, api: httpx.Client, model_id: str, rows: list) -> bool:
-    """Whether a predict of `rows` was answered (200) from the process's cache: without any
-    read of the model in Redis."""
-    with redis_commands(redis_url) as commands:
-        answer = api.post(f"/v1/models/{model_id}/predict", json={"inputs": rows})
-    assert answer.status_code == 200, answer.text
-    return not model_reads(commands, model_id)
+from tests.service.helpers import (blobs, classifier, model_reads, redis_commands,
+                                   served_from_cache, start_api, stop_api, trained_records)
 
 
 @pytest.fixture()
@@ -68,17 +21,17 @@ def two_apis(service_env):
 
     env = {k: v for k, v in {**os.environ, **service_env}.items()
            if k != "PROMETHEUS_MULTIPROC_DIR"}
-    first, first_url = _start_api(env)
+    first, first_url = start_api(env)
     try:
-        second, second_url = _start_api(env)
+        second, second_url = start_api(env)
         try:
             with httpx.Client(base_url=first_url, timeout=30) as a, \
                     httpx.Client(base_url=second_url, timeout=30) as b:
                 yield a, b
         finally:
-            _stop(second)
+            stop_api(second)
     finally:
-        _stop(first)
+        stop_api(first)
 
 
 def loaded_in(redis_url: str, api: httpx.Client, model_id: str, rows: list) -> None:

@@ -19,9 +19,8 @@ import pytest
 from core.settings import Settings
 from service.embedded_redis import free_port
 from service.launcher import Stack
-from tests.service.helpers import (blobs, classifier, npy_bytes, npz_bytes, scrape,
+from tests.service.helpers import (blobs, classifier, log_lines, npy_bytes, npz_bytes, scrape,
                                    trained_records, value)
-from tests.service.test_metrics import log_lines
 
 JSON = {"content-type": "application/json"}
 NPY = "application/x-npy"

@@ -4,24 +4,17 @@ uploaded, trained with preprocessing "auto", and predicted from raw records."""
 
 from __future__ import annotations
 
-import csv
 import io
-from pathlib import Path
 
 import numpy as np
-import palmerpenguins
 import pytest
 
 from tests.service.helpers import wait_for_job
+from tests.service.table_helpers import (PENGUINS, csv_bytes, penguin_rows, raw_record,
+                                         small_network, submit, upload)
 
-PENGUINS = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g",
             "sex", "year"]
-
-
-def penguin_rows() -> list[dict]:
-    with PENGUINS.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def split_rows(rows: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -29,34 +22,6 @@ def split_rows(rows: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]
     order = np.random.default_rng(seed).permutation(len(rows))
     cut = int(len(rows) * 0.8)
     return [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
-
-
-def csv_bytes(rows: list[dict]) -> bytes:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue().encode()
-
-
-def raw_record(row: dict) -> dict:
-    """A CSV row as a user would send it: numbers as numbers, NA as null."""
-    record = {}
-    for key, value in row.items():
-        if value == "NA":
-            record[key] = None
-        else:
-            try:
-                record[key] = float(value) if "." in value else int(value)
-            except ValueError:
-                record[key] = value
-    return record
-
-
-def upload(api, content: bytes, **fields) -> dict:
-    answer = api.post("/v1/datasets", files={"file": ("penguins.csv", content)}, data=fields)
-    assert answer.status_code == 201, answer.text
-    return answer.json()
 
 
 def train(api, dataset_id: str, network: dict, **training) -> dict:
@@ -155,17 +120,6 @@ def test_body_mass_regressed_like_a_scikit_learn_pipeline(api):
     theirs = r2_score(truth, peer.predict(test_frame[numbers + text]))
     assert abs(ours - theirs) <= 0.03, (ours, theirs)
     assert ours > 0.75, ours
-
-
-def small_network(units: int, loss: str = "cross_entropy") -> dict:
-    out = "softmax" if loss == "cross_entropy" else "identity"
-    return {"layers": [{"units": 8, "activation": "tanh"}, {"units": units, "activation": out}],
-            "loss": loss}
-
-
-def submit(api, dataset_id: str, network: dict, **extra):
-    return api.post("/v1/jobs", json={"dataset_id": dataset_id, "network": network,
-                                      "training": {"epochs": 2}, **extra})
 
 
 def test_job_submit_names_what_does_not_fit(api):

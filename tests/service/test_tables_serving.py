@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tests.service.helpers import wait_for_job
-from tests.service.test_tables import (PENGUINS, csv_bytes, penguin_rows, raw_record,
-                                       small_network, submit, upload)
+from tests.service.table_helpers import (PENGUINS, csv_bytes, penguin_rows, raw_record,
+                                         small_network, submit, upload)
 
 
 def onnx_feeds(rows: list[dict], model: dict) -> dict:
