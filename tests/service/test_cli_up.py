@@ -54,6 +54,11 @@ def test_up_keeps_its_children_in_its_session_and_runs_workers_after_the_api(up)
     assert up.returncode == 0, out
 
 
+def worker_states(client: redis.Redis) -> list[bytes]:
+    """The `state` of each worker registered in RQ."""
+    return [client.hget(key, "state") for key in client.smembers("rq:workers")]
+
+
 def test_an_idle_worker_stops_at_once_on_sigterm(tmp_path):
     """SIGTERM while RQ's command-channel thread waits out a read: the worker exits at once
     (it waited up to 60 s for that read before)."""
@@ -64,8 +69,13 @@ def test_an_idle_worker_stops_at_once_on_sigterm(tmp_path):
             proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                wait_until(lambda: client.keys("rq:worker:*") and client.scard("rq:workers"),
-                           60, "the worker registered")
+                # "idle" is set in RQ's work loop once its SIGTERM handler is installed. A
+                # SIGTERM before then (registered but still starting: seconds under load) is
+                # lost today, as worker/process.py's interim handler only sets an event that the
+                # work loop never reads; that is another bug than this test's 60 s read.
+                wait_until(lambda: worker_states(client) == [b"idle"], 120,
+                           "the worker registered and idle in its work loop")
+                # Not a wait: each attempt lands at another point of the command channel's read.
                 time.sleep(0.2 * attempt)
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(STOP_DEADLINE_S) == 0

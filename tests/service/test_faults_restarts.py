@@ -67,7 +67,8 @@ def test_redis_restart_keeps_everything_and_the_api_recovers_by_itself(tmp_path)
         # A worker started while Redis is down waits for it instead of exiting.
         fs.valkey.stop()
         late = fs.stack.add_worker()
-        time.sleep(1.5)
+        wait_until(lambda: "waiting for Redis" in (fs.logs / "worker2.log").read_text(
+            errors="replace"), 60, "the late worker to find Redis down", fs.log_text)
         fs.valkey.start()
         wait_until(lambda: fs.api.get("/readyz").json().get("workers") == 2, 20,
                    "the late worker to register once Redis is back", fs.log_text)
@@ -118,7 +119,10 @@ def test_after_a_redis_outage_cached_models_are_loaded_again(tmp_path):
                    "a predict served from the cache", fs.log_text)
 
         fs.valkey.stop()
-        time.sleep(1.0)
+        # Until its deletion listener notices, the process still serves the model from its cache.
+        wait_until(lambda: fs.api.post(f"/v1/models/{model_id}/predict",
+                                       json={"inputs": rows}).status_code == 503, 20,
+                   "the API to stop serving from its cache while Redis is down", fs.log_text)
         fs.valkey.start()
         wait_until(lambda: fs.api.get("/readyz").status_code == 200, 20,
                    "the API to reconnect to Redis", fs.log_text)
