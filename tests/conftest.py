@@ -1,5 +1,10 @@
 """Real components for every test session: a Valkey server on a free port, RQ worker processes
-and the API over HTTP. Nothing is faked."""
+and the API over HTTP. Nothing is faked.
+
+`./dev test` runs the suite in parallel processes (pytest-xdist, --dist loadgroup): a session
+is one process, so each has its own Valkey, stack and temporary folders, and the tests of a
+module that share a module-scoped fixture (its own stack, say) run in one process, which makes
+that fixture once."""
 
 from __future__ import annotations
 
@@ -21,6 +26,17 @@ TEST_ENV = {
     "BACKPROP_CHECKPOINT_EVERY_S": "0.5",
     "BACKPROP_MAX_RESTARTS": "3",
 }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use a module-scoped fixture go to one xdist process together (an xdist_group
+    per module); the others are handed out one by one."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures is not None and any(
+                defs and defs[-1].scope == "module"
+                for defs in fixtures.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +72,9 @@ def stack(service_env, tmp_path_factory) -> Stack:
     """The API on a free port and two workers, as `backprop up` runs them."""
     settings = Settings()
     logs = Path(tmp_path_factory.mktemp("logs"))
-    running = Stack(settings, "127.0.0.1", free_port(), workers=2, log_dir=logs).start()
+    # Generous, as tests/service/helpers.py START_DEADLINE_S: parallel processes share cores.
+    running = Stack(settings, "127.0.0.1", free_port(), workers=2, log_dir=logs
+                    ).start(ready_timeout_s=120)
     running.logs = logs
     yield running
     running.stop()

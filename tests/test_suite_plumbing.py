@@ -1,0 +1,77 @@
+"""The suite's own plumbing: test modules share code through helpers and conftest modules only,
+and parallel test processes (`./dev test` runs pytest-xdist) each get a Valkey of their own."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+
+
+def imported_test_modules(path: Path) -> list[str]:
+    """Modules named test_* that one module imports (at the top or inside a function)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names
+                                     if alias.name.startswith("test_")]
+        else:
+            continue
+        found += [n for n in names if n.startswith("tests.")
+                  and any(part.startswith("test_") for part in n.split(".")[1:])]
+    return found
+
+
+def test_no_test_module_imports_another():
+    """A test module imported by another runs its module-level code twice and ties the two
+    together; what they share belongs in a helpers module or a conftest.py."""
+    modules = sorted(TESTS.rglob("*.py"))
+    assert len(modules) > 50, "the test modules were not found"
+    wrong = {str(m.relative_to(ROOT)): imported_test_modules(m) for m in modules}
+    assert not {m: names for m, names in wrong.items() if names}
+
+
+def test_the_check_sees_an_import_of_a_test_module(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from tests.service import helpers\nfrom tests.service import test_jobs\n"
+                      "def f():\n    from tests.test_readme import section\n")
+    assert sorted(imported_test_modules(module)) == ["tests.service.test_jobs",
+                                                     "tests.test_readme"]
+
+
+def test_parallel_test_processes_each_start_their_own_valkey(tmp_path):
+    """Two xdist workers each run the same test (--dist each) with the session `valkey` fixture
+    of tests/conftest.py: two servers on two ports, each with its data in its worker's own
+    temporary folder."""
+    pytest.importorskip("xdist")
+    (tmp_path / "test_probe.py").write_text(
+        "import os, pathlib\n"
+        "def test_probe(valkey, redis_client):\n"
+        "    redis_client.set('probe', os.environ['PYTEST_XDIST_WORKER'])\n"
+        "    out = pathlib.Path(os.environ['PROBE_OUT'])\n"
+        "    line = f\"{os.environ['PYTEST_XDIST_WORKER']} {valkey.url} {valkey.data_dir}\\n\"\n"
+        "    with open(out / os.environ['PYTEST_XDIST_WORKER'], 'w') as f:\n"
+        "        f.write(line)\n"
+        "    assert redis_client.get('probe').decode() == os.environ['PYTEST_XDIST_WORKER']\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-n", "2",
+         "--dist", "each", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         "--basetemp", str(tmp_path / "basetemp"), str(tmp_path / "test_probe.py")],
+        cwd=ROOT, env={**os.environ, "PROBE_OUT": str(out)}, capture_output=True, text=True,
+        timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [p.read_text().split() for p in sorted(out.iterdir())]
+    assert [worker for worker, _, _ in lines] == ["gw0", "gw1"], lines
+    assert len({url for _, url, _ in lines}) == 2, lines
+    assert all(f"/popen-{worker}/" in data for worker, _, data in lines), lines
