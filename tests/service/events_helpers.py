@@ -19,7 +19,7 @@ from core.records import JobRecord
 from core.settings import Settings
 from core.store import Store
 from service.embedded_redis import free_port
-from tests.service.helpers import job_record, private_settings, submitted
+from tests.service.helpers import START_DEADLINE_S, job_record, private_settings, submitted
 
 KEYS = {"alice": "alice-key-0123", "bob": "bob-key-4567"}
 RECHECK_S = 0.3  # the keyed API's events_recheck_s, short so the lost-end test is quick
@@ -70,7 +70,7 @@ def api_process(redis_url: str, prefix: str, keys: dict[str, str]) -> Iterator[h
                             env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_DEADLINE_S
         while True:
             assert proc.poll() is None, f"the API exited with status {proc.returncode}"
             try:
@@ -78,7 +78,8 @@ def api_process(redis_url: str, prefix: str, keys: dict[str, str]) -> Iterator[h
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "the API did not answer /healthz in 30 s"
+            assert time.monotonic() < deadline, \
+                f"the API did not answer /healthz in {START_DEADLINE_S} s"
             time.sleep(0.1)
         client.process = proc
         yield client

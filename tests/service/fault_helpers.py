@@ -55,7 +55,7 @@ def fault_stack(tmp_path: Path, workers: int = 2, **env: str) -> Iterator[FaultS
     stack = Stack(Settings(redis_url=valkey.url), "127.0.0.1", free_port(), workers,
                   log_dir=logs, extra_env={**FAST_ENV, "BACKPROP_REDIS_URL": valkey.url, **env})
     try:
-        stack.start(ready_timeout_s=30)
+        stack.start(ready_timeout_s=helpers.START_DEADLINE_S)
         with httpx.Client(base_url=stack.url, timeout=30) as api:
             yield FaultStack(valkey, stack, api, logs)
     finally:

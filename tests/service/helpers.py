@@ -31,9 +31,12 @@ from service.launcher import Stack
 from worker.attempts import Attempt
 
 FINISHED = {s.value for s in FINISHED_STATES}
+# How long a test waits for a process it started to answer. Generous: with the suite's parallel
+# processes and others' work on the same cores, a start can take many times its idle 2-5 s.
+START_DEADLINE_S = 120
 
 
-def wait_for_job(api: httpx.Client, job_id: str, timeout_s: float = 60.0,
+def wait_for_job(api: httpx.Client, job_id: str, timeout_s: float = 180.0,
                  until: set[str] = FINISHED) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -83,7 +86,8 @@ def own_stack(root: Path, workers: int = 1, extra_env: dict[str, str] | None = N
     """A stack of its own (embedded Valkey under root/data, logs in root/logs) for tests that
     change settings or break things, so the shared session stack is never affected."""
     stack = Stack(Settings(redis_url=None, data_dir=root / "data"), "127.0.0.1", free_port(),
-                  workers=workers, log_dir=root / "logs", extra_env=extra_env).start()
+                  workers=workers, log_dir=root / "logs", extra_env=extra_env
+                  ).start(ready_timeout_s=START_DEADLINE_S)
     stack.logs = root / "logs"
     return stack
 
@@ -143,20 +147,27 @@ def start_api(env: dict, workers: int = 1) -> tuple[subprocess.Popen, str]:
                              "--workers", str(workers)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_DEADLINE_S
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass
-        assert proc.poll() is None and time.monotonic() < deadline, "the API did not start"
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_api(proc)  # never left running after the test
+            raise AssertionError(f"the API did not start (exit status {proc.returncode})")
         time.sleep(0.1)
 
 
 def stop_api(proc: subprocess.Popen) -> None:
     proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def log_lines(stack, predicate, timeout_s: float = 5.0) -> list[dict]:

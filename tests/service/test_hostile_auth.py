@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from service.embedded_redis import free_port
+from tests.service.helpers import START_DEADLINE_S
 from tests.service.hostile_helpers import (KEYS, HealthProbe, connect, keyed_stack, peak_rss,
                                            read_response, request_bytes)
 
@@ -103,7 +104,7 @@ def api_command(host: str, port: int, **env: str) -> subprocess.Popen:
 
 def serves(proc: subprocess.Popen, port: int) -> bool:
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_DEADLINE_S
         while proc.poll() is None and time.monotonic() < deadline:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
