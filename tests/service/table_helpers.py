@@ -1,5 +1,6 @@
-"""Shared by the table tests (test_tables, test_tables_serving): the Palmer penguins CSV as the
-`palmerpenguins` package ships it, rows as a user sends them, and uploads and submits over HTTP."""
+"""Shared by the table tests (test_tables, test_tables_serving, test_dates): the Palmer penguins
+CSV as the `palmerpenguins` package ships it, rows as a user sends them, and uploads and
+submits over HTTP."""
 
 from __future__ import annotations
 

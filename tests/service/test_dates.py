@@ -19,7 +19,7 @@ import pytest
 
 from backprop_client import Client
 from tests.service.helpers import wait_for_job
-from tests.service.test_tables import csv_bytes, submit, upload
+from tests.service.table_helpers import csv_bytes, submit, upload
 
 EPOCH = datetime.datetime(1970, 1, 1)
 WARM = range(4, 10)
