@@ -9,7 +9,7 @@ from pathlib import Path
 import palmerpenguins
 
 from backprop_client import Client
-from tests.client.test_cli import client_cli
+from tests.client.helpers import client_cli
 
 PENGUINS = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
 

@@ -6,8 +6,8 @@ import json
 import re
 
 from backprop_client import Client, Sweep, ValidationFailed
-from tests.client.test_cli import backprop, client_cli
-from tests.service.test_tables import PENGUINS
+from tests.client.helpers import backprop, client_cli
+from tests.service.table_helpers import PENGUINS
 
 import pytest
 

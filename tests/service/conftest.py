@@ -11,6 +11,7 @@ import time
 import pytest
 
 from service.embedded_redis import free_port
+from tests.service.browser_helpers import CHROMIUM, CHROMIUM_ARGS
 from tests.service.fault_helpers import child_pids, kill
 
 
@@ -36,3 +37,27 @@ def up(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         for child in children:
             kill(child)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed: `pip install playwright`")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(30_000)
+    problems = []
+    opened.on("pageerror", lambda error: problems.append(str(error)))
+    opened.problems = problems
+    yield opened
+    context.close()

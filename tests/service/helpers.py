@@ -154,9 +154,12 @@ def start_api(env: dict, workers: int = 1) -> tuple[subprocess.Popen, str]:
                 return proc, url
         except httpx.HTTPError:
             pass
-        if proc.poll() is not None or time.monotonic() > deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the API exited with status {proc.returncode} before it "
+                                 "answered /healthz")
+        if time.monotonic() > deadline:
             stop_api(proc)  # never left running after the test
-            raise AssertionError(f"the API did not start (exit status {proc.returncode})")
+            raise AssertionError(f"the API did not answer /healthz in {START_DEADLINE_S} s")
         time.sleep(0.1)
 
 

@@ -8,6 +8,7 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
 import palmerpenguins
 
 PENGUINS = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
@@ -16,6 +17,13 @@ PENGUINS = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
 def penguin_rows() -> list[dict]:
     with PENGUINS.open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def split_rows(rows: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """A held-out 20% of the rows (the service never sees them in training)."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    cut = int(len(rows) * 0.8)
+    return [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
 
 
 def csv_bytes(rows: list[dict]) -> bytes:

