@@ -40,8 +40,24 @@ WORKER_TTL_S = 30
 PUBSUB_POLL_S = 0.5
 
 
+STOP_REQUESTED = threading.Event()
+"""Set by SIGTERM/SIGINT while RQ's work loop has no handlers of its own (starting, or waiting
+for Redis)."""
+
+
 class QuickStopPubSub:
-    """Mixin for RQ workers: the command channel's thread polls briefly, so it stops at once."""
+    """Mixin for RQ workers: the command channel's thread polls briefly, so it stops at once;
+    and a stop asked for while RQ was still starting is honoured."""
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        # A signal between the worker's registration and this point reached our handler, not
+        # RQ's: without this the work loop would run on, deaf to it. The loop reads
+        # _stop_requested first thing and leaves cleanly (request_stop would raise here,
+        # outside the loop's own handling).
+        if STOP_REQUESTED.is_set():
+            self.shutdown_requested = True
+            self._stop_requested = True
 
     def subscribe(self) -> None:
         self.pubsub = self.connection.pubsub()
@@ -149,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     # Its own connection: the horse is forked from this process and must not share sockets.
     reaper = Reaper(Store(queues.connect(settings), settings.key_prefix), settings)
     reaper.start()
-    stop = threading.Event()
+    stop = STOP_REQUESTED
 
     def stop_waiting(signum, frame) -> None:  # until RQ's work loop installs its own handlers
         stop.set()
