@@ -37,6 +37,13 @@ def parse_json(body: bytes):
 
 def matrix(value, field: str, dtype=np.float64) -> np.ndarray:
     """A non-empty 2-D array of finite numbers from nested lists."""
+    return finite(number_rows(value, field, dtype), field)
+
+
+def number_rows(value, field: str, dtype=np.float64) -> np.ndarray:
+    """A non-empty 2-D array from nested lists of numbers, converted once, straight to `dtype`
+    (a number beyond its range is refused); not yet checked for NaN or infinities (predict
+    checks them in the same pass as its cast, finite_as)."""
     if not isinstance(value, list) or not value:
         raise invalid(field, "must be a non-empty list of rows (a list of lists of numbers)")
     if not all(isinstance(row, list) for row in value):
@@ -47,7 +54,7 @@ def matrix(value, field: str, dtype=np.float64) -> np.ndarray:
                               f"must have the same number of values")
     if 0 in widths:
         raise invalid(field, "rows are empty; each row needs at least one value")
-    return finite(_numeric(value, field, dtype), field)
+    return _numeric(value, field, dtype)
 
 
 def vector_or_matrix(value, field: str) -> np.ndarray:
@@ -65,22 +72,27 @@ BLOCK_VALUES = 1 << 16
 
 
 def _numeric(value: list, field: str, dtype) -> np.ndarray:
-    """Nested lists (rows of equal length) as an array, converted a block of rows at a time:
-    each conversion holds the GIL, and a big upload parsed in a thread must let the event loop
-    run in between."""
+    """Nested lists (rows of equal length) as an array, each value converted once. A long list
+    is converted a block of rows at a time: each conversion holds the GIL, and a big upload
+    parsed in a thread must let the event loop run in between."""
+    width = len(value[0]) if isinstance(value[0], list) else 1
+    step = max(1, BLOCK_VALUES // max(width, 1))
     try:
         with np.errstate(over="raise"):
-            first = np.asarray(value[:1], dtype=dtype)
-            step = max(1, BLOCK_VALUES // max(first.size, 1))
+            if len(value) <= step:
+                return np.asarray(value, dtype=dtype)
+            first = np.asarray(value[:step], dtype=dtype)
             out = np.empty((len(value),) + first.shape[1:], dtype=dtype)
-            for start in range(0, len(value), step):
+            out[:step] = first
+            for start in range(step, len(value), step):
                 out[start:start + step] = np.asarray(value[start:start + step], dtype=dtype)
             return out
     except (TypeError, ValueError) as exc:
         raise invalid(field, f"must hold numbers only ({exc})") from None
     except (FloatingPointError, OverflowError):
         raise invalid(field, f"holds numbers too large for {np.dtype(dtype).name} (such as "
-                              f"10**400); send values within ±1.8e308") from None
+                              f"10**400); send values within ±{np.finfo(dtype).max:.2g}"
+                      ) from None
 
 
 def finite(array: np.ndarray, field: str) -> np.ndarray:
@@ -115,6 +127,24 @@ def as_float(array: np.ndarray, field: str, dtype: str) -> np.ndarray:
 def too_large(field: str, dtype: str) -> ApiError:
     return invalid(field, f"holds values too large for {dtype} (largest allowed "
                            f"{np.finfo(dtype).max:.3g}); use dtype float64")
+
+
+def finite_as(array: np.ndarray, field: str, dtype: str) -> np.ndarray:
+    """finite(array) then as_float(array, dtype), in one pass: max and min give away a NaN
+    (both propagate it) or an infinity, and bound the values for a narrowing cast; neither
+    makes an array-sized temporary."""
+    if array.dtype.kind not in "fiub":
+        raise invalid(field, f"must be numeric, not {array.dtype}")
+    target = FLOAT_DTYPES[dtype]
+    if array.dtype.kind == "f" and array.size:
+        high, low = array.max(), array.min()
+        if not (np.isfinite(high) and np.isfinite(low)):
+            finite(array, field)                # raises, naming the first bad index
+        if array.dtype.itemsize > np.dtype(target).itemsize and \
+                max(high, -low) > np.finfo(target).max:
+            raise invalid(field, f"holds values too large for {dtype}, the model's type "
+                                  f"(largest allowed {np.finfo(target).max:.3g})")
+    return array.astype(target, copy=False)
 
 
 def targets(y: np.ndarray, dtype: str) -> np.ndarray:
@@ -192,7 +222,8 @@ def _shaped(flat: np.ndarray, shape: tuple[int, ...], fortran: bool) -> np.ndarr
 def from_npy(content: bytes, field: str) -> np.ndarray:
     """One .npy array (the binary predict path), viewed in place in `content` (read-only, no
     copy). Its header must declare exactly the bytes that follow it, so a huge declared shape
-    costs nothing; never unpickled."""
+    costs nothing; never unpickled. Not checked for NaN or infinities: predict does that in
+    the pass that casts it (finite_as)."""
     stream = io.BytesIO(content)
     shape, fortran, dtype = npy_header(stream, field)
     count, offset = math.prod(shape), stream.tell()
@@ -200,7 +231,7 @@ def from_npy(content: bytes, field: str) -> np.ndarray:
         raise invalid(field, f"declares shape {list(shape)} of {dtype} ({count * dtype.itemsize}"
                               f" bytes) but holds {len(content) - offset} bytes of data")
     flat = np.frombuffer(content, dtype=dtype, count=count, offset=offset)
-    return finite(_shaped(flat, shape, fortran), field)
+    return _shaped(flat, shape, fortran)
 
 
 def from_npz(content: bytes | BinaryIO, limits, dtype: str = "float32"

@@ -116,22 +116,25 @@ def parse_json_upload(body: bytes, settings: Settings) -> tuple[str, str, Table]
     return fields.name, "json", table_from_arrays(X, y, table_options(settings, fields.dtype))
 
 
-async def parse_upload(request: Request, settings: Settings) -> tuple[str, str, Table]:
-    """(name, source, table) from a JSON body or a multipart file upload."""
+async def parse_upload(request: Request, settings: Settings,
+                       tenant: str) -> tuple[str, str, Table]:
+    """(name, source, table) from a JSON body or a multipart file upload, decoded in one of
+    `tenant`'s fair share of the decoder slots."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await read_form(request)
         try:
             # Parsing takes seconds for big files, and a form field (`columns`, JSON) can be
             # a MiB: all of it in a decoder thread, so the event loop keeps answering.
-            return await arrays.off_loop(read_form_upload, form, settings)
+            return await arrays.off_loop(read_form_upload, form, settings, tenant=tenant)
         finally:
             await form.close()
     if not content_type.startswith("application/json"):
         raise ApiError(415, "send JSON ({\"name\", \"X\", \"y\"} or {\"name\", \"records\", "
                             "\"target\"}) or a multipart file upload (CSV, Parquet or NPZ in "
                             "field `file`)")
-    return await arrays.decode_json_body(parse_json_upload, await request.body(), settings)
+    return await arrays.decode_json_body(parse_json_upload, await request.body(), settings,
+                                         tenant=tenant)
 
 
 def validated(model, body: dict):
@@ -159,7 +162,7 @@ async def upload_dataset(request: Request, response: Response, store: StoreDep,
                          settings: SettingsDep, tenant: TenantDep):
     """Upload a table (CSV or Parquet file, or JSON records) or X/y arrays (NPZ file or JSON).
     Form fields (or JSON fields for records): target, ignore, columns, name, dtype."""
-    name, source, table = await parse_upload(request, settings)
+    name, source, table = await parse_upload(request, settings, tenant)
     record = await run_in_threadpool(
         store.put_dataset, dataset_record(tenant, name, source, table), table.numeric,
         table.codes, table.y, settings.max_tenant_bytes, settings.redis_reserve_bytes)

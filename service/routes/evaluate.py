@@ -54,11 +54,12 @@ async def evaluate_model(model_id: str, request: Request, store: StoreDep, tenan
         raise ApiError(415, f"body: Content-Type {media!r} is not read here; send one of "
                             f"{', '.join(MEDIA_TYPES)}", "body")
     state = state_of(request.app)
-    loaded = await pools.off_loop(state.models.get, tenant, model_id)
+    loaded = await pools.off_loop(state.models.get, tenant, model_id, tenant=tenant)
     if loaded is None:
         raise not_found("model", model_id)
     body = await request.body()
     budget = Budget.of(state.settings)
     if media == "application/json":
         check_json_size(body, budget, "records")
-    return await pools.off_loop(evaluate, loaded, store, tenant, body, media, budget)
+    return await pools.off_loop(evaluate, loaded, store, tenant, body, media, budget,
+                                tenant=tenant)

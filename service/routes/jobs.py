@@ -26,7 +26,8 @@ async def submit_job(request: Request, response: Response, store: StoreDep,
     """Check a network, training settings and data, then queue the training job."""
     # The body (JobIn) is parsed here, off the event loop: FastAPI would parse it on the
     # event loop, and before the key is checked.
-    decoded = await pools.decode_json_body(parse_job, await request.body(), settings)
+    decoded = await pools.decode_json_body(parse_job, await request.body(), settings,
+                                       tenant=tenant)
     record = await run_in_threadpool(submit, store, settings, tenant, decoded)
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return viewed(store, settings, [record])[0]

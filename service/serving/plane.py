@@ -15,33 +15,47 @@ from service.model_cache import LoadedModel, ModelCache
 from service.serving import v1_codec, v2_codec
 from service.serving.predict import Budget, predict_outputs
 
-LIGHT_BODY_BYTES = 16 * 1024
+LIGHT_BODY_BYTES = 32 * 1024
+"""Bodies up to this size are decoded on the event loop: a parse costs tens of microseconds
+(a row of 784 numbers written as a float32 array's tolist() is 15.4 kB, 17 kB with spaces),
+less than a hop to a decoder thread and back."""
 LIGHT_MULTIPLY_ADDS = 8_000_000
+"""Predicts of up to this many multiply-adds (rows x the network's) stay on the event loop."""
+LIGHT_CELLS = 4096
+"""Raw values (records, CSV cells, per-column tensors: rows x the model's columns) read one
+at a time into a preparation's blocks that may stay on the event loop."""
 
 
-def light(body: bytes, loaded: LoadedModel) -> bool:
-    """Whether predicting from `body` is sure to be light work (well under a millisecond), fit
-    for the event loop: a small body, and at most one row per input_width of its bytes (every
-    value or cell takes one byte or more) through the network's multiply-adds."""
+def light(rows: int, raw: bool, loaded: LoadedModel) -> bool:
+    """Whether predicting `rows` rows, as decoded (not guessed from the body's size), is sure
+    to be light work (well under a millisecond), fit for the event loop: their multiply-adds
+    through the network, and for `raw` rows the values still to be read one at a time."""
     widths = loaded.net.widths
-    rows = len(body) // loaded.input_width + 1
-    return (len(body) <= LIGHT_BODY_BYTES and
+    cells = rows * loaded.input_width if raw else 0
+    return (cells <= LIGHT_CELLS and
             rows * sum(a * b for a, b in zip(widths, widths[1:])) <= LIGHT_MULTIPLY_ADDS)
 
 
 async def answered(body: bytes, loaded: LoadedModel, decode, decode_args: tuple, respond,
-                   json_body: bool):
-    """respond(decode(body, *decode_args)), where it costs the event loop least: on it for a
-    light body; a JSON body of pools.PROCESS_DECODE_BYTES or more decoded in a decoder
-    process (its parse holds the GIL: from a thread, a 25 MiB JSON predict held /healthz up to
-    0.43 s), then answered in a decoder thread; any other body decoded and answered in one
-    decoder thread. `decode` and its arguments must pickle; `respond` need not."""
-    if light(body, loaded):
-        return respond(decode(body, *decode_args))
-    if json_body and len(body) >= pools.PROCESS_DECODE_BYTES:
-        decoded = await pools.decode_json_body(decode, body, *decode_args)
-        return await pools.off_loop(respond, decoded)
-    return await pools.off_loop(lambda: respond(decode(body, *decode_args)))
+                   tenant: str, process_decode=None, raw: bool = False):
+    """respond(decode(body, *decode_args)), where it costs the event loop least. A small body
+    is decoded on it (its parse is cheaper than a thread hop), then answered on it too when
+    the rows it holds are light work, else in a decoder thread. A JSON body of
+    pools.PROCESS_DECODE_BYTES or more is decoded by `process_decode` in a decoder process
+    (its parse holds the GIL: from a thread, a 25 MiB JSON predict held /healthz up to
+    0.43 s), then answered in a decoder thread; any other body is decoded and answered in one
+    decoder thread. Decoded bodies have `count` (rows) and `raw` (values still to read);
+    `raw` says so for every body of this model. `process_decode` and its arguments must
+    pickle; `respond` need not. Decoder slots are shared fairly between tenants (pools)."""
+    if len(body) <= LIGHT_BODY_BYTES:
+        decoded = decode(body, *decode_args)
+        if light(decoded.count, raw or decoded.raw, loaded):
+            return respond(decoded)
+        return await pools.off_loop(respond, decoded, tenant=tenant)
+    if process_decode is not None and len(body) >= pools.PROCESS_DECODE_BYTES:
+        decoded = await pools.decode_json_body(process_decode, body, *decode_args, tenant=tenant)
+        return await pools.off_loop(respond, decoded, tenant=tenant)
+    return await pools.off_loop(lambda: respond(decode(body, *decode_args)), tenant=tenant)
 
 
 ReadBody = Callable[[], Awaitable[bytes]]
@@ -65,7 +79,7 @@ class DataPlane:
         load takes up to a second for a large model); or 404."""
         loaded = self.models.peek(tenant, model_id)
         if loaded is None:
-            loaded = await pools.off_loop(self.model, tenant, model_id)
+            loaded = await pools.off_loop(self.model, tenant, model_id, tenant=tenant)
         return loaded
 
     async def predict(self, tenant: str, model_id: str, headers: Mapping[str, str],
@@ -77,11 +91,13 @@ class DataPlane:
         body, accept = await read_body(), headers.get("accept", "")
 
         def respond(rows: v1_codec.Rows) -> tuple[str, bytes]:
+            rows = rows.built(loaded.preparation, self.budget)
             prediction = predict_outputs(loaded, rows.X, self.budget, "inputs", rows.codes)
             return v1_codec.rendered(model_id, rows, prediction, accept, loaded)
 
-        return await answered(body, loaded, decode, (loaded.preparation, self.budget),
-                              respond, json_body=decode is v1_codec.json_rows)
+        return await answered(
+            body, loaded, decode, (loaded.preparation, self.budget, loaded.meta.dtype),
+            respond, tenant, v1_codec.json_rows_built if decode is v1_codec.json_rows else None)
 
     async def infer(self, tenant: str, model_id: str, headers: Mapping[str, str],
                     read_body: ReadBody) -> tuple[bytes, dict[str, str]]:
@@ -92,15 +108,17 @@ class DataPlane:
         body = await read_body()
 
         def respond(request: v2_codec.InferRequest) -> tuple[bytes, dict[str, str]]:
-            X, codes = v2_codec.model_input(request, loaded)
+            X, codes = v2_codec.model_input(request, loaded, self.budget)
             prediction = predict_outputs(loaded, X, self.budget,
                                          f"input {v2_codec.INPUT!r}", codes)
             produced = v2_codec.model_outputs(prediction)
             return v2_codec.encode_response(model_id, request.id,
                                             v2_codec.select_outputs(request, produced))
 
-        return await answered(body, loaded, v2_codec.parse_request, (header_length, self.budget),
-                              respond, json_body=header_length is None)
+        return await answered(
+            body, loaded, v2_codec.parse_request, (header_length, self.budget), respond, tenant,
+            v2_codec.parse_request if header_length is None else None,
+            raw=v2_codec.per_column(loaded))
 
     def metadata(self, tenant: str, model_id: str) -> dict:
         """/v2's model metadata."""

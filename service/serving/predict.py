@@ -34,6 +34,28 @@ class Budget:
                              f"{env_name('predict_memory_bytes')}={self.max_bytes} allows; {fix}",
                         field)
 
+    def check_rows(self, rows: int, field: str) -> None:
+        """413 for more rows than one predict may have."""
+        if rows > self.max_rows:
+            raise ApiError(413, f"{field}: {rows} rows; at most {self.max_rows} per request "
+                                f"({env_name('max_predict_rows')})", field)
+
+    def check_cells(self, rows: int, columns: int, field: str) -> None:
+        """Before raw values (records, a CSV table, per-column tensors) become the blocks a
+        preparation transforms: their rows, and the blocks' memory (CELL_BYTES for each of
+        rows x the model's columns, whatever few values the body itself holds) within the
+        budget. `rows` is what was decoded, never a count the body declares."""
+        self.check_rows(rows, field)
+        if rows * columns * CELL_BYTES > self.max_bytes:
+            raise self.refuse(field, f"{rows} rows x {columns} columns (the model's, each "
+                                     f"read as a number or a category code)",
+                              rows * columns * CELL_BYTES, "send fewer rows per request")
+
+
+CELL_BYTES = 8
+"""Memory of one cell of the blocks a preparation transforms: a float64 value or an int64
+category code, for every column of the model in every row, present in the body or not."""
+
 
 JSON_NUMBER_BYTES = 40
 """Memory of one JSON number while parsed: a Python float (24 bytes) and its list slot (8),
@@ -81,9 +103,7 @@ def predict_outputs(loaded: LoadedModel, X: np.ndarray, budget: Budget, field: s
                                 f"{{\"inputs\": [{{\"column\": value, ...}}]}} or a CSV body to "
                                 f"/v1/models/{{id}}/predict", field)
     rows = X.shape[0]
-    if rows > budget.max_rows:
-        raise ApiError(413, f"{field}: {rows} rows; at most {budget.max_rows} per request "
-                            f"({env_name('max_predict_rows')})", field)
+    budget.check_rows(rows, field)
     one_row = memory.predict_bytes(net.widths, 1, meta.dtype)
     if one_row > budget.max_bytes:
         raise budget.refuse(field, "one row through this network (its buffers)", one_row,
@@ -92,8 +112,8 @@ def predict_outputs(loaded: LoadedModel, X: np.ndarray, budget: Budget, field: s
     if need > budget.max_bytes:
         raise budget.refuse(field, f"{rows} rows (input, outputs and the forward pass's "
                                    f"buffers)", need)
-    if codes is None:
-        X = arrays.as_float(arrays.finite(X, field), field, meta.dtype)
+    if codes is None:                   # the one check of the numbers, in the pass of the cast
+        X = arrays.finite_as(X, field, meta.dtype)
     if prep is not None:
         X = prep.transform(X, codes, meta.dtype)
     outputs = net.predict(X)            # in chunks of rows within memory.WORKSPACE_BYTES

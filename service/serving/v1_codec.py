@@ -23,18 +23,43 @@ NPY, CSV, JSON = "application/x-npy", "text/csv", "application/json"
 
 @dataclass(frozen=True)
 class Rows:
-    """A predict body decoded: numbers (n, n_inputs), or for a model with a preparation its
-    raw numeric columns (n, p) and category codes (n, q); a CSV body keeps its table, answered
-    as a scored CSV."""
+    """A predict body decoded: numbers (n, n_inputs); or for a model with a preparation its
+    raw values, as records or a CSV table (a CSV body's table is answered as a scored CSV),
+    until built() reads them into its raw numeric columns X (n, p) and category codes (n, q).
+    """
 
-    X: np.ndarray
+    X: np.ndarray | None = None
     codes: np.ndarray | None = None
     table: Any = None
+    records: list | None = None
+
+    @property
+    def count(self) -> int:
+        """Rows, as decoded."""
+        if self.records is not None:
+            return len(self.records)
+        return len(self.X) if self.X is not None else self.table.num_rows
+
+    @property
+    def raw(self) -> bool:
+        """Whether built() still has to read each value (records, a CSV table)."""
+        return self.X is None
+
+    def built(self, preparation: Preparation | None, budget: Budget) -> "Rows":
+        """The rows with X (and codes) read, once their cells fit the budget."""
+        if not self.raw:
+            return self
+        budget.check_cells(self.count, len(preparation.columns), "inputs")
+        if self.records is not None:
+            return Rows(*records_blocks(self.records, preparation, budget.max_rows))
+        return Rows(*table_blocks(self.table, preparation), table=self.table)
 
 
-def json_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> Rows:
+def json_rows(body: bytes, preparation: Preparation | None, budget: Budget,
+              dtype: str) -> Rows:
     """`{"inputs": [[...], ...]}`, or `{"inputs": [{column: value}, ...]}` (records) for a
-    model with a preparation."""
+    model with a preparation. Numbers are converted once, straight to the model's `dtype`;
+    predict_outputs checks them."""
     check_json_size(body, budget, "inputs")
     payload = arrays.parse_json(body)
     if not isinstance(payload, dict):
@@ -48,25 +73,32 @@ def json_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> R
     inputs = payload["inputs"]
     if preparation is not None and isinstance(inputs, list) and inputs and \
             isinstance(inputs[0], dict):
-        return Rows(*records_blocks(inputs, preparation, budget.max_rows))
-    return Rows(arrays.matrix(inputs, "inputs"))
+        return Rows(records=inputs)
+    return Rows(arrays.number_rows(inputs, "inputs", arrays.FLOAT_DTYPES[dtype]))
 
 
-def npy_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> Rows:
+def json_rows_built(body: bytes, preparation: Preparation | None, budget: Budget,
+                    dtype: str) -> Rows:
+    """json_rows(...).built(...), for a decoder process: what it sends back is arrays, not the
+    records' Python objects."""
+    return json_rows(body, preparation, budget, dtype).built(preparation, budget)
+
+
+def npy_rows(body: bytes, preparation: Preparation | None, budget: Budget, dtype: str) -> Rows:
     """A 2-D .npy array, rows x n_inputs."""
     return Rows(arrays.from_npy(body, "inputs"))
 
 
-def csv_rows(body: bytes, preparation: Preparation | None, budget: Budget) -> Rows:
+def csv_rows(body: bytes, preparation: Preparation | None, budget: Budget, dtype: str) -> Rows:
     """A CSV with a header row, for a model with a preparation (which names its columns)."""
     if preparation is None:
         raise invalid("body", "CSV is read for models trained with preprocessing; send JSON "
                               "{\"inputs\": [[...]]} or .npy to this model", 415)
-    table = csv_table(body, preparation, budget.max_rows)
-    return Rows(*table_blocks(table, preparation), table=table)
+    return Rows(table=csv_table(body, preparation, budget.max_rows))
 
 
-Decoder = Callable[[bytes, "Preparation | None", Budget], Rows]
+Decoder = Callable[[bytes, "Preparation | None", Budget, str], Rows]
+"""(body, the model's preparation, the predict budget, the model's dtype) -> rows."""
 INPUT_CODECS: dict[str, Decoder] = {JSON: json_rows, NPY: npy_rows, CSV: csv_rows}
 """Request media type -> its rows (no Content-Type: JSON)."""
 

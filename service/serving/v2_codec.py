@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from core.settings import env_name
 from service import arrays
 from service.errors import ApiError
 from engine.preparation import ClassTarget
@@ -49,6 +50,16 @@ class InferRequest:
     """Requested output name -> binary; None means every output."""
     binary_output: bool = False
     """`binary_data_output`: the default for outputs that do not say."""
+
+    @property
+    def count(self) -> int:
+        """Rows, as decoded: the longest first dimension of the inputs."""
+        return max((len(a) if a.ndim else 1) for a in self.inputs.values())
+
+    @property
+    def raw(self) -> bool:
+        """Whether some input is text (BYTES), read a string at a time into category codes."""
+        return any(a.dtype == object for a in self.inputs.values())
 
 
 def _object(value, what: str) -> dict:
@@ -103,6 +114,17 @@ def tensor_datatype(tensor: dict, where: str) -> np.dtype:
     return DATATYPES[name]
 
 
+def check_texts(shape: tuple[int, ...], budget: Budget, where: str) -> None:
+    """Before a BYTES tensor is read string by string: a text column takes one string a row,
+    so more than max_rows of them is 413 at once (a 30 MiB binary tensor of empty strings
+    took 11 s to read before its rows were counted)."""
+    if math.prod(shape) > budget.max_rows:
+        raise ApiError(413, f"{where}: datatype 'BYTES' with shape {list(shape)} holds "
+                            f"{math.prod(shape)} strings; a text column takes one a row, at most "
+                            f"{budget.max_rows} rows per request "
+                            f"({env_name('max_predict_rows')})", where)
+
+
 def text_tensor(values, shape: tuple[int, ...], where: str) -> np.ndarray:
     """BYTES `data` (flat or nested strings) as an object array of str of `shape`."""
     flat = np.asarray(values, dtype=object).ravel()
@@ -133,21 +155,31 @@ def binary_text(raw: memoryview, shape: tuple[int, ...], where: str) -> np.ndarr
     return np.array(values, dtype=object).reshape(shape)
 
 
-def json_tensor(tensor: dict, shape: tuple[int, ...], dtype: np.dtype, where: str) -> np.ndarray:
+def json_tensor(tensor: dict, shape: tuple[int, ...], dtype: np.dtype, where: str,
+                budget: Budget) -> np.ndarray:
     """`data` (flat row-major, or nested) as an array of `shape`; integer types must hold
     whole numbers."""
     if "data" not in tensor:
         raise bad_request(f"{where}: has no `data` (and no binary_data_size parameter)")
     if dtype is TEXT:
+        check_texts(shape, budget, where)
         return text_tensor(tensor["data"], shape, where)
+    # FP16/32/64 data is converted once, straight to its datatype (predict checks it for NaN
+    # and infinities as it casts); integer types go through float64, to be checked whole.
+    number = dtype.newbyteorder("=") if dtype.kind == "f" else np.dtype(np.float64)
     try:
-        values = np.asarray(tensor["data"], dtype=np.float64)
+        with np.errstate(over="raise"):
+            values = np.asarray(tensor["data"], dtype=number)
     except (TypeError, ValueError):
         raise bad_request(f"{where}: data must hold numbers only, as a flat list or nested "
                           f"lists of equal length") from None
     except OverflowError:               # a JSON integer beyond float64, such as 10**400
         raise bad_request(f"{where}: data holds an integer too large for a number "
                           f"(beyond ±1.8e308); send values within float64's range") from None
+    except FloatingPointError:          # beyond the datatype's range, such as 1e39 as FP32
+        raise bad_request(f"{where}: data holds values too large for {number.name} (largest "
+                          f"allowed {np.finfo(number).max:.3g}); send FP64 or smaller "
+                          f"values") from None
     if values.size != math.prod(shape):
         raise bad_request(f"{where}: data holds {values.size} values but shape {list(shape)} "
                           f"needs {math.prod(shape)}")
@@ -162,8 +194,9 @@ def json_tensor(tensor: dict, shape: tuple[int, ...], dtype: np.dtype, where: st
 
 
 def binary_tensor(raw: memoryview, offset: int, size, shape: tuple[int, ...], dtype: np.dtype,
-                  where: str) -> np.ndarray:
+                  where: str, budget: Budget) -> np.ndarray:
     if dtype is TEXT:
+        check_texts(shape, budget, where)
         if not isinstance(size, int) or isinstance(size, bool) or offset + size > len(raw):
             raise bad_request(f"{where}: binary_data_size {size!r} runs past the body")
         return binary_text(raw[offset:offset + size], shape, where)
@@ -177,7 +210,7 @@ def binary_tensor(raw: memoryview, offset: int, size, shape: tuple[int, ...], dt
     return np.frombuffer(raw[offset:offset + size], dtype=dtype).reshape(shape)
 
 
-def parse_inputs(header: dict, raw: memoryview) -> dict[str, np.ndarray]:
+def parse_inputs(header: dict, raw: memoryview, budget: Budget) -> dict[str, np.ndarray]:
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise bad_request('the request needs "inputs": a non-empty list of tensors '
@@ -194,10 +227,10 @@ def parse_inputs(header: dict, raw: memoryview) -> dict[str, np.ndarray]:
         parameters = _object(tensor.get("parameters", {}), f"{where}: parameters")
         if "binary_data_size" in parameters:
             size = parameters["binary_data_size"]
-            arrays[name] = binary_tensor(raw, offset, size, shape, dtype, where)
+            arrays[name] = binary_tensor(raw, offset, size, shape, dtype, where, budget)
             offset += size
         else:
-            arrays[name] = json_tensor(tensor, shape, dtype, where)
+            arrays[name] = json_tensor(tensor, shape, dtype, where, budget)
     if offset != len(raw):
         raise bad_request(f"the body has {len(raw) - offset} bytes after the JSON header that "
                           f"no input's binary_data_size accounts for")
@@ -230,7 +263,7 @@ def parse_request(body: bytes, header_length: str | None, budget: Budget) -> Inf
     if request_id is not None and not isinstance(request_id, str):
         raise bad_request(f'"id" must be a string, got {request_id!r}')
     parameters = _object(header.get("parameters", {}), "parameters")
-    return InferRequest(request_id, parse_inputs(header, raw), parse_outputs(header),
+    return InferRequest(request_id, parse_inputs(header, raw, budget), parse_outputs(header),
                         bool(parameters.get("binary_data_output", False)))
 
 
@@ -292,11 +325,13 @@ def per_column(loaded: LoadedModel) -> bool:
     return loaded.preparation is not None and loaded.preparation.per_column
 
 
-def model_input(request: InferRequest, loaded: LoadedModel
+def model_input(request: InferRequest, loaded: LoadedModel, budget: Budget
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(rows, category codes or None): the one input tensor (its name may differ from `input`:
-    KServe's examples say `input-0`), or for a model with text columns one tensor per column."""
+    KServe's examples say `input-0`), or for a model with text columns one tensor per column
+    (its blocks sized from the tensors' rows, before they are built)."""
     if per_column(loaded):
+        budget.check_cells(request.count, len(loaded.preparation.columns), "inputs")
         return column_blocks(request.inputs, loaded.preparation)
     if len(request.inputs) != 1:
         raise bad_request(f"this model takes one input tensor ({INPUT!r}); got "
