@@ -16,9 +16,10 @@ from service.serving import v1_codec, v2_codec
 from service.serving.predict import Budget, predict_outputs
 
 LIGHT_BODY_BYTES = 32 * 1024
-"""Bodies up to this size are decoded on the event loop: a parse costs tens of microseconds
-(a row of 784 numbers written as a float32 array's tolist() is 15.4 kB, 17 kB with spaces),
-less than a hop to a decoder thread and back."""
+"""JSON and .npy bodies up to this size are decoded on the event loop: a parse costs tens of
+microseconds (a row of 784 numbers written as a float32 array's tolist() is 15.4 kB, 17 kB
+with spaces), less than a hop to a decoder thread and back. Not CSV: pyarrow took 51 ms of
+CPU for a 23 kB CSV of 2,000 columns."""
 LIGHT_MULTIPLY_ADDS = 8_000_000
 """Predicts of up to this many multiply-adds (rows x the network's) stay on the event loop."""
 LIGHT_CELLS = 4096
@@ -37,17 +38,19 @@ def light(rows: int, raw: bool, loaded: LoadedModel) -> bool:
 
 
 async def answered(body: bytes, loaded: LoadedModel, decode, decode_args: tuple, respond,
-                   tenant: str, process_decode=None, raw: bool = False):
+                   tenant: str, process_decode=None, raw: bool = False,
+                   parse_on_loop: bool = True):
     """respond(decode(body, *decode_args)), where it costs the event loop least. A small body
-    is decoded on it (its parse is cheaper than a thread hop), then answered on it too when
-    the rows it holds are light work, else in a decoder thread. A JSON body of
+    that parses in time proportional to its size (`parse_on_loop`) is decoded on it (cheaper
+    than a thread hop), then answered on it too when the rows it holds are light work, else in
+    a decoder thread. A JSON body of
     pools.PROCESS_DECODE_BYTES or more is decoded by `process_decode` in a decoder process
     (its parse holds the GIL: from a thread, a 25 MiB JSON predict held /healthz up to
     0.43 s), then answered in a decoder thread; any other body is decoded and answered in one
     decoder thread. Decoded bodies have `count` (rows) and `raw` (values still to read);
     `raw` says so for every body of this model. `process_decode` and its arguments must
     pickle; `respond` need not. Decoder slots are shared fairly between tenants (pools)."""
-    if len(body) <= LIGHT_BODY_BYTES:
+    if parse_on_loop and len(body) <= LIGHT_BODY_BYTES:
         decoded = decode(body, *decode_args)
         if light(decoded.count, raw or decoded.raw, loaded):
             return respond(decoded)
@@ -97,7 +100,8 @@ class DataPlane:
 
         return await answered(
             body, loaded, decode, (loaded.preparation, self.budget, loaded.meta.dtype),
-            respond, tenant, v1_codec.json_rows_built if decode is v1_codec.json_rows else None)
+            respond, tenant, v1_codec.json_rows_built if decode is v1_codec.json_rows else None,
+            parse_on_loop=decode is not v1_codec.csv_rows)
 
     async def infer(self, tenant: str, model_id: str, headers: Mapping[str, str],
                     read_body: ReadBody) -> tuple[bytes, dict[str, str]]:
