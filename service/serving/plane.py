@@ -22,9 +22,9 @@ with spaces), less than a hop to a decoder thread and back. Not CSV: pyarrow too
 CPU for a 23 kB CSV of 2,000 columns."""
 LIGHT_MULTIPLY_ADDS = 8_000_000
 """Predicts of up to this many multiply-adds (rows x the network's) stay on the event loop."""
-LIGHT_CELLS = 4096
+LIGHT_CELLS = 1024
 """Raw values (records, CSV cells, per-column tensors: rows x the model's columns) read one
-at a time into a preparation's blocks that may stay on the event loop."""
+at a time into a preparation's blocks that may stay on the event loop: about 0.6 us each."""
 
 
 def light(rows: int, raw: bool, loaded: LoadedModel) -> bool:
