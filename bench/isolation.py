@@ -6,7 +6,13 @@ two tenants' keys; tenant `heavy` runs, one scenario at a time and then all at o
 - 64 MiB NPZ uploads, back to back (each dataset deleted after);
 - 50 training jobs queued at once (and trained by the 2 workers meanwhile);
 - 40 MiB JSON uploads, back to back (decoded in a decoder process: JSON parsing holds the GIL,
-  and from a decoder thread this row read p99 741 ms).
+  and from a decoder thread this row read p99 741 ms);
+- predict bodies that cost far more than their size (issue 22, item 5): a 195 KiB CSV of
+  100,000 one-cell rows against a 2,000-column model, a 28 MiB UINT8 column tensor and a 30 MiB
+  BYTES tensor over /v2, back to back, with the API's memory growth (VmHWM over VmRSS before);
+- slow records predicts (24 kB, 8,000 records x 2,000 columns) on two connections while tenant
+  `probe` uploads a 50-row CSV over and over (item 7: two decoder slots, shared fairly), with
+  the upload's p99.
 
 Then the attacks of issue 22 (items 8 and 10), each with the API's memory growth (peak RSS
 over the row, from /proc, the model already in the API's cache) next to /healthz, against
@@ -20,8 +26,10 @@ targets of p99 < 50 ms and growth < 200 MB:
 
 A separate process probes /healthz on a fixed schedule (every --interval-ms) and times each
 probe from its scheduled start, so a stall counts against every probe it delays (no
-coordinated omission). The target is p99 under 50 ms. Run:
+coordinated omission). The target is p99 under 50 ms, and for the attack and predict rows API
+growth under 200 MB. Run:
     .venv/bin/python bench/isolation.py [--seconds 8] [--interval-ms 20] [--attacks-only]
+        [--predict-bounds-only]
 """
 
 from __future__ import annotations
@@ -309,6 +317,8 @@ def row(name: str, latencies: list, idle_p99: float | None, ran: str) -> str:
 
 
 def main() -> int:
+    import isolation_predict  # bench/, beside this script: the rows of issue 22, items 5 and 7
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="probe window per scenario")
     parser.add_argument("--interval-ms", type=float, default=20.0, help="probe schedule")
@@ -316,6 +326,8 @@ def main() -> int:
                         help="only the rows of issue 22's attacks (exports, slowloris)")
     parser.add_argument("--dawdlers", type=int, default=3000,
                         help="slowloris connections (each a file descriptor here too)")
+    parser.add_argument("--predict-bounds-only", action="store_true",
+                        help="only the rows of issue 22, items 5 and 7 (after the idle row)")
     args = parser.parse_args()
     interval = args.interval_ms / 1000
     with tempfile.TemporaryDirectory(prefix="bench-isolation-") as tmp:
@@ -338,6 +350,10 @@ def main() -> int:
             idle, _ = measure(stack.url, args.seconds, interval, [])
             idle_p99 = float(np.percentile(np.array(idle) * 1000, 99))
             print(row("idle", idle, None, "-"), flush=True)
+            if args.predict_bounds_only:
+                isolation_predict.predict_bound_rows(stack, heavy.client, args.seconds,
+                                                     interval, idle_p99)
+                return 0
             scenarios = [("100,000-row predict (.npy)", [heavy.predict]),
                          ("64 MiB upload (NPZ)", [heavy.upload_npz])]
             for name, actions in scenarios:
@@ -355,6 +371,8 @@ def main() -> int:
             print(row(f"{len(heavy.json_body) / 2**20:.0f} MiB JSON upload", latencies, idle_p99,
                       _ran(counts)), flush=True)
             run_attacks(stack, args.seconds, interval, args.dawdlers)
+            isolation_predict.predict_bound_rows(stack, heavy.client, args.seconds, interval,
+                                                 idle_p99)
         finally:
             stack.stop()
     return 0
