@@ -95,14 +95,21 @@ _processes = anyio.CapacityLimiter(DECODE_THREADS)
 
 async def decode_json_body(decode, body: bytes, *args, tenant: str):
     """decode(body, *args) off the event loop, once `tenant` has a slot: in a decoder thread,
-    or for a body of PROCESS_DECODE_BYTES or more in a decoder process (anyio's pool; idle ones
-    exit after 5 minutes). `decode` and what it returns or raises must pickle."""
+    or for a body of PROCESS_DECODE_BYTES or more in a decoder process (in_process). `decode`
+    and what it returns or raises must pickle."""
     if len(body) < PROCESS_DECODE_BYTES:
         return await off_loop(decode, body, *args, tenant=tenant)
+    return await in_process(decode, body, *args, tenant=tenant)
+
+
+async def in_process(decode, *args, tenant: str):
+    """decode(*args) in a decoder process (anyio's pool; idle ones exit after 5 minutes), once
+    `tenant` has a slot: for work that holds the GIL long. `decode`, its arguments and what it
+    returns or raises must pickle."""
     fair = slots()
     await fair.acquire(tenant)
     try:
-        return await anyio.to_process.run_sync(decode, body, *args, limiter=_processes)
+        return await anyio.to_process.run_sync(decode, *args, limiter=_processes)
     except BrokenWorkerProcess:
         raise ApiError(503, "body: the process decoding this body ended before it finished "
                             "(out of memory?); retry, or send the data as an NPZ, CSV or "

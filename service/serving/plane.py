@@ -6,6 +6,7 @@ protocol's codec, predicts, and encodes the answer; routes only hand it the requ
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Awaitable, Callable, Mapping
 
 from core.settings import Settings
@@ -37,28 +38,49 @@ def light(rows: int, raw: bool, loaded: LoadedModel) -> bool:
             rows * sum(a * b for a, b in zip(widths, widths[1:])) <= LIGHT_MULTIPLY_ADDS)
 
 
+PROCESS_CELLS = 65_536
+"""Raw values (records, CSV cells) from this many are read in a decoder process: each holds
+the GIL about 0.6 us, and from two threads, records predicts of 4.4 million cells each held
+/healthz for seconds (bench/isolation.py). Below it a thread is cheaper than the round trip."""
+
+
 async def answered(body: bytes, loaded: LoadedModel, decode, decode_args: tuple, respond,
                    tenant: str, process_decode=None, raw: bool = False,
-                   parse_on_loop: bool = True):
+                   parse_on_loop: bool = True, builds: bool = False):
     """respond(decode(body, *decode_args)), where it costs the event loop least. A small body
     that parses in time proportional to its size (`parse_on_loop`) is decoded on it (cheaper
-    than a thread hop), then answered on it too when the rows it holds are light work, else in
-    a decoder thread. A JSON body of
-    pools.PROCESS_DECODE_BYTES or more is decoded by `process_decode` in a decoder process
-    (its parse holds the GIL: from a thread, a 25 MiB JSON predict held /healthz up to
-    0.43 s), then answered in a decoder thread; any other body is decoded and answered in one
-    decoder thread. Decoded bodies have `count` (rows) and `raw` (values still to read);
-    `raw` says so for every body of this model. `process_decode` and its arguments must
-    pickle; `respond` need not. Decoder slots are shared fairly between tenants (pools)."""
+    than a thread hop), then answered on it too when the rows it holds are light work; other
+    bodies are decoded and answered in a decoder thread. Two kinds go to a decoder process
+    instead, decoded there by `process_decode` (then answered in a decoder thread): a JSON body
+    of pools.PROCESS_DECODE_BYTES or more (its parse holds the GIL: from a thread, a 25 MiB
+    JSON predict held /healthz up to 0.43 s), and where `process_decode` also builds the rows
+    (`builds`), rows of PROCESS_CELLS raw values or more.
+    Decoded bodies have `count` (rows) and `raw` (values still to read); `raw` says so for
+    every body of this model. `process_decode` and its arguments must pickle; `respond` need
+    not. Decoder slots are shared fairly between tenants (pools)."""
+    def far(decoded) -> bool:
+        return (builds and (raw or decoded.raw) and
+                decoded.count * loaded.input_width >= PROCESS_CELLS)
+
+    if process_decode is not None and len(body) >= pools.PROCESS_DECODE_BYTES:
+        decoded = await pools.in_process(process_decode, body, *decode_args, tenant=tenant)
+        return await pools.off_loop(respond, decoded, tenant=tenant)
     if parse_on_loop and len(body) <= LIGHT_BODY_BYTES:
         decoded = decode(body, *decode_args)
         if light(decoded.count, raw or decoded.raw, loaded):
             return respond(decoded)
-        return await pools.off_loop(respond, decoded, tenant=tenant)
-    if process_decode is not None and len(body) >= pools.PROCESS_DECODE_BYTES:
-        decoded = await pools.decode_json_body(process_decode, body, *decode_args, tenant=tenant)
-        return await pools.off_loop(respond, decoded, tenant=tenant)
-    return await pools.off_loop(lambda: respond(decode(body, *decode_args)), tenant=tenant)
+        if not far(decoded):
+            return await pools.off_loop(respond, decoded, tenant=tenant)
+    else:
+        def in_thread():                # (answered, answer): not answered if it goes far
+            decoded = decode(body, *decode_args)
+            return (False, None) if far(decoded) else (True, respond(decoded))
+
+        done, answer = await pools.off_loop(in_thread, tenant=tenant)
+        if done:
+            return answer
+    decoded = await pools.in_process(process_decode, body, *decode_args, tenant=tenant)
+    return await pools.off_loop(respond, decoded, tenant=tenant)
 
 
 ReadBody = Callable[[], Awaitable[bytes]]
@@ -100,8 +122,8 @@ class DataPlane:
 
         return await answered(
             body, loaded, decode, (loaded.preparation, self.budget, loaded.meta.dtype),
-            respond, tenant, v1_codec.json_rows_built if decode is v1_codec.json_rows else None,
-            parse_on_loop=decode is not v1_codec.csv_rows)
+            respond, tenant, partial(v1_codec.rows_built, decode),
+            parse_on_loop=decode is not v1_codec.csv_rows, builds=True)
 
     async def infer(self, tenant: str, model_id: str, headers: Mapping[str, str],
                     read_body: ReadBody) -> tuple[bytes, dict[str, str]]:

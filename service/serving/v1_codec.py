@@ -77,11 +77,11 @@ def json_rows(body: bytes, preparation: Preparation | None, budget: Budget,
     return Rows(arrays.number_rows(inputs, "inputs", arrays.FLOAT_DTYPES[dtype]))
 
 
-def json_rows_built(body: bytes, preparation: Preparation | None, budget: Budget,
-                    dtype: str) -> Rows:
-    """json_rows(...).built(...), for a decoder process: what it sends back is arrays, not the
-    records' Python objects."""
-    return json_rows(body, preparation, budget, dtype).built(preparation, budget)
+def rows_built(decode: "Decoder", body: bytes, preparation: Preparation | None,
+               budget: Budget, dtype: str) -> Rows:
+    """decode(...).built(...), for a decoder process: what it sends back is arrays (and a CSV
+    body's table), not records' Python objects."""
+    return decode(body, preparation, budget, dtype).built(preparation, budget)
 
 
 def npy_rows(body: bytes, preparation: Preparation | None, budget: Budget, dtype: str) -> Rows:
