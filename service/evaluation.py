@@ -68,6 +68,8 @@ def records_rows(payload: dict, loaded: LoadedModel, budget: Budget):
     """{"records": [{column: value, target: value}, ...]} -> (numeric, codes, truth)."""
     names = target_names(loaded)
     records = payload["records"]
+    if isinstance(records, list):  # sized as predict sizes them, before a cell is read
+        budget.check_cells(len(records), len(loaded.preparation.columns), "records")
     numeric, codes = records_blocks(records, loaded.preparation, budget.max_rows, "records")
     for name in names:
         if not any(name in record for record in records):
@@ -86,6 +88,7 @@ def csv_rows(body: bytes, loaded: LoadedModel, budget: Budget):
     if absent:
         raise invalid("body", f"the CSV has no target column {absent[0]!r}; add it (evaluate "
                               f"compares the predictions with it)")
+    budget.check_cells(table.num_rows, len(loaded.preparation.columns), "body")
     numeric, codes = table_blocks(table, loaded.preparation)
     columns = [table[n].to_pylist() for n in names]
     values = columns[0] if len(names) == 1 else [list(row) for row in zip(*columns)]

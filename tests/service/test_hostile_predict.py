@@ -103,6 +103,18 @@ def test_empty_records_are_sized_by_the_models_columns(stack, alice, wide):
     refused_413(answer, "6000 rows x 2000 columns", "BACKPROP_PREDICT_MEMORY_BYTES")
 
 
+def test_evaluate_bodies_are_sized_by_the_models_columns(stack, alice, wide):
+    """/evaluate reads records and CSV as predict does: the same bound, before the blocks."""
+    csv = b"c0,label\n" + b"1,0\n" * 25_000
+    records = b'{"records": [' + b",".join([b'{"label": 0}'] * 6000) + b"]}"
+    for body, media, rows in ((csv, "text/csv", 25_000), (records, "application/json", 6000)):
+        with peak_rss(stack.api.pid) as memory:
+            answer = alice.post(f"/v1/models/{wide}/evaluate", content=body,
+                                headers={"Content-Type": media})
+        assert memory["grew"] < GROWTH_MB, (memory, answer.status_code)
+        refused_413(answer, f"{rows} rows x 2000 columns", "BACKPROP_PREDICT_MEMORY_BYTES")
+
+
 def binary_infer(api: httpx.Client, model_id: str, name: str, datatype: str, shape: list,
                  blob: bytes) -> httpx.Response:
     header = httpx.Request("POST", "/", json={"inputs": [{
