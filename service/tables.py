@@ -9,6 +9,8 @@ date, whose calendar features the table stores) unless declared at upload
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from typing import BinaryIO
 
@@ -26,8 +28,8 @@ from service.table_builder import Table, TableBuilder, TableOptions
 NULL_VALUES = list(cells.MISSING_WORDS)
 CSV_BLOCK_BYTES = 4 << 20
 """Bytes of CSV parsed at a time; the longest row the reader accepts."""
-PARQUET_COLUMNS = 32
-"""Columns of a Parquet row group decoded at a time."""
+BATCH_VALUES = 1 << 20
+"""Values (rows x columns) of a Parquet file decoded at a time."""
 COUNT_BLOCK = 1 << 20
 CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+)")
 WIDER = {"null": pa.float64(), "int64": pa.float64(), "double": pa.string(),
@@ -54,6 +56,9 @@ def released(read):
 @released
 def read_csv_table(file: BinaryIO, options: TableOptions) -> Table:
     """A CSV file with a header row (the spooled upload, read from disk in blocks)."""
+    # Counted before pyarrow reads a block: its type inference on 100,000 columns took 8 s
+    # and 900 MB for 40 rows.
+    options.limits.admit_columns(header_width(file))
     capacity = max(count_lines(file) - 1, 0)
     forced: dict[str, pa.DataType] = {}
     for _ in range(64):  # each pass widens one column's type; a table has few such columns
@@ -113,6 +118,19 @@ def csv_problem(message: str) -> str:
     return f"is not a well-formed CSV file ({first[:300]})"
 
 
+def header_width(file: BinaryIO) -> int:
+    """Fields in the CSV's header row (Python's csv module, quotes and any line ending
+    understood), read from at most the first CSV_BLOCK_BYTES; 0 when it cannot tell (the
+    reader then says what is wrong). Leaves the file at its start."""
+    file.seek(0)
+    text = file.read(CSV_BLOCK_BYTES).decode("utf-8", errors="replace")
+    file.seek(0)
+    try:
+        return len(next(csv.reader(io.StringIO(text, newline=None)), []))
+    except csv.Error:
+        return 0
+
+
 def count_lines(file: BinaryIO) -> int:
     """Lines that hold something (blank lines do not count), for \\n, \\r\\n or \\r line
     endings: an upper bound of the header and data rows. Leaves the file at its start."""
@@ -132,75 +150,111 @@ def count_lines(file: BinaryIO) -> int:
 # -- Parquet ---------------------------------------------------------------------------------
 @released
 def read_parquet_table(file: BinaryIO, options: TableOptions) -> Table:
-    """A Parquet file, a batch of rows at a time; its declared sizes are checked first."""
+    """A Parquet file, a bounded batch of rows at a time.
+
+    Its metadata can lie, and a dictionary-encoded column of a file written without the Arrow
+    schema decodes to one full copy of its value per row (793 bytes held 800 MB of one
+    repeated text): text columns are read as dictionaries (each distinct value once), at most
+    BATCH_VALUES values at a time, and the bytes actually decoded are counted against
+    DatasetLimits.decode_budget as they come."""
+    limits = options.limits
     try:
-        parquet = pq.ParquetFile(file)
-        metadata = parquet.metadata
+        metadata = pq.ParquetFile(file).metadata
+        limits.admit_columns(metadata.num_columns)   # before the schema of every column
+        text = [metadata.schema.column(i).path for i in range(metadata.num_columns)
+                if metadata.schema.column(i).physical_type == "BYTE_ARRAY"]
+        parquet = pq.ParquetFile(file, read_dictionary=text)
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise invalid("file", f"is not a readable Parquet file ({exc})") from None
-    unpacked = sum(metadata.row_group(g).column(c).total_uncompressed_size
+    declared = sum(metadata.row_group(g).column(c).total_uncompressed_size
                    for g in range(metadata.num_row_groups)
                    for c in range(metadata.num_columns))
-    max_bytes = options.limits.max_bytes
-    if unpacked > 4 * max_bytes:
-        raise invalid("file", f"the Parquet file unpacks to {unpacked} bytes; this service "
-                              f"takes at most {4 * max_bytes} (4 x "
-                              f"BACKPROP_MAX_DATASET_BYTES) before conversion", 413)
+    if declared > limits.decode_budget:    # a cheap first refusal; the decoding counts too
+        raise too_big(f"declares {declared} bytes unpacked", limits)
     builder = TableBuilder(schema.names, schema.types, options, metadata.num_rows)
     used = [i for i, plan in enumerate(builder.plans) if plan.role != "ignored"]
+    decoded = 0
     try:
-        for group in range(metadata.num_row_groups):
-            n = metadata.row_group(group).num_rows
-            start = builder.reserve(n)
-            # A row group decodes whole unless read a few columns at a time: a 60000-row
-            # group of 785 float columns held 376 MB as one piece.
-            for first in range(0, len(used), PARQUET_COLUMNS):
-                indices = used[first:first + PARQUET_COLUMNS]
-                part = parquet.read_row_group(group, columns=[schema.names[i] for i in indices])
-                builder.put(start, n, dict(zip(indices, part.columns)))
+        for batch in parquet.iter_batches(batch_size=max(1, BATCH_VALUES // len(used)),
+                                          columns=[schema.names[i] for i in used]):
+            decoded += batch.get_total_buffer_size()
+            if decoded > limits.decode_budget:
+                raise too_big(f"decodes to more than {decoded} bytes", limits)
+            start = builder.reserve(batch.num_rows)
+            builder.put(start, batch.num_rows, dict(zip(used, batch.columns)))
     except (pa.ArrowException, OSError) as exc:
         raise invalid("file", f"is not a readable Parquet file ({exc})") from None
     return builder.finish()
+
+
+def too_big(what: str, limits) -> Exception:
+    return invalid("file", f"the Parquet file {what}; this service decodes at most "
+                           f"{limits.decode_budget} (4 x BACKPROP_MAX_DATASET_BYTES)", 413)
 
 
 # -- JSON records ----------------------------------------------------------------------------
 def read_records(records, options: TableOptions, field_name: str = "records") -> Table:
-    """A list of JSON objects, one per row; a key missing from a row is a missing value."""
+    """A list of JSON objects, one per row; a key missing from a row is a missing value.
+
+    Linear in the records' size: each column keeps the rows and values where it is present
+    (a scan per column over every record took 24 s for 139 KB of records, each with a key of
+    its own), and the column set is refused once it passes BACKPROP_MAX_DATASET_COLUMNS."""
     if not isinstance(records, list) or not records:
         raise invalid(field_name, "must be a non-empty list of objects, one per row")
-    options.limits.admit(len(records), field=field_name)
-    names: dict[str, None] = {}
+    limits = options.limits
+    limits.admit(len(records), field=field_name)
+    present: dict[str, tuple[list[int], list]] = {}
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise invalid(f"{field_name}[{i}]", "must be an object {\"column\": value, ...}")
-        names.update(dict.fromkeys(record))
-    arrays = [record_column(records, name, field_name,
+        for name, value in record.items():
+            column = present.get(name)
+            if column is None:
+                if len(present) == limits.max_columns:
+                    limits.admit_columns(len(present) + 1, field_name, more=True)
+                column = present[name] = ([], [])
+            column[0].append(i)
+            column[1].append(value)
+    if not present:
+        raise invalid(field_name, "holds no columns: every record is empty; give each row its "
+                                  "values, {\"column\": value, ...}")
+    # The columns are made whole (rows x columns) next: sized before they are.
+    limits.admit(len(records), len(records) * len(present) * np.dtype(options.dtype).itemsize,
+                 field_name)
+    names = list(present)
+    arrays = [record_column(len(records), *present.pop(name), name, field_name,
                             dates=options.kinds.get(name) != "categorical") for name in names]
-    batch = pa.RecordBatch.from_arrays(arrays, names=list(names))
-    builder = TableBuilder(list(names), [a.type for a in arrays], options, len(records))
+    batch = pa.RecordBatch.from_arrays(arrays, names=names)
+    builder = TableBuilder(names, [a.type for a in arrays], options, len(records))
     builder.add(batch)
     return builder.finish()
 
 
-def record_column(records: list[dict], name: str, field_name: str,
+def record_column(n: int, rows: list[int], values: list, name: str, field_name: str,
                   dates: bool = True) -> pa.Array:
-    """One column of records: numbers if every present value is a number or a boolean, dates
-    if every one is ISO 8601 date text (unless `dates` is False: a column declared
-    categorical keeps its text as written), else text (service.cells' canonical categories)."""
-    values = [record.get(name) for record in records]
-    for i, value in enumerate(values):
+    """One column of n records from the rows where it is present and their values: numbers if
+    every present value is a number or a boolean, dates if every one is ISO 8601 date text
+    (unless `dates` is False: a column declared categorical keeps its text as written), else
+    text (service.cells' canonical categories). Python touches only the present values."""
+    for i, value in zip(rows, values):
         if isinstance(value, (dict, list)):
             raise invalid(f"{field_name}[{i}].{name}", "must be a number, a string or null")
-    present = [v for v in values if not cells.is_missing(v)]
-    if all(isinstance(v, (int, float)) for v in present):
-        return pa.array([cells.number(v, name) for v in values], type=pa.float64())
-    dates = cells.date_text_array(pa.array([v if isinstance(v, str) else None
-                                            for v in values], pa.string())) \
-        if dates and all(isinstance(v, str) for v in present) else None
-    if dates is not None:
-        return dates
-    return pa.array([cells.category_text(v, name) for v in values], type=pa.string())
+    given = [v for v in values if not cells.is_missing(v)]
+    if all(isinstance(v, (int, float)) for v in given):
+        numbers = np.full(n, np.nan)
+        numbers[rows] = [cells.number(v, name) for v in values]
+        return pa.array(numbers, type=pa.float64())
+    # Row r takes value positions[r]; a row without the key a null.
+    positions = np.full(n, -1, dtype=np.int64)
+    positions[rows] = np.arange(len(rows))
+    spread = pa.array(positions, pa.int64(), mask=positions < 0)
+    read = cells.date_text_array(pa.array([v if isinstance(v, str) else None for v in values],
+                                          pa.string())) \
+        if dates and all(isinstance(v, str) for v in given) else None
+    if read is None:
+        read = pa.array([cells.category_text(v, name) for v in values], type=pa.string())
+    return read.take(spread)
 
 
 # -- X and y arrays --------------------------------------------------------------------------
