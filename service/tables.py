@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from typing import BinaryIO
 
@@ -30,6 +31,9 @@ CSV_BLOCK_BYTES = 4 << 20
 """Bytes of CSV parsed at a time; the longest row the reader accepts."""
 BATCH_VALUES = 1 << 20
 """Values (rows x columns) of a Parquet file decoded at a time."""
+FOOTER_BYTES = 16 << 20
+"""The largest Parquet footer read (and the longest text in it): 16 MiB holds the metadata of
+5000 columns in 25 row groups (about 110 bytes a column chunk, statistics included)."""
 COUNT_BLOCK = 1 << 20
 CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+)")
 WIDER = {"null": pa.float64(), "int64": pa.float64(), "double": pa.string(),
@@ -119,14 +123,17 @@ def csv_problem(message: str) -> str:
 
 
 def header_width(file: BinaryIO) -> int:
-    """Fields in the CSV's header row (Python's csv module, quotes and any line ending
-    understood), read from at most the first CSV_BLOCK_BYTES; 0 when it cannot tell (the
-    reader then says what is wrong). Leaves the file at its start."""
+    """Fields in the CSV's header row, from its first line (at most CSV_BLOCK_BYTES): its
+    commas counted in C, or where it quotes, its fields read with Python's csv module; 0 when
+    it cannot tell (the reader then says what is wrong). Leaves the file at its start."""
     file.seek(0)
-    text = file.read(CSV_BLOCK_BYTES).decode("utf-8", errors="replace")
+    line = file.readline(CSV_BLOCK_BYTES)
     file.seek(0)
+    line = line.split(b"\r", 1)[0].rstrip(b"\n")
+    if b'"' not in line:
+        return line.count(b",") + 1
     try:
-        return len(next(csv.reader(io.StringIO(text, newline=None)), []))
+        return len(next(csv.reader([line.decode("utf-8", errors="replace")]), []))
     except csv.Error:
         return 0
 
@@ -158,14 +165,23 @@ def read_parquet_table(file: BinaryIO, options: TableOptions) -> Table:
     BATCH_VALUES values at a time, and the bytes actually decoded are counted against
     DatasetLimits.decode_budget as they come."""
     limits = options.limits
+    check_footer_size(file)
     try:
-        metadata = pq.ParquetFile(file).metadata
-        limits.admit_columns(metadata.num_columns)   # before the schema of every column
+        # A footer listing more than about the column limit fails as it is decoded (100,000
+        # columns took 0.4 s and 365 MB to decode whole).
+        metadata = pq.ParquetFile(file, thrift_string_size_limit=FOOTER_BYTES,
+                                  thrift_container_size_limit=2 * limits.max_columns + 8).metadata
+        limits.admit_columns(metadata.num_columns)
         text = [metadata.schema.column(i).path for i in range(metadata.num_columns)
                 if metadata.schema.column(i).physical_type == "BYTE_ARRAY"]
-        parquet = pq.ParquetFile(file, read_dictionary=text)
+        parquet = pq.ParquetFile(file, metadata=metadata, read_dictionary=text)
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError) as exc:
+        if "Exceeded size limit" in str(exc):
+            raise invalid("file", f"the Parquet file's footer lists more columns or row groups "
+                                  f"than this service reads; it takes at most "
+                                  f"{limits.max_columns} columns (BACKPROP_MAX_DATASET_COLUMNS) "
+                                  f"and as many row groups", 413) from None
         raise invalid("file", f"is not a readable Parquet file ({exc})") from None
     declared = sum(metadata.row_group(g).column(c).total_uncompressed_size
                    for g in range(metadata.num_row_groups)
@@ -188,6 +204,22 @@ def read_parquet_table(file: BinaryIO, options: TableOptions) -> Table:
     return builder.finish()
 
 
+def check_footer_size(file: BinaryIO) -> None:
+    """413 for a Parquet footer (its metadata, decoded whole before anything else) over
+    FOOTER_BYTES, from the length the file's last 8 bytes give. Leaves the file at its start."""
+    file.seek(0, io.SEEK_END)
+    size = file.tell()
+    file.seek(max(size - 8, 0))
+    tail = file.read(8)
+    file.seek(0)
+    length = int.from_bytes(tail[:4], "little")
+    if tail[4:] == b"PAR1" and length > FOOTER_BYTES:
+        raise invalid("file", f"the Parquet file's footer (its metadata) takes {length} bytes; "
+                              f"this service reads at most {FOOTER_BYTES}: write it with fewer "
+                              f"columns (BACKPROP_MAX_DATASET_COLUMNS) or fewer, larger row "
+                              f"groups", 413)
+
+
 def too_big(what: str, limits) -> Exception:
     return invalid("file", f"the Parquet file {what}; this service decodes at most "
                            f"{limits.decode_budget} (4 x BACKPROP_MAX_DATASET_BYTES)", 413)
@@ -197,32 +229,31 @@ def too_big(what: str, limits) -> Exception:
 def read_records(records, options: TableOptions, field_name: str = "records") -> Table:
     """A list of JSON objects, one per row; a key missing from a row is a missing value.
 
-    Linear in the records' size: each column keeps the rows and values where it is present
-    (a scan per column over every record took 24 s for 139 KB of records, each with a key of
-    its own), and the column set is refused once it passes BACKPROP_MAX_DATASET_COLUMNS."""
+    Linear in the records' size: the keys are counted first (past BACKPROP_MAX_DATASET_COLUMNS:
+    413), then each column keeps the rows and values where it is present (a scan per column
+    over every record took 24 s for 139 KB of records, each with a key of its own)."""
     if not isinstance(records, list) or not records:
         raise invalid(field_name, "must be a non-empty list of objects, one per row")
     limits = options.limits
     limits.admit(len(records), field=field_name)
-    present: dict[str, tuple[list[int], list]] = {}
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise invalid(f"{field_name}[{i}]", "must be an object {\"column\": value, ...}")
-        for name, value in record.items():
-            column = present.get(name)
-            if column is None:
-                if len(present) == limits.max_columns:
-                    limits.admit_columns(len(present) + 1, field_name, more=True)
-                column = present[name] = ([], [])
-            column[0].append(i)
-            column[1].append(value)
-    if not present:
+    # Every key once, in order of appearance, counted in C before any per-column work.
+    names = list(dict.fromkeys(itertools.chain.from_iterable(records)))
+    if not names:
         raise invalid(field_name, "holds no columns: every record is empty; give each row its "
                                   "values, {\"column\": value, ...}")
+    limits.admit_columns(len(names), field_name)
     # The columns are made whole (rows x columns) next: sized before they are.
-    limits.admit(len(records), len(records) * len(present) * np.dtype(options.dtype).itemsize,
+    limits.admit(len(records), len(records) * len(names) * np.dtype(options.dtype).itemsize,
                  field_name)
-    names = list(present)
+    present: dict[str, tuple[list[int], list]] = {name: ([], []) for name in names}
+    for i, record in enumerate(records):
+        for name, value in record.items():
+            column = present[name]
+            column[0].append(i)
+            column[1].append(value)
     arrays = [record_column(len(records), *present.pop(name), name, field_name,
                             dates=options.kinds.get(name) != "categorical") for name in names]
     batch = pa.RecordBatch.from_arrays(arrays, names=names)

@@ -21,9 +21,6 @@ class DatasetLimits:
     """BACKPROP_MAX_CATEGORIES: distinct values of a text column (and classes of a target)."""
     max_columns: int = 5000
     """BACKPROP_MAX_DATASET_COLUMNS: columns of a table, target and ignored ones included."""
-    max_decoded_bytes: int = 0
-    """Bytes a Parquet file may decode to, counted from the decoded batches (0: 4 x
-    max_bytes): the values before conversion, text included."""
 
     @classmethod
     def of(cls, settings: Settings) -> "DatasetLimits":
@@ -32,14 +29,14 @@ class DatasetLimits:
 
     @property
     def decode_budget(self) -> int:
-        return self.max_decoded_bytes or 4 * self.max_bytes
+        """Bytes a Parquet file may decode to (values before conversion, text included),
+        counted from the decoded batches."""
+        return 4 * self.max_bytes
 
-    def admit_columns(self, columns: int, field: str = "file", more: bool = False) -> None:
-        """413 naming the setting unless a table of `columns` columns fits (`more`: the reader
-        stopped counting past the limit)."""
+    def admit_columns(self, columns: int, field: str = "file") -> None:
+        """413 naming the setting unless a table of `columns` columns fits."""
         if columns > self.max_columns:
-            counted = f"more than {self.max_columns}" if more else str(columns)
-            raise invalid(field, f"the table has {counted} columns; this service takes at most "
+            raise invalid(field, f"the table has {columns} columns; this service takes at most "
                                  f"{self.max_columns} (BACKPROP_MAX_DATASET_COLUMNS): upload "
                                  f"fewer columns, or NPZ arrays X and y for wide numeric "
                                  f"data", 413)
