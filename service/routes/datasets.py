@@ -101,7 +101,9 @@ def parse_json_upload(body: bytes, settings: Settings) -> tuple[str, str, Table]
         raise ApiError(422, "body: must be a JSON object: {\"name\", \"X\", \"y\"} or "
                             "{\"name\", \"records\", \"target\"}", "body")
     if "records" in payload:
-        fields = validated(RecordsIn, payload)
+        # The records themselves are checked by read_records as it reads them, not copied
+        # by a pydantic pass first.
+        fields = validated(RecordsIn, {**payload, "records": []})
         options = table_options(settings, fields.dtype, names_list(fields.target or ""),
                                 fields.ignore, fields.columns)
         return fields.name, "records", read_records(payload["records"], options)
