@@ -35,6 +35,8 @@ FOOTER_BYTES = 16 << 20
 """The largest Parquet footer read (and the longest text in it): 16 MiB holds the metadata of
 5000 columns in 25 row groups (about 110 bytes a column chunk, statistics included)."""
 COUNT_BLOCK = 1 << 20
+KEY_BLOCK = 1024
+"""JSON records whose keys are collected before the count is checked again."""
 CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+)")
 WIDER = {"null": pa.float64(), "int64": pa.float64(), "double": pa.string(),
          "date32": pa.timestamp("s")}
@@ -248,12 +250,17 @@ def read_records(records, options: TableOptions, field_name: str = "records") ->
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise invalid(f"{field_name}[{i}]", "must be an object {\"column\": value, ...}")
-    # Every key once, in order of appearance, counted in C before any per-column work.
-    names = list(dict.fromkeys(itertools.chain.from_iterable(records)))
+    # Every key once, in order of appearance, collected in C a block of records at a time and
+    # counted after each block, before any per-column work.
+    found: dict[str, None] = {}
+    for start in range(0, len(records), KEY_BLOCK):
+        found.update(dict.fromkeys(itertools.chain.from_iterable(
+            records[start:start + KEY_BLOCK])))
+        limits.admit_columns(len(found), field_name)
+    names = list(found)
     if not names:
         raise invalid(field_name, "holds no columns: every record is empty; give each row its "
                                   "values, {\"column\": value, ...}")
-    limits.admit_columns(len(names), field_name)
     # The columns are made whole (rows x columns) next: sized before they are.
     limits.admit(len(records), len(records) * len(names) * np.dtype(options.dtype).itemsize,
                  field_name)

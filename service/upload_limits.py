@@ -34,11 +34,12 @@ class DatasetLimits:
         return 4 * self.max_bytes
 
     def admit_columns(self, columns: int, field: str = "file") -> None:
-        """413 naming the setting unless a table of `columns` columns fits."""
+        """413 naming the setting unless a table of `columns` columns (or more: a reader may
+        stop counting once past the limit) fits."""
         if columns > self.max_columns:
-            raise invalid(field, f"the table has {columns} columns; this service takes at most "
-                                 f"{self.max_columns} (BACKPROP_MAX_DATASET_COLUMNS): upload "
-                                 f"fewer columns, or NPZ arrays X and y for wide numeric "
+            raise invalid(field, f"the table has at least {columns} columns; this service takes "
+                                 f"at most {self.max_columns} (BACKPROP_MAX_DATASET_COLUMNS): "
+                                 f"upload fewer columns, or NPZ arrays X and y for wide numeric "
                                  f"data", 413)
 
     def admit(self, rows: int, stored_bytes: int = 0, field: str = "file",
