@@ -14,7 +14,7 @@ two tenants' keys; tenant `heavy` runs, one scenario at a time and then all at o
   `probe` uploads a 50-row CSV over and over (item 7: two decoder slots, shared fairly), with
   the upload's p99.
 
-Then the attacks of issue 22 (items 8 and 10), each with the API's memory growth (peak RSS
+Then the attacks of issue 22 (items 4, 6, 8, 9 and 10), each with the API's memory growth (peak RSS
 over the row, from /proc, the model already in the API's cache) next to /healthz, against
 targets of p99 < 50 ms and growth < 200 MB:
 
@@ -22,7 +22,10 @@ targets of p99 < 50 ms and growth < 200 MB:
   JSON weights (a 1 GB body), and both at once, back to back;
 - slowloris: --dawdlers connections that send half a request and a byte of header every
   second, never finishing (the API closes them after BACKPROP_HTTP_HEADER_TIMEOUT_S, and
-  holds at most BACKPROP_MAX_CONNECTIONS).
+  holds at most BACKPROP_MAX_CONNECTIONS);
+- uploads: a Parquet dictionary bomb (600 bytes, 800 MB of text once expanded), JSON records
+  with a key each (139 KB), 100,000-column CSV and Parquet tables, and listing 50 datasets of
+  4000 columns each.
 
 A separate process probes /healthz on a fixed schedule (every --interval-ms) and times each
 probe from its scheduled start, so a stall counts against every probe it delays (no
@@ -59,6 +62,8 @@ from core.settings import Settings  # noqa: E402
 from core.store import Store  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
+
+from bench.upload_attacks import UploadAttacks  # noqa: E402
 
 KEYS = {"heavy": "heavy-bench-key-1", "probe": "probe-bench-key-2"}
 TARGET_P99_MS = 50.0
@@ -273,6 +278,31 @@ def run_attacks(stack: Stack, seconds: float, interval: float, dawdlers: int) ->
         dribbler.join(120)
     print(attack_row(f"slowloris, {dawdlers} connections", latencies, memory.grew,
                      ", ".join(f"{v} {k}" for k, v in outcome.items())), flush=True)
+    run_upload_attacks(stack, seconds, interval)
+
+
+def run_upload_attacks(stack: Stack, seconds: float, interval: float) -> None:
+    """Rows for items 4, 6 and 9: /healthz and the API's growth while each runs."""
+    attacks = UploadAttacks(stack.url, KEYS["heavy"])
+    for name, action, size in (
+            ("Parquet dictionary bomb (item 4)", attacks.parquet_bomb, len(attacks.bomb)),
+            ("records, a key each (item 6)", attacks.records_with_a_key_each,
+             len(attacks.keys)),
+            ("CSV 100,000 columns (item 9)", attacks.wide_csv, len(attacks.wide)),
+            ("Parquet 100,000 columns (item 9)", attacks.wide_parquet,
+             len(attacks.wide_parquet_file))):
+        with PeakRss(stack.api.pid) as memory:
+            latencies, counts = measure(stack.url, seconds, interval, [action])
+        print(attack_row(name, latencies, memory.grew,
+                         f"{_ran(counts)} ({size:,} bytes each)"), flush=True)
+    width = 4000   # the widest table of the default limit, stored 50 times, then listed
+    table = ",".join(f"c{i}" for i in range(width)) + "\n" + ",".join(["1"] * width) + "\n"
+    for _ in range(50):
+        attacks.client.post("/v1/datasets", files={"file": ("w.csv", table.encode())})
+    with PeakRss(stack.api.pid) as memory:
+        latencies, counts = measure(stack.url, seconds, interval, [attacks.list_datasets])
+    print(attack_row(f"listing 50 {width}-column datasets", latencies, memory.grew,
+                     _ran(counts)), flush=True)
 
 
 def _npz(X, y) -> bytes:
@@ -323,7 +353,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="probe window per scenario")
     parser.add_argument("--interval-ms", type=float, default=20.0, help="probe schedule")
     parser.add_argument("--attacks-only", action="store_true",
-                        help="only the rows of issue 22's attacks (exports, slowloris)")
+                        help="only the rows of issue 22's attacks (exports, slowloris, uploads)")
     parser.add_argument("--dawdlers", type=int, default=3000,
                         help="slowloris connections (each a file descriptor here too)")
     parser.add_argument("--predict-bounds-only", action="store_true",

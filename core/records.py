@@ -168,9 +168,9 @@ class JobRecord(Record):
         return max(int(self.timeout_s - (time.time() - started)), 1)
 
 
-class DatasetRecord(Record):
-    """An uploaded dataset's meta (its arrays are stored under keys of their own: core.store).
-    `bytes` and `sha256` are filled in by the store as it writes the arrays."""
+class DatasetSummary(Record):
+    """A dataset's meta without its schema: what a list of datasets shows, read with HMGET of
+    these fields alone (a schema holds every column; 100,000 of them stalled a listing)."""
 
     id: str = Field(default_factory=lambda: new_id("dataset"))
     tenant: str
@@ -184,6 +184,12 @@ class DatasetRecord(Record):
     created_at: float = Field(default_factory=time.time)
     bytes: int = 0
     sha256: str = ""
+
+
+class DatasetRecord(DatasetSummary):
+    """An uploaded dataset's meta (its arrays are stored under keys of their own: core.store).
+    `bytes` and `sha256` are filled in by the store as it writes the arrays."""
+
     # Stored and shown as `schema`, a name pydantic's BaseModel keeps for itself.
     table_schema: DatasetSchema = Field(alias="schema")
 

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024 * 1024, description="largest HTTP request body")
     max_dataset_rows: int = Field(1_000_000, description="most rows in one dataset")
     max_dataset_bytes: int = Field(512 * 1024 * 1024, description="largest dataset, as stored")
+    max_dataset_columns: int = Field(
+        5000, ge=2, description="most columns in one uploaded table (CSV header, Parquet "
+                                "schema, keys of JSON records; target and ignored ones "
+                                "included), refused before the rows are decoded")
     max_inline_rows: int = Field(10_000, description="most rows of inline job data")
     max_parameters: int = Field(50_000_000, description="most weights+biases in one network")
     max_layers: int = Field(64, description="most layers in one network")

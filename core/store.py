@@ -24,7 +24,7 @@ import redis
 from core import quota
 from core.codec import array_to_bytes, bytes_to_array, npy_parts
 from core.keys import Keys
-from core.records import DatasetRecord, JobRecord, JobStatus, ModelRecord, Record
+from core.records import DatasetRecord, DatasetSummary, JobRecord, JobStatus, ModelRecord, Record
 
 WEIGHTS_FIELD = b"weights"
 BINARY_FIELDS = frozenset({WEIGHTS_FIELD})
@@ -98,10 +98,11 @@ class Store:
         return record if record and (tenant is None or record.tenant == tenant) else None
 
     def _listed(self, index_key: str, record_key: Callable[[str], str],
-                decode: Callable[[dict], Any], limit: int, before: str | None) -> Page:
+                decode: Callable[[dict], Any], limit: int, before: str | None,
+                fields: list[str] | None = None) -> Page:
         """`limit` records of a sorted-set index, newest first, after cursor `before` (a score
         and an id: equal scores are ordered by id, as ZREVRANGEBYSCORE orders them). Ids whose
-        record expired are dropped from the index on the way."""
+        record expired are dropped from the index on the way. `fields`: only those are read."""
         bound = parse_cursor(before) if before else None
         limit = max(limit, 1)
         found: list[tuple[float, str, Any]] = []
@@ -118,9 +119,12 @@ class Store:
                 break
             pipe = self.r.pipeline(transaction=False)
             for item_id, _ in rows:
-                pipe.hgetall(record_key(item_id))
+                key = record_key(item_id)
+                pipe.hmget(key, fields) if fields else pipe.hgetall(key)
             gone = []
             for (item_id, score), raw in zip(rows, pipe.execute()):
+                if fields:
+                    raw = {f.encode(): v for f, v in zip(fields, raw) if v is not None}
                 if raw:
                     found.append((score, item_id, decode(raw)))
                 else:
@@ -175,9 +179,9 @@ class Store:
         return self._owned(DatasetRecord, self.keys.dataset(dataset_id), tenant)
 
     def datasets(self, tenant: str, limit: int = 1000, before: str | None = None) -> Page:
-        """A page of DatasetRecords, newest first."""
-        return self._listed(self.keys.datasets_of(tenant), self.keys.dataset,
-                            DatasetRecord.decode, limit, before)
+        """A page of DatasetSummary records (no schema), newest first."""
+        return self._listed(self.keys.datasets_of(tenant), self.keys.dataset, DatasetSummary.decode,
+                            limit, before, list(DatasetSummary.model_fields))
 
     def dataset_arrays(self, dataset_id: str
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -135,8 +135,25 @@ class JobList(BaseModel):
     next: str | None = Field(None, description="cursor of the next page: pass it as ?before=")
 
 
+class DatasetSummaryOut(BaseModel):
+    """A dataset as listed: its counts, not its columns (GET /v1/datasets/{id} has those)."""
+    id: str
+    name: str
+    n_samples: int
+    n_features: int = Field(..., description="feature columns (not ignored)")
+    n_outputs: int = Field(..., description="target columns (1 for a label vector)")
+    classes: int | None = Field(None, description="how many classes the target can have")
+    dtype: str
+    bytes: int
+    sha256: str
+    source: str
+    created_at: float
+
+
 class DatasetList(BaseModel):
-    datasets: list[DatasetOut]
+    datasets: list[DatasetSummaryOut] = Field(
+        ..., description="newest first, without their columns and target: read one dataset "
+                         "for those")
     next: str | None = Field(None, description="cursor of the next page: pass it as ?before=")
 
 

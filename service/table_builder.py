@@ -64,8 +64,19 @@ def is_numeric(kind: pa.DataType) -> bool:
 
 
 def is_text(kind: pa.DataType) -> bool:
-    return (pa.types.is_string(kind) or pa.types.is_large_string(kind)
-            or pa.types.is_dictionary(kind))
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def is_bytes(kind: pa.DataType) -> bool:
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+
+def undictionary(kind: pa.DataType) -> pa.DataType:
+    """What a column's values are: a dictionary of numbers or bytes (Parquet read as a
+    dictionary, or written from one) is planned as its values' type."""
+    return kind.value_type if pa.types.is_dictionary(kind) and not is_text(kind) else kind
 
 
 def is_temporal(kind: pa.DataType) -> bool:
@@ -166,6 +177,7 @@ class TableBuilder:
     # -- the layout ----------------------------------------------------------------------------
     @staticmethod
     def _plan(names: list[str], types: list[pa.DataType], options: TableOptions) -> list[Plan]:
+        options.limits.admit_columns(len(names))
         blank = [i + 1 for i, name in enumerate(names) if not name.strip()]
         if blank:
             raise invalid("file", f"column {blank[0]} has no name; give every column a name in "
@@ -193,7 +205,7 @@ class TableBuilder:
         clash = [t for t in target if t in options.ignore or options.kinds.get(t) == "ignored"]
         if clash:
             raise invalid("ignore", f"{clash} is the target; it cannot also be ignored")
-        plans = [TableBuilder._plan_column(name, kind, name in target, options)
+        plans = [TableBuilder._plan_column(name, undictionary(kind), name in target, options)
                  for name, kind in zip(names, types)]
         if not any(p.role == "feature" for p in plans):
             raise invalid("target", "leaves no feature column; keep at least one column that "
@@ -254,6 +266,8 @@ class TableBuilder:
                 continue
             if isinstance(values, pa.ChunkedArray):
                 values = values.combine_chunks()
+            if pa.types.is_dictionary(values.type) and not is_text(values.type):
+                values = self._undictionary(plan, values)
             if plan.kind == "categorical":
                 codes = plan.categories.codes(self._text(plan, values))
                 if plan.role == "target":
@@ -271,6 +285,20 @@ class TableBuilder:
                 self.y[start:end, plan.slot] = numbers
             else:
                 self.numeric[start:end, plan.slot] = self._fits(plan, numbers)
+
+    @staticmethod
+    def _undictionary(plan: Plan, values: pa.DictionaryArray) -> pa.Array:
+        """A dictionary of bytes as one of text (each distinct value checked once), any other
+        dictionary as its plain values (numbers: a fixed size per row)."""
+        if not is_bytes(values.type.value_type):
+            return values.dictionary_decode()
+        try:
+            words = values.dictionary.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise invalid(plan.name, "holds bytes that are not UTF-8 text; store the column "
+                                     "as UTF-8 strings, or ignore it "
+                                     f"(ignore={plan.name})") from None
+        return pa.DictionaryArray.from_arrays(values.indices, words)
 
     def _text(self, plan: Plan, values: pa.Array) -> pa.Array:
         return cells.category_array(values, plan.name)

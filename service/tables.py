@@ -9,6 +9,9 @@ date, whose calendar features the table stores) unless declared at upload
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import re
 from typing import BinaryIO
 
@@ -26,9 +29,14 @@ from service.table_builder import Table, TableBuilder, TableOptions
 NULL_VALUES = list(cells.MISSING_WORDS)
 CSV_BLOCK_BYTES = 4 << 20
 """Bytes of CSV parsed at a time; the longest row the reader accepts."""
-PARQUET_COLUMNS = 32
-"""Columns of a Parquet row group decoded at a time."""
+BATCH_VALUES = 1 << 20
+"""Values (rows x columns) of a Parquet row group decoded at a time (at least one column)."""
+FOOTER_BYTES = 16 << 20
+"""The largest Parquet footer read (and the longest text in it): 16 MiB holds the metadata of
+5000 columns in 25 row groups (about 110 bytes a column chunk, statistics included)."""
 COUNT_BLOCK = 1 << 20
+KEY_BLOCK = 1024
+"""JSON records whose keys are collected before the count is checked again."""
 CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+)")
 WIDER = {"null": pa.float64(), "int64": pa.float64(), "double": pa.string(),
          "date32": pa.timestamp("s")}
@@ -54,6 +62,9 @@ def released(read):
 @released
 def read_csv_table(file: BinaryIO, options: TableOptions) -> Table:
     """A CSV file with a header row (the spooled upload, read from disk in blocks)."""
+    # Counted before pyarrow reads a block: its type inference on 100,000 columns took 8 s
+    # and 900 MB for 40 rows.
+    options.limits.admit_columns(header_width(file))
     capacity = max(count_lines(file) - 1, 0)
     forced: dict[str, pa.DataType] = {}
     for _ in range(64):  # each pass widens one column's type; a table has few such columns
@@ -113,6 +124,22 @@ def csv_problem(message: str) -> str:
     return f"is not a well-formed CSV file ({first[:300]})"
 
 
+def header_width(file: BinaryIO) -> int:
+    """Fields in the CSV's header row, from its first line (at most CSV_BLOCK_BYTES): its
+    commas counted in C, or where it quotes, its fields read with Python's csv module; 0 when
+    it cannot tell (the reader then says what is wrong). Leaves the file at its start."""
+    file.seek(0)
+    line = file.readline(CSV_BLOCK_BYTES)
+    file.seek(0)
+    line = line.split(b"\r", 1)[0].rstrip(b"\n")
+    if b'"' not in line:
+        return line.count(b",") + 1
+    try:
+        return len(next(csv.reader([line.decode("utf-8", errors="replace")]), []))
+    except csv.Error:
+        return 0
+
+
 def count_lines(file: BinaryIO) -> int:
     """Lines that hold something (blank lines do not count), for \\n, \\r\\n or \\r line
     endings: an upper bound of the header and data rows. Leaves the file at its start."""
@@ -132,75 +159,149 @@ def count_lines(file: BinaryIO) -> int:
 # -- Parquet ---------------------------------------------------------------------------------
 @released
 def read_parquet_table(file: BinaryIO, options: TableOptions) -> Table:
-    """A Parquet file, a batch of rows at a time; its declared sizes are checked first."""
+    """A Parquet file, a row group's columns a few at a time.
+
+    Its metadata can lie, and a dictionary-encoded column of a file written without the Arrow
+    schema decodes to one full copy of its value per row (793 bytes held 800 MB of one
+    repeated text): text columns are read as dictionaries (each distinct value once), and the
+    bytes actually decoded are counted against DatasetLimits.decode_budget as they come."""
+    limits = options.limits
+    check_footer_size(file)
     try:
-        parquet = pq.ParquetFile(file)
-        metadata = parquet.metadata
+        # A footer listing more than about the column limit fails as it is decoded (100,000
+        # columns took 0.4 s and 365 MB to decode whole).
+        metadata = pq.ParquetFile(file, thrift_string_size_limit=FOOTER_BYTES,
+                                  thrift_container_size_limit=2 * limits.max_columns + 8).metadata
+        limits.admit_columns(metadata.num_columns)
+        text = [metadata.schema.column(i).path for i in range(metadata.num_columns)
+                if metadata.schema.column(i).physical_type == "BYTE_ARRAY"]
+        parquet = pq.ParquetFile(file, metadata=metadata, read_dictionary=text)
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError) as exc:
+        if "Exceeded size limit" in str(exc):
+            raise invalid("file", f"the Parquet file's footer lists more columns or row groups "
+                                  f"than this service reads; it takes at most "
+                                  f"{limits.max_columns} columns (BACKPROP_MAX_DATASET_COLUMNS) "
+                                  f"and as many row groups", 413) from None
         raise invalid("file", f"is not a readable Parquet file ({exc})") from None
-    unpacked = sum(metadata.row_group(g).column(c).total_uncompressed_size
+    declared = sum(metadata.row_group(g).column(c).total_uncompressed_size
                    for g in range(metadata.num_row_groups)
                    for c in range(metadata.num_columns))
-    max_bytes = options.limits.max_bytes
-    if unpacked > 4 * max_bytes:
-        raise invalid("file", f"the Parquet file unpacks to {unpacked} bytes; this service "
-                              f"takes at most {4 * max_bytes} (4 x "
-                              f"BACKPROP_MAX_DATASET_BYTES) before conversion", 413)
+    if declared > limits.decode_budget:    # a cheap first refusal; the decoding counts too
+        raise too_big(f"declares {declared} bytes unpacked", limits)
     builder = TableBuilder(schema.names, schema.types, options, metadata.num_rows)
     used = [i for i, plan in enumerate(builder.plans) if plan.role != "ignored"]
+    decoded = 0
     try:
         for group in range(metadata.num_row_groups):
             n = metadata.row_group(group).num_rows
             start = builder.reserve(n)
-            # A row group decodes whole unless read a few columns at a time: a 60000-row
-            # group of 785 float columns held 376 MB as one piece.
-            for first in range(0, len(used), PARQUET_COLUMNS):
-                indices = used[first:first + PARQUET_COLUMNS]
+            # A few columns of a row group at a time, about BATCH_VALUES values (a 60000-row
+            # group of 785 float columns held 376 MB read whole). Whole column chunks, not
+            # batches of rows: each batch would carry its own copy of a text dictionary.
+            step = max(1, BATCH_VALUES // max(n, 1))
+            for first in range(0, len(used), step):
+                indices = used[first:first + step]
                 part = parquet.read_row_group(group, columns=[schema.names[i] for i in indices])
+                decoded += part.get_total_buffer_size()
+                if decoded > limits.decode_budget:
+                    raise too_big(f"decodes to more than {decoded} bytes", limits)
+                if part.num_rows != n:
+                    raise invalid("file", f"row group {group} holds {part.num_rows} rows where "
+                                          f"the file's metadata says {n}; write the file again")
                 builder.put(start, n, dict(zip(indices, part.columns)))
     except (pa.ArrowException, OSError) as exc:
         raise invalid("file", f"is not a readable Parquet file ({exc})") from None
     return builder.finish()
 
 
+def check_footer_size(file: BinaryIO) -> None:
+    """413 for a Parquet footer (its metadata, decoded whole before anything else) over
+    FOOTER_BYTES, from the length the file's last 8 bytes give. Leaves the file at its start."""
+    file.seek(0, io.SEEK_END)
+    size = file.tell()
+    file.seek(max(size - 8, 0))
+    tail = file.read(8)
+    file.seek(0)
+    length = int.from_bytes(tail[:4], "little")
+    if tail[4:] == b"PAR1" and length > FOOTER_BYTES:
+        raise invalid("file", f"the Parquet file's footer (its metadata) takes {length} bytes; "
+                              f"this service reads at most {FOOTER_BYTES}: write it with fewer "
+                              f"columns (BACKPROP_MAX_DATASET_COLUMNS) or fewer, larger row "
+                              f"groups", 413)
+
+
+def too_big(what: str, limits) -> Exception:
+    return invalid("file", f"the Parquet file {what}; this service decodes at most "
+                           f"{limits.decode_budget} (4 x BACKPROP_MAX_DATASET_BYTES)", 413)
+
+
 # -- JSON records ----------------------------------------------------------------------------
 def read_records(records, options: TableOptions, field_name: str = "records") -> Table:
-    """A list of JSON objects, one per row; a key missing from a row is a missing value."""
+    """A list of JSON objects, one per row; a key missing from a row is a missing value.
+
+    Linear in the records' size: the keys are counted first (past BACKPROP_MAX_DATASET_COLUMNS:
+    413), then each column keeps the rows and values where it is present (a scan per column
+    over every record took 24 s for 139 KB of records, each with a key of its own)."""
     if not isinstance(records, list) or not records:
         raise invalid(field_name, "must be a non-empty list of objects, one per row")
-    options.limits.admit(len(records), field=field_name)
-    names: dict[str, None] = {}
+    limits = options.limits
+    limits.admit(len(records), field=field_name)
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise invalid(f"{field_name}[{i}]", "must be an object {\"column\": value, ...}")
-        names.update(dict.fromkeys(record))
-    arrays = [record_column(records, name, field_name,
+    # Every key once, in order of appearance, collected in C a block of records at a time and
+    # counted after each block, before any per-column work.
+    found: dict[str, None] = {}
+    for start in range(0, len(records), KEY_BLOCK):
+        found.update(dict.fromkeys(itertools.chain.from_iterable(
+            records[start:start + KEY_BLOCK])))
+        limits.admit_columns(len(found), field_name)
+    names = list(found)
+    if not names:
+        raise invalid(field_name, "holds no columns: every record is empty; give each row its "
+                                  "values, {\"column\": value, ...}")
+    # The columns are made whole (rows x columns) next: sized before they are.
+    limits.admit(len(records), len(records) * len(names) * np.dtype(options.dtype).itemsize,
+                 field_name)
+    present: dict[str, tuple[list[int], list]] = {name: ([], []) for name in names}
+    for i, record in enumerate(records):
+        for name, value in record.items():
+            column = present[name]
+            column[0].append(i)
+            column[1].append(value)
+    arrays = [record_column(len(records), *present.pop(name), name, field_name,
                             dates=options.kinds.get(name) != "categorical") for name in names]
-    batch = pa.RecordBatch.from_arrays(arrays, names=list(names))
-    builder = TableBuilder(list(names), [a.type for a in arrays], options, len(records))
+    batch = pa.RecordBatch.from_arrays(arrays, names=names)
+    builder = TableBuilder(names, [a.type for a in arrays], options, len(records))
     builder.add(batch)
     return builder.finish()
 
 
-def record_column(records: list[dict], name: str, field_name: str,
+def record_column(n: int, rows: list[int], values: list, name: str, field_name: str,
                   dates: bool = True) -> pa.Array:
-    """One column of records: numbers if every present value is a number or a boolean, dates
-    if every one is ISO 8601 date text (unless `dates` is False: a column declared
-    categorical keeps its text as written), else text (service.cells' canonical categories)."""
-    values = [record.get(name) for record in records]
-    for i, value in enumerate(values):
+    """One column of n records from the rows where it is present and their values: numbers if
+    every present value is a number or a boolean, dates if every one is ISO 8601 date text
+    (unless `dates` is False: a column declared categorical keeps its text as written), else
+    text (service.cells' canonical categories). Python touches only the present values."""
+    for i, value in zip(rows, values):
         if isinstance(value, (dict, list)):
             raise invalid(f"{field_name}[{i}].{name}", "must be a number, a string or null")
-    present = [v for v in values if not cells.is_missing(v)]
-    if all(isinstance(v, (int, float)) for v in present):
-        return pa.array([cells.number(v, name) for v in values], type=pa.float64())
-    dates = cells.date_text_array(pa.array([v if isinstance(v, str) else None
-                                            for v in values], pa.string())) \
-        if dates and all(isinstance(v, str) for v in present) else None
-    if dates is not None:
-        return dates
-    return pa.array([cells.category_text(v, name) for v in values], type=pa.string())
+    given = [v for v in values if not cells.is_missing(v)]
+    if all(isinstance(v, (int, float)) for v in given):
+        numbers = np.full(n, np.nan)
+        numbers[rows] = [cells.number(v, name) for v in values]
+        return pa.array(numbers, type=pa.float64())
+    # Row r takes value positions[r]; a row without the key a null.
+    positions = np.full(n, -1, dtype=np.int64)
+    positions[rows] = np.arange(len(rows))
+    spread = pa.array(positions, pa.int64(), mask=positions < 0)
+    read = cells.date_text_array(pa.array([v if isinstance(v, str) else None for v in values],
+                                          pa.string())) \
+        if dates and all(isinstance(v, str) for v in given) else None
+    if read is None:
+        read = pa.array([cells.category_text(v, name) for v in values], type=pa.string())
+    return read.take(spread)
 
 
 # -- X and y arrays --------------------------------------------------------------------------

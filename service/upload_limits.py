@@ -1,6 +1,7 @@
-"""The limits on a dataset upload, built once from the settings and checked at one point,
-DatasetLimits.admit, that every reader (CSV, Parquet, JSON records, NPZ, JSON X/y) passes its
-rows and stored bytes through before it holds them."""
+"""The limits on a dataset upload, built once from the settings and checked at two points that
+every reader (CSV, Parquet, JSON records, NPZ, JSON X/y) passes through before it does the work:
+DatasetLimits.admit_columns (a table's columns, from its header, schema or keys) and
+DatasetLimits.admit (its rows and stored bytes), so decode work is bounded by rows x columns."""
 
 from __future__ import annotations
 
@@ -18,11 +19,28 @@ class DatasetLimits:
     """BACKPROP_MAX_DATASET_BYTES: the arrays as stored (features, category codes, target)."""
     max_categories: int = 1000
     """BACKPROP_MAX_CATEGORIES: distinct values of a text column (and classes of a target)."""
+    max_columns: int = 5000
+    """BACKPROP_MAX_DATASET_COLUMNS: columns of a table, target and ignored ones included."""
 
     @classmethod
     def of(cls, settings: Settings) -> "DatasetLimits":
         return cls(settings.max_dataset_rows, settings.max_dataset_bytes,
-                   settings.max_categories)
+                   settings.max_categories, settings.max_dataset_columns)
+
+    @property
+    def decode_budget(self) -> int:
+        """Bytes a Parquet file may decode to (values before conversion, text included),
+        counted from the decoded batches."""
+        return 4 * self.max_bytes
+
+    def admit_columns(self, columns: int, field: str = "file") -> None:
+        """413 naming the setting unless a table of `columns` columns (or more: a reader may
+        stop counting once past the limit) fits."""
+        if columns > self.max_columns:
+            raise invalid(field, f"the table has at least {columns} columns; this service takes "
+                                 f"at most {self.max_columns} (BACKPROP_MAX_DATASET_COLUMNS): "
+                                 f"upload fewer columns, or NPZ arrays X and y for wide numeric "
+                                 f"data", 413)
 
     def admit(self, rows: int, stored_bytes: int = 0, field: str = "file",
               more_rows: bool = False) -> None:

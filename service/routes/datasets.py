@@ -101,7 +101,9 @@ def parse_json_upload(body: bytes, settings: Settings) -> tuple[str, str, Table]
         raise ApiError(422, "body: must be a JSON object: {\"name\", \"X\", \"y\"} or "
                             "{\"name\", \"records\", \"target\"}", "body")
     if "records" in payload:
-        fields = validated(RecordsIn, payload)
+        # The records themselves are checked by read_records as it reads them, not copied
+        # by a pydantic pass first.
+        fields = validated(RecordsIn, {**payload, "records": []})
         options = table_options(settings, fields.dtype, names_list(fields.target or ""),
                                 fields.ignore, fields.columns)
         return fields.name, "records", read_records(payload["records"], options)
@@ -182,12 +184,14 @@ def dataset_view(record: DatasetRecord) -> dict:
 def list_datasets(store: StoreDep, tenant: TenantDep, limit: int = Query(1000, ge=1, le=1000),
                   before: str | None = Query(None, max_length=200,
                                              description="the `next` cursor of the previous page")):
-    """Newest first; follow `next` with `?before=` for older datasets."""
+    """Newest first; follow `next` with `?before=` for older datasets. Each is listed without
+    its columns and target (its schema is not read): GET /v1/datasets/{id} has them."""
     try:
         page = store.datasets(tenant, limit, before)
     except BadCursor as exc:
         raise ApiError(422, str(exc), "before") from None
-    return {"datasets": [dataset_view(m) for m in page.items], "next": page.next}
+    return {"datasets": [m.model_dump(exclude={"tenant"}) for m in page.items],
+            "next": page.next}
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))

@@ -196,7 +196,7 @@ def test_numeric_arrays_are_standardized_and_regression_answers_in_target_units(
 @pytest.mark.parametrize("content,rows", [
     (b"a,b,label\r1,2,0\r3,4,1\r", 2),                                     # CR-only lines
     (b"a,b,label\n1," + b"x" * 200_000 + b",0\n2,y,1\n", 2),               # a 200,000-char field
-    (",".join(f"c{i}" for i in range(20_000)).encode() + b"\n" * 500_000 + b"\n", 0),
+    (",".join(f"c{i}" for i in range(4_000)).encode() + b"\n" * 500_000 + b"\n", 0),
     (b"\xef\xbb\xbfa,b,label\n1,2,0\n", 1),                                # UTF-8 BOM
 ], ids=["cr-only", "long-field", "wide-header-blank-lines", "bom"])
 def test_awkward_csv_files_answer_json_never_500(api, content, rows):
