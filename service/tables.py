@@ -247,9 +247,9 @@ def read_records(records, options: TableOptions, field_name: str = "records") ->
         raise invalid(field_name, "must be a non-empty list of objects, one per row")
     limits = options.limits
     limits.admit(len(records), field=field_name)
-    for i, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise invalid(f"{field_name}[{i}]", "must be an object {\"column\": value, ...}")
+    if not all(map(isinstance, records, itertools.repeat(dict))):   # in C, as the keys below
+        i = next(i for i, record in enumerate(records) if not isinstance(record, dict))
+        raise invalid(f"{field_name}[{i}]", "must be an object {\"column\": value, ...}")
     # Every key once, in order of appearance, collected in C a block of records at a time and
     # counted after each block, before any per-column work.
     found: dict[str, None] = {}
