@@ -55,9 +55,10 @@ def test_dashboard_draws_a_job_as_it_trains(stack, api, page, tmp_path):
         api.post(f"/v1/jobs/{job_id}/cancel")
     job = wait_for_job(api, job_id)
     assert job["status"] == "canceled"
+    # The end event is drawn at the next animation frame, after the stream says finished.
     page.wait_for_function("() => document.getElementById('stream-state').textContent "
-                           "=== 'finished'")
-    assert page.text_content("#detail-status") == "canceled"
+                           "=== 'finished' && document.getElementById('detail-status')"
+                           ".textContent === 'canceled'")
     # Every epoch the job trained reached the chart, none twice.
     assert points(page) == job["progress"]["epoch"] == len(api.get(
         f"/v1/jobs/{job_id}/history").json()["epochs"])
