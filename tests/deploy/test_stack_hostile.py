@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import socket
 import time
 
 import httpx
@@ -18,7 +17,7 @@ from core import quota
 from core.keys import Keys
 from core.settings import Settings
 from tests.deploy.harness import docker_client, run, timed
-from tests.service.hostile_helpers import connect, request_bytes
+from tests.service.hostile_helpers import closed_by_server, connect, request_bytes
 
 TENANT = "alice"   # the README's .env names the one key's tenant so
 HEADER_S = Settings.model_fields["http_header_timeout_s"].default
@@ -66,19 +65,6 @@ def test_every_stored_byte_is_charged_and_given_back(stack):
         assert job.status_code == 202, job.text[:500]
         assert tenant_bytes(stack) - before > 3000 * quota.EPOCH_BYTES
         assert api.post(f"/v1/jobs/{job.json()['id']}/cancel").status_code in (202, 409)
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    """Whether the far end has closed `sock` (EOF or reset), without waiting."""
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionError:
-        return True
-    finally:
-        sock.setblocking(True)
 
 
 def test_dawdling_connections_are_closed_through_the_published_port(stack):

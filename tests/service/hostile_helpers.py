@@ -148,3 +148,25 @@ def npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
     text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
     text += " " * (63 - (len(text) + 10) % 64) + "\n"
     return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+
+
+def refused(answer: httpx.Response, status: int, field: str, *words: str) -> dict:
+    assert answer.status_code == status, (answer.status_code, answer.text[:500])
+    error = answer.json()["error"]
+    assert error["field"] == field, error
+    for word in words:
+        assert word in error["message"], error
+    return error
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server has closed `sock` (EOF or reset), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+    finally:
+        sock.setblocking(True)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.service.helpers import (classifier, module_client, module_stack, npy_bytes,
                                    npz_bytes, trained_records)
-from tests.service.hostile_helpers import npy_header, peak_rss, zip_of
+from tests.service.hostile_helpers import npy_header, peak_rss, refused, zip_of
 
 MB = 1 << 20
 ZEROS = bytes(MB)
@@ -25,15 +25,6 @@ api = module_client()
 
 def upload(api: httpx.Client, content: bytes) -> httpx.Response:
     return api.post("/v1/datasets", files={"file": ("d.npz", content)})
-
-
-def refused(answer: httpx.Response, status: int, field: str, *words: str) -> dict:
-    assert answer.status_code == status, (answer.status_code, answer.text[:500])
-    error = answer.json()["error"]
-    assert error["field"] == field, error
-    for word in words:
-        assert word in error["message"], error
-    return error
 
 
 # -- NPZ -------------------------------------------------------------------------------------------

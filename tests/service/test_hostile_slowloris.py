@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.hostile_helpers import (KEYS, HealthProbe, connect, keyed_stack,
-                                           request_bytes)
+from tests.service.hostile_helpers import (KEYS, HealthProbe, closed_by_server, connect,
+                                           keyed_stack, request_bytes)
 
 HEADER_S, BODY_S, CAP = 2, 2, 150
 
@@ -24,19 +24,6 @@ def stack(tmp_path_factory):
                      BACKPROP_HTTP_BODY_TIMEOUT_S=str(BODY_S),
                      BACKPROP_MAX_CONNECTIONS=str(CAP)) as running:
         yield running
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    """Whether the server has closed `sock` (EOF or reset), without waiting."""
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionError:
-        return True
-    finally:
-        sock.setblocking(True)
 
 
 def open_fds(pid: int) -> int:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.service.helpers import module_client, module_stack
-from tests.service.hostile_helpers import peak_rss
+from tests.service.hostile_helpers import peak_rss, refused
 
 stack = module_stack("hostile-tables")
 api = module_client()
@@ -31,15 +31,6 @@ def parquet_bytes(table: pa.Table, **options) -> bytes:
 
 def upload_file(api: httpx.Client, name: str, content: bytes, **fields) -> httpx.Response:
     return api.post("/v1/datasets", files={"file": (name, content)}, data=fields)
-
-
-def refused(answer: httpx.Response, status: int, field: str, *words: str) -> dict:
-    assert answer.status_code == status, (answer.status_code, answer.text[:500])
-    error = answer.json()["error"]
-    assert error["field"] == field, error
-    for word in words:
-        assert word in error["message"], error
-    return error
 
 
 # -- item 4: a Parquet dictionary bomb ---------------------------------------------------------
