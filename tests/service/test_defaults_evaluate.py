@@ -6,8 +6,6 @@ scaling and one-hot Pipeline, fitted on the same rows in the same test."""
 
 from __future__ import annotations
 
-import csv
-import io
 import warnings
 
 import httpx

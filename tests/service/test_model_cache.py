@@ -71,7 +71,6 @@ def test_a_deletion_through_one_process_reaches_the_other(api, two_apis, service
 def stored_model(redis_client, prefix: str, *model_ids: str):
     """A Store under `prefix` holding a tiny classifier under each id, and a ModelCache over it
     that listens to nothing (the tests play the listener)."""
-    import time
 
     import engine
     from service.model_cache import ModelCache
