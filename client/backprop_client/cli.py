@@ -97,6 +97,13 @@ def upload_data(client: Client, args: argparse.Namespace, dtype: str | None) -> 
                              columns=column_kinds(args.columns))
 
 
+def uploaded(client: Client, args: argparse.Namespace, dtype: str | None) -> str:
+    """The id of the dataset that --data uploads (train and sweep take the same options)."""
+    dataset = upload_data(client, args, dtype)
+    say(f"uploaded {args.data}: dataset {dataset['id']} ({dataset['n_samples']} rows)")
+    return dataset["id"]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     network, training, options = job_request(args)
     if (args.data is None) == (args.dataset is None):
@@ -108,11 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dataset and args.ignore:
         options["ignore"] = args.ignore  # the job's preprocessing leaves them out
     with client_from(args) as client:
-        dataset_id = args.dataset
-        if args.data:
-            dataset = upload_data(client, args, options.get("dtype"))
-            dataset_id = dataset["id"]
-            say(f"uploaded {args.data}: dataset {dataset_id} ({dataset['n_samples']} rows)")
+        dataset_id = args.dataset or uploaded(client, args, options.get("dtype"))
         job = client.train(network, training, dataset=dataset_id, **options)
         if not args.follow:
             say(f"submitted job {job.id} ({job.status}); follow it with "
@@ -277,11 +280,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError("give the data once: --data data.csv (or .npz), --dataset ID, or "
                          "\"dataset_id\" in the spec")
     with client_from(args) as client:
-        dataset_id = args.dataset or body.pop("dataset_id", None)
-        if args.data:
-            dataset = upload_data(client, args, (body.get("base") or {}).get("dtype"))
-            dataset_id = dataset["id"]
-            say(f"uploaded {args.data}: dataset {dataset_id} ({dataset['n_samples']} rows)")
+        dataset_id = (args.dataset or body.pop("dataset_id", None)
+                      or uploaded(client, args, (body.get("base") or {}).get("dtype")))
         space, base = body.pop("space", None), body.pop("base", None)
         sweep = client.sweep(space, base, dataset=dataset_id, **body)
         if not args.follow:
