@@ -1,20 +1,25 @@
-"""A job's entry and exit, and the per-tenant limit that keeps one tenant from filling the queue.
+"""A job's entry and exit, and the per-tenant limits that keep one tenant from filling the queues.
 
 A tenant has at most settings.max_active_jobs_per_tenant jobs that are *active*: in an RQ queue
-or running (the set keys.tenant_active). Its further jobs wait, still `queued`, in its backlog
-(the list keys.tenant_backlog, oldest first), not in RQ: another tenant's job is queued behind
-at most that many of its jobs, not behind its whole backlog.
+or running (the set keys.tenant_active), and of those at most settings.max_queued_jobs_per_tenant
+*waiting* in each RQ queue, not yet started (keys.tenant_waiting). Its further jobs wait, still
+`queued`, in its backlog (the list keys.tenant_backlog, oldest first), not in RQ; the next goes
+in as one of its jobs starts or ends. So workers, which take jobs from RQ in order, take
+tenants' jobs in turn: another tenant's job waits behind at most max_queued_jobs_per_tenant of
+a tenant's jobs plus those running, not behind its whole backlog.
 
-Each step is one transaction: `submit` stores a job and queues it or backlogs it; `finish` ends
-a job, frees its slot and promotes the oldest backlogged jobs into RQ. `promote_waiting` (run by
-the reaper) promotes what a crash or a raised limit left waiting, and drops active entries of
-jobs that are gone or ended.
+Each step is one transaction: `submit` stores a job and queues it or backlogs it; `started`
+(inside the worker's start) and `finish` promote the oldest backlogged jobs that have room into
+RQ. `promote_waiting` (run by the reaper) promotes what a crash, a raised limit or a job of a
+busy queue left waiting, and drops entries of jobs that are gone or ended.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -25,6 +30,7 @@ from core.settings import Settings
 from core.store import Store
 
 SETTING = "BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT"
+QUEUED_SETTING = "BACKPROP_MAX_QUEUED_JOBS_PER_TENANT"
 BACKLOG_SETTING = "BACKPROP_MAX_BACKLOG_PER_TENANT"
 # Finished jobs' keys also expire this long after the reaper should have deleted them: a net
 # for a service whose reaper never runs again (the quota counter is then left as it was).
@@ -33,6 +39,45 @@ EXPIRY_GRACE_S = 24 * 3600
 
 class BacklogFull(Exception):
     """The tenant has settings.max_backlog_per_tenant jobs waiting already (the API: 429)."""
+
+
+@dataclass
+class Slots:
+    """A tenant's place in the workers' queues, as read under WATCH (read_after_watch), and
+    updated as a transaction queues its jobs."""
+
+    active: set[str]             # its jobs in an RQ queue or running
+    backlog: list[str]           # the head of its backlog, oldest first
+    waiting: dict[str, set[str]]  # RQ queue name -> its jobs in that queue, not yet started
+
+    def room(self, settings: Settings, queue: str) -> bool:
+        """Whether one more of the tenant's jobs may go into RQ queue `queue`."""
+        return (len(self.active) < settings.max_active_jobs_per_tenant
+                and len(self.waiting[queue]) < settings.max_queued_jobs_per_tenant)
+
+    def take(self, job_id: str, queue: str) -> None:
+        self.active.add(job_id)
+        self.waiting[queue].add(job_id)
+
+    def leave(self, job_id: str) -> None:
+        """Job `job_id` starts (leaves its queue) or ends (leaves the slots too)."""
+        for ids in self.waiting.values():
+            ids.discard(job_id)
+
+
+def watched(store: Store, settings: Settings, tenant: str) -> tuple[str, ...]:
+    """The keys that a transaction moving the tenant's jobs in or out of RQ WATCHes."""
+    k = store.keys
+    return (k.tenant_active(tenant), k.tenant_backlog(tenant),
+            *(k.tenant_waiting(tenant, queue) for queue in queue_names(settings)))
+
+
+def queue_names(settings: Settings) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(queues.queue_name(settings, d) for d in ("cpu", "gpu")))
+
+
+def queue_of(settings: Settings, job: JobRecord) -> str:
+    return queues.queue_name(settings, job.device)
 
 
 def charged_job(job: JobRecord) -> JobRecord:
@@ -59,15 +104,14 @@ def submit(store: Store, settings: Settings, job: JobRecord,
             "this job's record and the model, checkpoint and history it will store")
 
     def write(pipe) -> JobRecord:
-        _, active, backlog = read_after_watch(store, settings, tenant)
+        _, slots = read_after_watch(store, settings, tenant)
         quota.check(store.r, k, tenant, adding, settings.max_tenant_bytes, what,
                     "data.X" if job.data_bytes else "network")
-        admit = not backlog and len(active) < settings.max_active_jobs_per_tenant
+        admit = not slots.backlog and slots.room(settings, queue_of(settings, job))
         waiting = 0 if admit else store.r.llen(k.tenant_backlog(tenant))
         if waiting >= settings.max_backlog_per_tenant:
             raise BacklogFull(
-                f"tenant {tenant!r} has {waiting} jobs waiting for one of its "
-                f"{settings.max_active_jobs_per_tenant} active slots, its most "
+                f"tenant {tenant!r} has {waiting} jobs waiting in its backlog, its most "
                 f"({BACKLOG_SETTING}={settings.max_backlog_per_tenant}); submit again once "
                 f"some have started, or cancel waiting ones (POST /v1/jobs/{{id}}/cancel)")
         quota.check_room(store.r, adding, settings.redis_reserve_bytes, what, "network")
@@ -77,16 +121,24 @@ def submit(store: Store, settings: Settings, job: JobRecord,
         pipe.multi()
         store.put_job(pipe, stored, inline)
         if admit:
-            pipe.sadd(k.tenant_active(tenant), job.id)
-            queues.enqueue_training(store.r, settings, job.id, job.device, job.attempt,
-                                    job.timeout_s, pipeline=pipe)
+            queue_into_rq(store, settings, pipe, job, job.attempt)
         else:
             pipe.rpush(k.tenant_backlog(tenant), job.id)
             pipe.sadd(k.backlogged_tenants(), tenant)
         return stored
 
-    return store.transact(write, k.tenant_bytes(tenant), k.tenant_active(tenant),
-                          k.tenant_backlog(tenant))
+    return store.transact(write, k.tenant_bytes(tenant), *watched(store, settings, tenant))
+
+
+def queue_into_rq(store: Store, settings: Settings, pipe: redis.client.Pipeline,
+                  job: JobRecord, attempt: int) -> None:
+    """Inside an open MULTI: job `job` (attempt `attempt`) into its RQ queue, at the back, and
+    into its tenant's active and waiting sets."""
+    k = store.keys
+    pipe.sadd(k.tenant_active(job.tenant), job.id)
+    pipe.sadd(k.tenant_waiting(job.tenant, queue_of(settings, job)), job.id)
+    queues.enqueue_training(store.r, settings, job.id, job.device, attempt, job.timeout_s,
+                            pipeline=pipe)
 
 
 def finish(store: Store, settings: Settings, job_id: str, tenant: str, status: JobStatus,
@@ -100,11 +152,11 @@ def finish(store: Store, settings: Settings, job_id: str, tenant: str, status: J
     k = store.keys
 
     def write(pipe) -> JobRecord | None:
-        raw, active, backlog = read_after_watch(store, settings, tenant, job_id)
+        raw, slots = read_after_watch(store, settings, tenant, job_id)
         job = JobRecord.decode(raw) if raw else None
         if not owner.holds(job):
             return None
-        chosen = waiting_to_promote(store, settings, active - {job_id}, backlog, {job_id})
+        chosen = waiting_to_promote(store, settings, slots, job_id)
         checkpoint = store.r.strlen(k.job_checkpoint(job_id))  # only its attempt writes it
         now = time.time()
         pipe.multi()
@@ -122,48 +174,85 @@ def finish(store: Store, settings: Settings, job_id: str, tenant: str, status: J
         quota.charge(pipe, k, tenant, -(job.data_bytes + checkpoint + job.reserved_bytes))
         if model is not None:
             store.put_model(*model, pipe=pipe)
-        pipe.srem(k.tenant_active(tenant), job_id)
+        leave_slots(store, settings, pipe, tenant, job_id)
         pipe.lrem(k.tenant_backlog(tenant), 0, job_id)
         promote(store, settings, pipe, tenant, chosen)
         return job
 
-    return store.transact(write, k.job(job_id), k.tenant_active(tenant),
-                          k.tenant_backlog(tenant))
+    return store.transact(write, k.job(job_id), *watched(store, settings, tenant))
+
+
+def started(store: Store, settings: Settings, pipe: redis.client.Pipeline,
+            job: JobRecord) -> Callable[[], list[str]]:
+    """Inside a worker's start transaction (worker.attempts.Attempt.start), read under WATCH
+    of `watched` keys, before pipe.multi(): job `job` leaves its queue's waiting set, and the
+    oldest backlogged jobs of its tenant that now have room go into RQ. Returns a function to
+    call after pipe.multi() that queues those writes."""
+    _, slots = read_after_watch(store, settings, job.tenant)
+    slots.leave(job.id)
+    chosen = waiting_to_promote(store, settings, slots)
+
+    def write() -> list[str]:
+        pipe.srem(store.keys.tenant_waiting(job.tenant, queue_of(settings, job)), job.id)
+        return promote(store, settings, pipe, job.tenant, chosen)
+
+    return write
+
+
+def leave_slots(store: Store, settings: Settings, pipe: redis.client.Pipeline, tenant: str,
+                *job_ids: str) -> None:
+    """Inside an open MULTI: jobs `job_ids` leave their tenant's active and waiting sets."""
+    k = store.keys
+    pipe.srem(k.tenant_active(tenant), *job_ids)
+    for queue in queue_names(settings):
+        pipe.srem(k.tenant_waiting(tenant, queue), *job_ids)
 
 
 def read_after_watch(store: Store, settings: Settings, tenant: str,
-                     job_id: str | None = None) -> tuple[dict, set[str], list[str]]:
-    """(the job's hash if job_id, the tenant's active ids, the head of its backlog) in one
-    round trip on another connection: read after the transaction's WATCH of them, so a change
-    to any before its EXEC makes it run again."""
+                     job_id: str | None = None) -> tuple[dict, Slots]:
+    """(the job's hash if job_id, the tenant's Slots) in one round trip on another
+    connection: read after the transaction's WATCH of them (`watched`), so a change to any
+    before its EXEC makes it run again."""
     k = store.keys
+    names = queue_names(settings)
     reads = store.r.pipeline(transaction=False)
     if job_id is not None:
         reads.hgetall(k.job(job_id))
     reads.smembers(k.tenant_active(tenant))
-    reads.lrange(k.tenant_backlog(tenant), 0, settings.max_active_jobs_per_tenant)
-    *raw, active, backlog = reads.execute()
-    return (raw[0] if raw else {}), {i.decode() for i in active}, [i.decode() for i in backlog]
+    # The backlog's head: enough to fill every free slot, past jobs of a queue with no room.
+    reads.lrange(k.tenant_backlog(tenant), 0, 2 * settings.max_active_jobs_per_tenant)
+    for queue in names:
+        reads.smembers(k.tenant_waiting(tenant, queue))
+    answers = reads.execute()
+    raw = answers.pop(0) if job_id is not None else {}
+    active, backlog, *waiting = answers
+    return raw, Slots({i.decode() for i in active}, [i.decode() for i in backlog],
+                      {queue: {i.decode() for i in ids} for queue, ids in zip(names, waiting)})
 
 
-def waiting_to_promote(store: Store, settings: Settings, active: set[str], backlog: list[str],
-                       leaving: set[str]) -> list[JobRecord | str]:
-    """Which backlogged jobs get the slots that `active` leaves free (read under WATCH):
-    records to promote, or ids of entries to drop (gone, ended, leaving, or not backlogged
-    any more). One round trip for the candidates' records."""
-    free = settings.max_active_jobs_per_tenant - len(active)
-    if free <= 0 or not backlog:
+def waiting_to_promote(store: Store, settings: Settings, slots: Slots,
+                       leaving: str | None = None) -> list[JobRecord | str]:
+    """Which backlogged jobs go into RQ, oldest first, given `slots` (read under WATCH; job
+    `leaving` ends, so it leaves them): records to promote (taken into `slots`), or ids of
+    entries to drop (gone, ended, leaving, or not backlogged any more). A job whose queue has
+    no room stays, and a younger one of another queue may pass it. One round trip for the
+    candidates' records."""
+    if leaving is not None:
+        slots.active.discard(leaving)
+        slots.leave(leaving)
+    if len(slots.active) >= settings.max_active_jobs_per_tenant or not slots.backlog:
         return []
     reads = store.r.pipeline(transaction=False)
-    for job_id in backlog:
+    for job_id in slots.backlog:
         reads.hgetall(store.keys.job(job_id))
     chosen: list[JobRecord | str] = []
-    for job_id, raw in zip(backlog, reads.execute()):
-        job = JobRecord.decode(raw) if raw and job_id not in leaving else None
-        usable = job is not None and job.status == JobStatus.QUEUED and job.backlogged
-        chosen.append(job if usable else job_id)
-        if sum(isinstance(c, JobRecord) for c in chosen) == free:
-            break
+    for job_id, raw in zip(slots.backlog, reads.execute()):
+        job = JobRecord.decode(raw) if raw and job_id != leaving else None
+        if job is None or job.status != JobStatus.QUEUED or not job.backlogged:
+            chosen.append(job_id)
+        elif slots.room(settings, queue_of(settings, job)):
+            slots.take(job.id, queue_of(settings, job))
+            chosen.append(job)
     return chosen
 
 
@@ -176,11 +265,9 @@ def promote(store: Store, settings: Settings, pipe: redis.client.Pipeline, tenan
         job_id = item.id if isinstance(item, JobRecord) else item
         pipe.lrem(k.tenant_backlog(tenant), 0, job_id)
         if isinstance(item, JobRecord):
-            pipe.sadd(k.tenant_active(tenant), job_id)
             store.update_job(pipe, job_id, backlogged=False,
                              rq_id=queues.rq_job_id(job_id, item.attempt))
-            queues.enqueue_training(store.r, settings, job_id, item.device, item.attempt,
-                                    item.timeout_s, pipeline=pipe)
+            queue_into_rq(store, settings, pipe, item, item.attempt)
             promoted.append(job_id)
     return promoted
 
@@ -193,27 +280,38 @@ def promote_waiting(store: Store, settings: Settings) -> list[str]:
 
 
 def promote_tenant(store: Store, settings: Settings, tenant: str) -> list[str]:
-    """One transaction: drop the tenant's active entries of jobs that are gone or ended, fill
-    the free slots from its backlog, and forget the tenant once its backlog is empty."""
+    """One transaction: drop the tenant's active and waiting entries of jobs that are gone,
+    ended or (waiting) started, fill the free slots from its backlog, and forget the tenant
+    once its backlog is empty."""
     k = store.keys
 
     def write(pipe) -> list[str]:
-        _, active, backlog = read_after_watch(store, settings, tenant)
+        _, slots = read_after_watch(store, settings, tenant)
+        listed = list(slots.active | set().union(*slots.waiting.values()))
         reads = store.r.pipeline(transaction=False)
-        for job_id in active:
-            reads.hgetall(k.job(job_id))
-        stale = {job_id for job_id, raw in zip(active, reads.execute())
-                 if not raw or JobRecord.decode(raw).finished}
-        chosen = waiting_to_promote(store, settings, active - stale, backlog, set())
+        for job_id in listed:
+            reads.hget(k.job(job_id), "status")
+        statuses = {job_id: JobRecord.decode_field("status", raw) if raw else None
+                    for job_id, raw in zip(listed, reads.execute())}
+        stale = {job_id for job_id, status in statuses.items()
+                 if status is None or status.finished}
+        slots.active -= stale
+        not_waiting = {job_id for job_id in listed if statuses[job_id] != JobStatus.QUEUED}
+        for ids in slots.waiting.values():
+            ids -= not_waiting
+        chosen = waiting_to_promote(store, settings, slots)
         empty = pipe.llen(k.tenant_backlog(tenant)) <= len(chosen)  # all leave it
         pipe.multi()
         if stale:
             pipe.srem(k.tenant_active(tenant), *stale)
+        for queue in queue_names(settings):
+            if not_waiting:
+                pipe.srem(k.tenant_waiting(tenant, queue), *not_waiting)
         if empty:
             pipe.srem(k.backlogged_tenants(), tenant)
         return promote(store, settings, pipe, tenant, chosen)
 
-    return store.transact(write, k.tenant_active(tenant), k.tenant_backlog(tenant))
+    return store.transact(write, *watched(store, settings, tenant))
 
 
 def expire_finished(store: Store, now: float | None = None, batch: int = 100) -> list[str]:
@@ -254,24 +352,22 @@ def backlog_length(store: Store) -> int:
 
 
 def enter(store: Store, settings: Settings, pipe: redis.client.Pipeline, job: JobRecord,
-          active: set[str], backlog: list[str], **fields: Any) -> bool:
+          slots: Slots, **fields: Any) -> bool:
     """Inside an open MULTI: make stored job `job` queued (with `fields`) and put it in RQ, at
-    the back, when its tenant has a free active slot and nothing waiting (`active` and
-    `backlog` as read under WATCH, updated here); else at the back of its backlog. What a
-    sweep does to start or resume a trial. Returns whether it went into RQ."""
+    the back, when its tenant has room (`slots` as read under WATCH, updated here) and nothing
+    backlogged; else at the back of its backlog. What a sweep does to start or resume a
+    trial. Returns whether it went into RQ."""
     k, tenant = store.keys, job.tenant
-    admit = not backlog and len(active) < settings.max_active_jobs_per_tenant
-    rq_id = queues.rq_job_id(job.id, fields.get("attempt", job.attempt))
+    queue = queue_of(settings, job)
+    admit = not slots.backlog and slots.room(settings, queue)
+    attempt = fields.get("attempt", job.attempt)
     store.set_status(pipe, job, JobStatus.QUEUED, backlogged=not admit,
-                     rq_id=rq_id if admit else None, **fields)
+                     rq_id=queues.rq_job_id(job.id, attempt) if admit else None, **fields)
     if admit:
-        active.add(job.id)
-        pipe.sadd(k.tenant_active(tenant), job.id)
-        queues.enqueue_training(store.r, settings, job.id, job.device,
-                                fields.get("attempt", job.attempt), job.timeout_s,
-                                pipeline=pipe)
+        slots.take(job.id, queue)
+        queue_into_rq(store, settings, pipe, job, attempt)
     else:
-        backlog.append(job.id)
+        slots.backlog.append(job.id)
         pipe.rpush(k.tenant_backlog(tenant), job.id)
         pipe.sadd(k.backlogged_tenants(), tenant)
     return admit
@@ -286,11 +382,11 @@ def pause(store: Store, settings: Settings, job_id: str, tenant: str, owner: Own
     k = store.keys
 
     def write(pipe) -> JobRecord | None:
-        raw, active, backlog = read_after_watch(store, settings, tenant, job_id)
+        raw, slots = read_after_watch(store, settings, tenant, job_id)
         job = JobRecord.decode(raw) if raw else None
         if not owner.holds(job):
             return None
-        chosen = waiting_to_promote(store, settings, active - {job_id}, backlog, {job_id})
+        chosen = waiting_to_promote(store, settings, slots, job_id)
         pipe.multi()
         store.set_status(pipe, job, JobStatus.PAUSED, backlogged=False, **fields)
         pipe.delete(k.job_lease(job_id))
@@ -298,9 +394,8 @@ def pause(store: Store, settings: Settings, job_id: str, tenant: str, owner: Own
             also(pipe)
         pipe.publish(k.job_events(job_id), json.dumps({"event": "paused",
                                                        "epoch": fields.get("epoch")}))
-        pipe.srem(k.tenant_active(tenant), job_id)
+        leave_slots(store, settings, pipe, tenant, job_id)
         promote(store, settings, pipe, tenant, chosen)
         return job
 
-    return store.transact(write, k.job(job_id), k.tenant_active(tenant),
-                          k.tenant_backlog(tenant))
+    return store.transact(write, k.job(job_id), *watched(store, settings, tenant))

@@ -81,6 +81,10 @@ class Keys:
         """List of a tenant's job ids waiting for one of its active slots, oldest first."""
         return f"{self.prefix}:tenant:{tenant}:backlog"
 
+    def tenant_waiting(self, tenant: str, queue: str) -> str:
+        """Set of a tenant's job ids admitted into RQ queue `queue` and not yet started."""
+        return f"{self.prefix}:tenant:{tenant}:waiting:{queue}"
+
     def backlogged_tenants(self) -> str:
         """Set of tenants whose backlog is not empty: what the reaper checks for promotions."""
         return f"{self.prefix}:tenants:backlogged"

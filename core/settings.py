@@ -61,8 +61,12 @@ class Settings(BaseSettings):
                                        "job data), all in Redis memory")
     max_active_jobs_per_tenant: int = Field(
         8, ge=1, description="jobs of one tenant queued for a worker or running at once; the "
-                             "tenant's further jobs wait in its backlog, so others' jobs "
-                             "queue behind at most this many of its jobs")
+                             "tenant's further jobs wait in its backlog")
+    max_queued_jobs_per_tenant: int = Field(
+        1, ge=1, description="jobs of one tenant waiting in a worker queue (not yet started) "
+                             "at once, per queue; the next goes in as one starts, so workers "
+                             "take tenants' jobs in turn: another tenant's job waits behind "
+                             "at most this many of its jobs, plus those running")
     max_backlog_per_tenant: int = Field(
         100, ge=0, description="jobs of one tenant waiting in its backlog at once; a submit "
                                "past it is refused with 429 (each waiting job is a record "

@@ -67,7 +67,7 @@ def _pass(store: Store, settings: Settings, sweep_id: str) -> tuple[SweepRecord 
                     jobs[i] = JobRecord.decode(raw)
                 else:
                     del jobs[i]
-        _, active, backlog = fairness.read_after_watch(store, settings, tenant)
+        _, slots = fairness.read_after_watch(store, settings, tenant)
         plan = asha.plan(sweep, jobs, width, time.time())
         trials = [t.model_copy(deep=True) for t in sweep.trials]
         for i, reached in plan.rung_metrics.items():
@@ -79,13 +79,13 @@ def _pass(store: Store, settings: Settings, sweep_id: str) -> tuple[SweepRecord 
         pipe.multi()
         for i, pause_at in plan.promote:
             job = jobs[i]
-            fairness.enter(store, settings, pipe, job, active, backlog,
+            fairness.enter(store, settings, pipe, job, slots,
                            attempt=job.attempt + 1, pause_at=pause_at)
         for i, pause_at in plan.release:
             job = JobRecord.model_validate({**trials[i].job, "sweep_id": sweep.id,
                                             "pause_at": pause_at, "tenant": sweep.tenant})
             store.put_job(pipe, job)
-            fairness.enter(store, settings, pipe, job, active, backlog)
+            fairness.enter(store, settings, pipe, job, slots)
             trials[i].job_id = job.id
         fields = {"trials": trials}
         if plan.done:
@@ -97,8 +97,8 @@ def _pass(store: Store, settings: Settings, sweep_id: str) -> tuple[SweepRecord 
         pipe.hincrby(k.sweep(sweep.id), "version", 1)
         return sweep.model_copy(update=fields), (plan, jobs)
 
-    sweep, decided = store.transact(write, k.sweep(sweep_id), k.tenant_active(tenant),
-                                    k.tenant_backlog(tenant))
+    sweep, decided = store.transact(write, k.sweep(sweep_id),
+                                    *fairness.watched(store, settings, tenant))
     if decided is None:
         return sweep, False
     plan, jobs = decided

@@ -31,11 +31,13 @@ def job_view(job: JobRecord, waiting: dict | None = None) -> dict:
 def waiting_of(settings: Settings, job: JobRecord, position: int | None) -> dict | None:
     if position is None:
         return None
-    limit = settings.max_active_jobs_per_tenant
+    active, queued = settings.max_active_jobs_per_tenant, settings.max_queued_jobs_per_tenant
     return {"position": position,
-            "reason": f"{limit} jobs of this tenant are queued for a worker or running, the "
-                      f"most {fairness.SETTING}={limit} allows; this one is queued when one of "
-                      f"them ends ({position - 1} of its jobs go first)"}
+            "reason": f"this tenant's jobs go to the workers {queued} at a time, so workers "
+                      f"take tenants' jobs in turn ({fairness.QUEUED_SETTING}={queued}), and "
+                      f"at most {active} of them are queued or running at once "
+                      f"({fairness.SETTING}={active}); this one goes into the queue as one of "
+                      f"them starts or ends ({position - 1} of its jobs go first)"}
 
 
 def viewed(store: Store, settings: Settings, jobs: list[JobRecord]) -> list[dict]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 
@@ -116,7 +117,8 @@ class Attempt:
         return job
 
     def start(self, **fields: Any) -> JobRecord:
-        """queued -> running with a lease, only if the job is still queued for this attempt.
+        """queued -> running with a lease, only if the job is still queued for this attempt;
+        the next backlogged jobs of its tenant go into RQ (core.fairness.started).
 
         Returns the job as it was; raises AttemptLost when it is not this attempt's to run
         (canceled while its RQ job was being picked up, or already handed on)."""
@@ -124,12 +126,15 @@ class Attempt:
 
         def write(pipe) -> JobRecord:
             job = self._owned(pipe, JobStatus.QUEUED)
+            queue_next = fairness.started(self.store, self.settings, pipe, job)
             pipe.multi()
             pipe.set(k.job_lease(self.job_id), self.holder, px=self.lease_ms)
             self.store.set_status(pipe, job, JobStatus.RUNNING, **fields)
+            queue_next()
             return job
 
-        return self.store.transact(write, k.job(self.job_id))
+        return self.store.transact(write, k.job(self.job_id),
+                                   *fairness.watched(self.store, self.settings, self.tenant))
 
     def rewind(self, epochs: int) -> None:
         """Keep the first `epochs` epochs of the history (those the checkpoint holds): the

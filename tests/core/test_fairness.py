@@ -16,8 +16,9 @@ from worker.reaper import sweep
 
 @pytest.fixture()
 def settings(service_env):
+    # Two jobs of a tenant may wait in a queue at once: these tests are of the active limit.
     return private_settings(f"t-fair-{secrets.token_hex(4)}", max_active_jobs_per_tenant=2,
-                            max_tenant_bytes=90_000)
+                            max_queued_jobs_per_tenant=2, max_tenant_bytes=90_000)
 
 
 def in_rq(store: Store, settings) -> list[str]:
@@ -61,11 +62,55 @@ def test_the_reaper_promotes_what_a_raised_limit_or_a_lost_slot_left_waiting(sto
     # A slot held by a job that is gone (as after a crash between writes of an older version).
     store.r.delete(store.keys.job(alice[0].id))
     assert sweep(store, settings) == [alice[2].id]
-    raised = settings.model_copy(update={"max_active_jobs_per_tenant": 4})
+    raised = settings.model_copy(update={"max_active_jobs_per_tenant": 4,
+                                         "max_queued_jobs_per_tenant": 4})
     assert sweep(store, raised) == [alice[3].id, alice[4].id]
     assert in_rq(store, settings) == [a.id for a in alice]
     assert positions(store, alice) == {}
     assert not store.r.sismember(store.keys.backlogged_tenants(), "alice")
+
+
+def test_workers_take_tenants_jobs_in_turn(store, settings):
+    """One job of a tenant waits in a queue at once: the next goes in as it starts, behind
+    what other tenants queued meanwhile, so bob's job waits behind one of alice's, not five."""
+    one = settings.model_copy(update={"max_active_jobs_per_tenant": 8,
+                                      "max_queued_jobs_per_tenant": 1})
+    alice = [submitted(store, one, job_record("alice")) for _ in range(5)]
+    bob = submitted(store, one, job_record("bob"))
+    assert [j.backlogged for j in alice] == [False, True, True, True, True]
+    assert in_rq(store, one) == [alice[0].id, bob.id]
+
+    first = started(store, one, alice[0])       # a worker takes it: alice's next goes in
+    assert in_rq(store, one) == [bob.id, alice[1].id]
+    started(store, one, store.job(None, bob.id))
+    started(store, one, store.job(None, alice[1].id))
+    assert in_rq(store, one) == [alice[2].id]
+    carol = submitted(store, one, job_record("carol"))
+    assert in_rq(store, one) == [alice[2].id, carol.id]
+    first.finish(JobStatus.SUCCEEDED)            # a slot freed, but alice's queue is full
+    assert in_rq(store, one) == [alice[2].id, carol.id]
+    assert positions(store, alice) == {alice[3].id: 1, alice[4].id: 2}
+
+    # A canceled waiting job makes room: her next goes in.
+    assert fairness.finish(store, one, alice[2].id, "alice", JobStatus.CANCELED,
+                           Owner(1, JobStatus.QUEUED)) is not None
+    queues.take_back_queued(store.r, one, "cpu", f"{alice[2].id}-a1")
+    assert in_rq(store, one) == [carol.id, alice[3].id]
+
+
+def test_a_job_of_a_busy_queue_does_not_hold_a_tenants_jobs_of_another(store, settings):
+    """alice's second GPU job waits for her first to start; her CPU job behind it passes."""
+    one = settings.model_copy(update={"max_active_jobs_per_tenant": 8,
+                                      "max_queued_jobs_per_tenant": 1})
+    gpu = [submitted(store, one, job_record("alice", device="gpu")) for _ in range(2)]
+    cpu = submitted(store, one, job_record("alice"))
+    assert [gpu[0].backlogged, gpu[1].backlogged, cpu.backlogged] == [False, True, True]
+    assert sweep(store, one) == [cpu.id]       # the reaper's pass: the CPU queue has room
+    assert in_rq(store, one) == [cpu.id]
+    assert positions(store, gpu) == {gpu[1].id: 1}
+    started(store, one, gpu[0])                # the GPU worker takes the first one
+    assert positions(store, gpu) == {}
+    assert store.job(None, gpu[1].id).rq_id == f"{gpu[1].id}-a1"
 
 
 def hash_size(store: Store, key: str) -> int:

@@ -28,6 +28,9 @@ def stack(tmp_path_factory):
     running = own_stack(Path(tmp_path_factory.mktemp("fair")), workers=2, extra_env={
         "BACKPROP_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
         "BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT": str(LIMIT),
+        # Both of alice's active jobs may wait in the queue at once: this module tests the
+        # active limit and quotas (test_fair_turns tests the turns).
+        "BACKPROP_MAX_QUEUED_JOBS_PER_TENANT": str(LIMIT),
         "BACKPROP_MAX_TENANT_BYTES": str(QUOTA)})
     yield running
     running.stop()
@@ -69,6 +72,7 @@ def test_another_tenants_job_starts_before_a_tenants_backlog_drains(stack):
         assert all(j["status"] == "queued" for j in jobs[2:])
         reason = jobs[4]["waiting"]["reason"]
         assert f"BACKPROP_MAX_ACTIVE_JOBS_PER_TENANT={LIMIT}" in reason and "2 of its" in reason
+        assert f"BACKPROP_MAX_QUEUED_JOBS_PER_TENANT={LIMIT}" in reason
         listed = alice.get("/v1/jobs", params={"status": "queued"}).json()["jobs"]
         assert {j["id"]: j["waiting"]["position"] for j in listed if j["waiting"]} == {
             jobs[2]["id"]: 1, jobs[3]["id"]: 2, jobs[4]["id"]: 3}
