@@ -8,6 +8,10 @@
   horse fork, data loading and preparation, checkpoint) counts too;
 - epochs trained by ASHA against random search with the same seed and trials: random's
   epochs until one of its trials reached ASHA's best score, and in all;
+- fair turns: how long a one-epoch job of one tenant takes, submit to end, while another
+  tenant has eight jobs of several seconds each on 2 workers, with the tenant's jobs going
+  into the workers' queue one at a time (BACKPROP_MAX_QUEUED_JOBS_PER_TENANT=1, the default)
+  against all eight at once (=8, as before);
 - the best held-out score of an ASHA sweep against the default job (base as given) and
   scikit-learn's HistGradientBoosting on real tables (penguins species and body mass,
   breast cancer, wine, diabetes; 20% of rows held out and never uploaded).
@@ -234,11 +238,60 @@ def held_out(tmp: Path, trials: int, max_epochs: int, metric: str) -> None:
                                              "hist_gb", "sweep_epochs"], rows)
 
 
+def fair_turns(tmp: Path, epochs: int) -> None:
+    keys = {"alice": "alice-turns-bench", "bob": "bob-turns-bench"}
+    X, y = sk.load_digits(return_X_y=True)
+    rows = []
+    for queued in (8, 1):
+        stack = Stack(Settings(redis_url=None, data_dir=tmp / f"turns{queued}"), "127.0.0.1",
+                      free_port(), workers=2, log_dir=tmp / f"turns-logs{queued}", extra_env={
+                          "BACKPROP_WORKER_BLAS_THREADS": "1", "BACKPROP_WORKER_NICE": "0",
+                          "BACKPROP_API_KEYS": ",".join(f"{t}:{k}" for t, k in keys.items()),
+                          "BACKPROP_MAX_QUEUED_JOBS_PER_TENANT": str(queued)}).start()
+        try:
+            clients = {t: httpx.Client(base_url=stack.url, timeout=120, headers={
+                "Authorization": f"Bearer {k}"}) for t, k in keys.items()}
+            alice, bob = clients["alice"], clients["bob"]
+
+            def job(api: httpx.Client, dataset_id: str, n: int) -> str:
+                answer = api.post("/v1/jobs", json={"dataset_id": dataset_id, "training": {
+                    "epochs": n, "early_stopping": None, "batch_size": 8}})
+                assert answer.status_code == 202, answer.text
+                return answer.json()["id"]
+
+            def ended(api: httpx.Client, job_id: str) -> dict:
+                while (found := api.get(f"/v1/jobs/{job_id}").json())["status"] in (
+                        "queued", "running"):
+                    time.sleep(0.05)
+                return found
+
+            theirs = upload(bob, X[:200], y[:200])
+            alices = [job(alice, upload(alice, X, y), epochs) for _ in range(8)]
+            while sum(alice.get(f"/v1/jobs/{j}").json()["status"] == "running"
+                      for j in alices) < 2:      # both workers busy with alice's jobs
+                time.sleep(0.05)
+            submitted = time.time()
+            bobs = ended(bob, job(bob, theirs, 1))
+            mine = [ended(alice, j) for j in alices]
+            one = np.median([j["finished_at"] - j["started_at"] for j in mine])
+            rows.append([queued, bobs["finished_at"] - submitted,
+                         sum(j["started_at"] < bobs["started_at"] for j in mine), one,
+                         max(j["finished_at"] for j in mine) - min(j["started_at"]
+                                                                     for j in mine)])
+            for api in clients.values():
+                api.close()
+        finally:
+            stack.stop()
+    print_table("Fair turns: bob's one-epoch job while alice has 8 jobs on 2 workers",
+                ["queued_per_tenant", "bob_submit_to_end_s", "alice_jobs_started_first",
+                 "alice_job_s", "alice_all_8_s"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sweeps (a smoke run)")
     parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--parts", default="scaling,random,held_out")
+    parser.add_argument("--parts", default="scaling,random,turns,held_out")
     parser.add_argument("--metric", default="val_metric", help="what the held-out part's "
                                                              "sweeps rank on")
     args = parser.parse_args()
@@ -250,6 +303,8 @@ def main() -> None:
             scaling(tmp, [int(w) for w in args.workers.split(",")], epochs, batch)
         if "random" in parts:
             asha_against_random(tmp, epochs, batch)
+        if "turns" in parts:
+            fair_turns(tmp, 20 if args.quick else 80)
         if "held_out" in parts:
             held_out(tmp, 9 if args.quick else 12, epochs, args.metric)
 
