@@ -111,7 +111,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self not in self.connections:  # or a WebSocket's now
             self._unqueue()
             return
         state = self.conn.their_state
