@@ -32,7 +32,7 @@ probe from its scheduled start, so a stall counts against every probe it delays 
 coordinated omission). The target is p99 under 50 ms, and for the attack and predict rows API
 growth under 200 MB. Run:
     .venv/bin/python bench/isolation.py [--seconds 8] [--interval-ms 20] [--attacks-only]
-        [--predict-bounds-only]
+        [--only NAME] [--predict-bounds-only]
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class Heavy:
 
 
 class Attacks:
-    """Issue 22's attacks on the API process: exports of a big model, slowloris."""
+    """Issue 22's attacks on the API process: exports of a big model."""
 
     def __init__(self, stack: Stack):
         self.url, self.api_pid = stack.url, stack.api.pid
@@ -203,28 +203,29 @@ class Attacks:
     def export_json_weights(self) -> None:
         self._download("weights")
 
-    def slowloris(self, count: int, seconds: float, stop: threading.Event) -> dict:
-        """`count` connections dribbling header bytes; returns how many the API closed."""
-        host, port = self.url.removeprefix("http://").split(":")
-        socks = []
-        for _ in range(count):
-            try:
-                sock = socket.create_connection((host, int(port)), timeout=5)
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nX-slow: ")
-                socks.append(sock)
-            except OSError:
-                break
-        closed = set()
-        while not stop.wait(1.0):
-            for i, sock in enumerate(socks):
-                if i not in closed:
-                    try:
-                        sock.sendall(b"x")
-                    except OSError:
-                        closed.add(i)
-        for sock in socks:
-            sock.close()
-        return {"opened": len(socks), "closed by the API": len(closed)}
+
+def slowloris(url: str, count: int, stop: threading.Event) -> dict:
+    """`count` connections dribbling header bytes until `stop`; how many the API closed."""
+    host, port = url.removeprefix("http://").split(":")
+    socks = []
+    for _ in range(count):
+        try:
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nX-slow: ")
+            socks.append(sock)
+        except OSError:
+            break
+    closed = set()
+    while not stop.wait(1.0):
+        for i, sock in enumerate(socks):
+            if i not in closed:
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    closed.add(i)
+    for sock in socks:
+        sock.close()
+    return {"opened": len(socks), "closed by the API": len(closed)}
 
 
 class PeakRss:
@@ -257,31 +258,37 @@ def attack_row(name: str, latencies: list, grew_mb: float, ran: str) -> str:
             f"  p99<50ms {latency:<6} +<200MB {memory:<6} {ran}")
 
 
-def run_attacks(stack: Stack, seconds: float, interval: float, dawdlers: int) -> None:
-    attacks = Attacks(stack)
+def run_attacks(stack: Stack, seconds: float, interval: float, dawdlers: int,
+                only: str = "") -> None:
+    """The attack rows; with `only`, just those whose name holds it (any case)."""
+    exports = ("ONNX export, 48M parameters", "JSON weights export, 48M params",
+               "both exports at once")
     print(f"{'attack (issue 22)':<34}{'probes':>7}{'p50 ms':>8}{'p99 ms':>9}{'max ms':>9}"
           f"{'API +MB':>9}  targets", flush=True)
-    for name, actions in (("ONNX export, 48M parameters", [attacks.export_onnx]),
-                          ("JSON weights export, 48M params", [attacks.export_json_weights]),
-                          ("both exports at once", [attacks.export_onnx,
-                                                    attacks.export_json_weights])):
-        with PeakRss(attacks.api_pid) as memory:
-            latencies, counts = measure(stack.url, seconds, interval, actions)
-        print(attack_row(name, latencies, memory.grew, _ran(counts)), flush=True)
-    stop, outcome = threading.Event(), {}
-    dribbler = threading.Thread(target=lambda: outcome.update(
-        attacks.slowloris(dawdlers, seconds, stop)), daemon=True)
-    with PeakRss(attacks.api_pid) as memory:
-        dribbler.start()
-        latencies, _ = measure(stack.url, seconds, interval, [])
-        stop.set()
-        dribbler.join(120)
-    print(attack_row(f"slowloris, {dawdlers} connections", latencies, memory.grew,
-                     ", ".join(f"{v} {k}" for k, v in outcome.items())), flush=True)
-    run_upload_attacks(stack, seconds, interval)
+    if any(only.lower() in name.lower() for name in exports):
+        attacks = Attacks(stack)
+        for name, actions in zip(exports, ([attacks.export_onnx], [attacks.export_json_weights],
+                                           [attacks.export_onnx, attacks.export_json_weights])):
+            if only.lower() in name.lower():
+                with PeakRss(attacks.api_pid) as memory:
+                    latencies, counts = measure(stack.url, seconds, interval, actions)
+                print(attack_row(name, latencies, memory.grew, _ran(counts)), flush=True)
+    name = f"slowloris, {dawdlers} connections"
+    if only.lower() in name.lower():
+        stop, outcome = threading.Event(), {}
+        dribbler = threading.Thread(target=lambda: outcome.update(
+            slowloris(stack.url, dawdlers, stop)), daemon=True)
+        with PeakRss(stack.api.pid) as memory:
+            dribbler.start()
+            latencies, _ = measure(stack.url, seconds, interval, [])
+            stop.set()
+            dribbler.join(120)
+        print(attack_row(name, latencies, memory.grew,
+                         ", ".join(f"{v} {k}" for k, v in outcome.items())), flush=True)
+    run_upload_attacks(stack, seconds, interval, only)
 
 
-def run_upload_attacks(stack: Stack, seconds: float, interval: float) -> None:
+def run_upload_attacks(stack: Stack, seconds: float, interval: float, only: str = "") -> None:
     """Rows for items 4, 6 and 9: /healthz and the API's growth while each runs."""
     attacks = UploadAttacks(stack.url, KEYS["heavy"])
     for name, action, size in (
@@ -291,11 +298,15 @@ def run_upload_attacks(stack: Stack, seconds: float, interval: float) -> None:
             ("CSV 100,000 columns (item 9)", attacks.wide_csv, len(attacks.wide)),
             ("Parquet 100,000 columns (item 9)", attacks.wide_parquet,
              len(attacks.wide_parquet_file))):
+        if only.lower() not in name.lower():
+            continue
         with PeakRss(stack.api.pid) as memory:
             latencies, counts = measure(stack.url, seconds, interval, [action])
         print(attack_row(name, latencies, memory.grew,
                          f"{_ran(counts)} ({size:,} bytes each)"), flush=True)
     width = 4000   # the widest table of the default limit, stored 50 times, then listed
+    if only.lower() not in f"listing 50 {width}-column datasets":
+        return
     table = ",".join(f"c{i}" for i in range(width)) + "\n" + ",".join(["1"] * width) + "\n"
     for _ in range(50):
         attacks.client.post("/v1/datasets", files={"file": ("w.csv", table.encode())})
@@ -356,6 +367,8 @@ def main() -> int:
                         help="only the rows of issue 22's attacks (exports, slowloris, uploads)")
     parser.add_argument("--dawdlers", type=int, default=3000,
                         help="slowloris connections (each a file descriptor here too)")
+    parser.add_argument("--only", default="", metavar="NAME",
+                        help="with --attacks-only: only the rows whose name holds NAME")
     parser.add_argument("--predict-bounds-only", action="store_true",
                         help="only the rows of issue 22, items 5 and 7 (after the idle row)")
     args = parser.parse_args()
@@ -369,7 +382,7 @@ def main() -> int:
                       extra_env=env).start()
         try:
             if args.attacks_only:
-                run_attacks(stack, args.seconds, interval, args.dawdlers)
+                run_attacks(stack, args.seconds, interval, args.dawdlers, args.only)
                 return 0
             heavy = Heavy(stack.url)
             print(f"/healthz latency while tenant `heavy` works the API; {os.cpu_count()} "

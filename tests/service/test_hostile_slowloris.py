@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.service.hostile_helpers import (KEYS, HealthProbe, closed_by_server, connect,
-                                           keyed_stack, request_bytes)
+                                           keyed_stack, read_response, request_bytes)
 
 HEADER_S, BODY_S, CAP = 2, 2, 150
 
@@ -93,3 +93,31 @@ def test_at_most_the_cap_of_connections_is_held_and_healthz_answers(stack):
     assert held <= CAP + 5, f"the API holds {held} more descriptors than before"
     assert still_open <= CAP, still_open
     assert probe.worst < 1.0 and len(probe.latencies) > 5, probe.latencies[-5:]
+
+
+def ask(sock: socket.socket) -> None:
+    """One GET /healthz on `sock`, kept alive."""
+    sock.sendall(request_bytes("GET", "/healthz", {}))
+    assert read_response(sock)[0] == 200
+
+
+def test_past_the_cap_the_connection_idle_longest_is_closed_not_a_busy_one(stack):
+    """The cap reached with kept-alive connections that all completed a request: a new one
+    closes the connection idle longest (b), not the oldest (a, which asks again between the
+    others); then dawdlers close each other, never-served ones going first."""
+    a, b = connect(stack.url), connect(stack.url)
+    ask(a)
+    ask(b)
+    others = []
+    for _ in range(CAP):
+        others.append(connect(stack.url))
+        ask(others[-1])
+        ask(a)
+    deadline = time.monotonic() + 5
+    while not closed_by_server(b) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed_by_server(b), "the connection idle longest is still open"
+    slow = dawdlers(stack.url, CAP // 2)
+    ask(a)
+    for sock in [a, b, *others, *slow]:
+        sock.close()
