@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from service.sweep_submission import DEFAULT_VALIDATION_SPLIT
 from tests.service.helpers import module_client, module_stack, wait_for_job
 from tests.service.sweep_helpers import (BASE, MAX_EPOCHS, SPACE, TRIALS, body_mass, held_out_r2,
                                          start, wait_for_sweep)
@@ -159,5 +160,6 @@ def test_a_base_without_network_takes_the_job_defaults(api):
     assert done["status"] == "succeeded" and done["epochs_trained"] == 4
     job = api.get(f"/v1/jobs/{done['best']['job_id']}").json()
     assert job["network"]["loss"] == "squared_error"          # chosen for a numeric target
-    assert job["training"]["validation_split"] == 0.2          # the sweep ranks on val rows
+    assert job["training"]["validation_split"] == DEFAULT_VALIDATION_SPLIT  # ranks on val rows
+    assert job["training"]["optimizer"] == "adam"              # the default training's
     assert job["training"]["learning_rate"] in (0.001, 0.01)
