@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from core import queues, quota, sweep_scheduler, sweeps
-from core.asha import rungs as asha_rungs
+from core.asha import default_min_epochs, rungs as asha_rungs
 from core.dataset_schema import DatasetSchema
 from core.settings import Settings
 from core.store import Store
@@ -46,7 +46,7 @@ class SweepIn(Strict):
     max_epochs: int | None = Field(None, ge=1, description="default: the epochs a job of "
                                    "base would train (base.training.epochs, or the defaults')")
     min_epochs: int | None = Field(None, ge=1, description="ASHA's first rung (default "
-                                   "max_epochs / reduction_factor^2)")
+                                   "max_epochs / reduction_factor^2, rounded up)")
     reduction_factor: int = Field(3, ge=2, le=100)
     metric: str | None = Field(None, description=f"one of {', '.join(METRICS)} (default "
                                "val_metric: accuracy or R^2 on the validation rows)")
@@ -198,7 +198,7 @@ def build(store: Store, settings: Settings, tenant: str, body: SweepIn) -> Sweep
         raise ApiError(422, f"min_epochs: {body.min_epochs} is more than max_epochs "
                             f"{max_epochs}", "min_epochs")
     eta = body.reduction_factor
-    min_epochs = body.min_epochs or max(1, max_epochs // eta**2)
+    min_epochs = body.min_epochs or default_min_epochs(max_epochs, eta)
     try:
         quota.check(store.r, store.keys, tenant, largest, settings.max_tenant_bytes,
                     "the best trial's model", "base.network")
