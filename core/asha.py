@@ -26,6 +26,13 @@ def rungs(min_epochs: int, max_epochs: int, eta: int) -> list[int]:
     return found
 
 
+def default_min_epochs(max_epochs: int, eta: int) -> int:
+    """The first rung when a sweep names none: max_epochs / eta^2 rounded up, so that the
+    rungs are about max_epochs / eta^2 and max_epochs / eta (200 epochs: 23 and 69) and none
+    sits just below max_epochs (rounding down, 22 would add a rung at 198)."""
+    return max(1, -(-max_epochs // eta**2))
+
+
 @dataclass
 class Plan:
     promote: list[tuple[int, int | None]] = field(default_factory=list)  # (trial, pause_at)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.asha import plan, rungs
+from core.asha import default_min_epochs, plan, rungs
 from core.records import JobRecord, JobStatus
 from core.sweeps import SweepRecord, Trial
 
@@ -28,6 +28,12 @@ def test_rungs():
     assert rungs(3, 27, 3) == [3, 9]
     assert rungs(1, 10, 3) == [1, 3, 9]
     assert rungs(27, 27, 3) == []
+
+
+def test_the_default_first_rung_puts_no_rung_just_below_max_epochs():
+    assert [default_min_epochs(m, 3) for m in (27, 9, 200, 5)] == [3, 1, 23, 1]
+    assert rungs(default_min_epochs(200, 3), 200, 3) == [23, 69]        # not [22, 66, 198]
+    assert rungs(default_min_epochs(27, 3), 27, 3) == [3, 9]
 
 
 def test_new_trials_fill_the_free_slots_and_pause_at_the_first_rung():

@@ -19,6 +19,12 @@ SPACE = {"training.learning_rate": {"log_uniform": [0.0003, 0.1]},
          "network.layers.0.units": [4, 16, 32],
          "network.layers.0.activation": ["relu", "tanh"]}
 TRIALS, MAX_EPOCHS = 12, 27
+# Around the service's defaults (base {}: Adam at 5e-3, one ReLU layer of 100, early stopping
+# on val_loss, at most 200 epochs): the paths reach into the default network and training.
+DEFAULTS_SPACE = {"training.learning_rate": {"log_uniform": [0.0005, 0.05]},
+                  "network.layers.0.units": [32, 100, 256],
+                  "network.layers.0.activation": ["relu", "tanh"],
+                  "training.weight_decay": [0.0, 0.0001, 0.001, 0.01]}
 
 
 def wait_for_sweep(api: httpx.Client, sweep_id: str, timeout_s: float = 300) -> dict:

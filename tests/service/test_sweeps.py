@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import time
 
+from service.sweep_submission import DEFAULT_VALIDATION_SPLIT
 from tests.service.helpers import module_client, module_stack, wait_for_job
-from tests.service.sweep_helpers import (BASE, MAX_EPOCHS, SPACE, TRIALS, body_mass, held_out_r2,
-                                         start, wait_for_sweep)
+from tests.service.sweep_helpers import (BASE, DEFAULTS_SPACE, MAX_EPOCHS, SPACE, TRIALS, body_mass,
+                                         held_out_r2, start, wait_for_sweep)
 
 stack = module_stack("sweeps", workers=2)
 api = module_client()
 
-def test_asha_spends_at_most_half_the_epochs_and_its_best_beats_the_default_job(api):
+def test_asha_spends_at_most_half_the_epochs_and_its_best_beats_its_base(api):
     dataset_id, held_out = body_mass(api)
     sweep = start(api, dataset_id=dataset_id, base=BASE, space=SPACE, trials=TRIALS,
                   max_epochs=MAX_EPOCHS, seed=3)
@@ -47,13 +48,37 @@ def test_asha_spends_at_most_half_the_epochs_and_its_best_beats_the_default_job(
     assert stopped_job["status"] == "canceled" and stopped_job["model_id"] is None
     assert "not in the top 1/3" in stopped_job["error"]["message"]
 
-    # The default job: base as it is, trained for max_epochs.
-    default = api.post("/v1/jobs", json={**BASE, "dataset_id": dataset_id, "training": {
+    # Base as it is, trained for max_epochs.
+    plain = api.post("/v1/jobs", json={**BASE, "dataset_id": dataset_id, "training": {
         **BASE["training"], "epochs": MAX_EPOCHS}})
-    assert default.status_code == 202, default.text
-    default_model = wait_for_job(api, default.json()["id"], 120)["model_id"]
+    assert plain.status_code == 202, plain.text
+    plain_model = wait_for_job(api, plain.json()["id"], 120)["model_id"]
     ours, theirs = (held_out_r2(api, best["model_id"], held_out),
-                    held_out_r2(api, default_model, held_out))
+                    held_out_r2(api, plain_model, held_out))
+    assert ours >= theirs, (ours, theirs)
+
+
+def test_asha_on_the_defaults_beats_the_default_job_on_held_out_rows(api):
+    """12 trials around the defaults (base {}), trained up to the defaults' 200 epochs with
+    their early stopping: at most half of 12 x 200 epochs, and the best model scores on rows
+    never uploaded at least as well as the default job (a job of only the dataset). No margin:
+    measured, seed 3 beats it by 0.016 R^2 (the same in three runs), and seeds 0 to 11 by
+    0.0095 to 0.024."""
+    dataset_id, held_out = body_mass(api)
+    sweep = start(api, dataset_id=dataset_id, base={}, space=DEFAULTS_SPACE, trials=TRIALS,
+                  seed=3)
+    assert sweep["max_epochs"] == 200 and sweep["rungs"] == [23, 69]
+    default = api.post("/v1/jobs", json={"dataset_id": dataset_id})
+    assert default.status_code == 202, default.text
+    done = wait_for_sweep(api, sweep["id"])
+    assert done["status"] == "succeeded", done["progress"]
+    assert done["epochs_trained"] <= 0.5 * TRIALS * 200, done["epochs_trained"]
+    best = api.get(f"/v1/jobs/{done['best']['job_id']}").json()
+    assert best["training"]["optimizer"] == "adam" and best["training"]["early_stopping"]
+    default_job = wait_for_job(api, default.json()["id"], 120)
+    assert default_job["status"] == "succeeded", default_job
+    ours, theirs = (held_out_r2(api, done["best"]["model_id"], held_out),
+                    held_out_r2(api, default_job["model_id"], held_out))
     assert ours >= theirs, (ours, theirs)
 
 
@@ -159,5 +184,6 @@ def test_a_base_without_network_takes_the_job_defaults(api):
     assert done["status"] == "succeeded" and done["epochs_trained"] == 4
     job = api.get(f"/v1/jobs/{done['best']['job_id']}").json()
     assert job["network"]["loss"] == "squared_error"          # chosen for a numeric target
-    assert job["training"]["validation_split"] == 0.2          # the sweep ranks on val rows
+    assert job["training"]["validation_split"] == DEFAULT_VALIDATION_SPLIT  # ranks on val rows
+    assert job["training"]["optimizer"] == "adam"              # the default training's
     assert job["training"]["learning_rate"] in (0.001, 0.01)
