@@ -49,15 +49,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     quiet = {} if "access_log" in settings.model_fields_set else {env_name("access_log"): "false"}
     stack = Stack(settings, args.host, args.port, args.workers, args.api_workers,
                   extra_env=quiet)
+    # Ctrl-C from here on stops what has started: before, one arriving between the banner and
+    # these handlers raised KeyboardInterrupt and left the children running (holding the
+    # terminal's output open).
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
     stack.start()
     redis_where = (f"embedded Valkey at {stack.valkey.url} (data in {stack.valkey.data_dir})"
                    if stack.valkey else f"Redis at {settings.redis_url}")
     print(f"backprop-service is up\n  API:       {stack.url}\n  API docs:  {stack.url}/docs\n"
           f"  Redis:     {redis_where}\n  workers:   {args.workers}\nPress Ctrl-C to stop.",
           flush=True)
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
     while not stopping.wait(1.0):
         pass  # the stack starts a process that died again (API or worker)
     print("stopping: workers checkpoint running jobs, then the API and Redis stop", flush=True)

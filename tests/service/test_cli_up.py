@@ -1,18 +1,21 @@
 """`backprop up` as a user runs it: embedded Valkey, API and workers; a killed API is started
 again while workers and Valkey run on; Ctrl-C stops them all, promptly."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from service.embedded_redis import EmbeddedValkey
-from tests.service.fault_helpers import STOP_DEADLINE_S, children_by_role, ctrl_c, wait_until
+from service.embedded_redis import EmbeddedValkey, free_port
+from tests.service.fault_helpers import (STOP_DEADLINE_S, child_pids, children_by_role, ctrl_c,
+                                         wait_until)
 
 
 def test_up_starts_everything_prints_urls_and_stops_cleanly_on_ctrl_c(up, tmp_path):
@@ -84,3 +87,37 @@ def test_an_idle_worker_stops_at_once_on_sigterm(tmp_path):
                     proc.kill()
                     proc.wait()
             client.flushall()
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """Live processes whose environment holds `marker` (what `backprop up` passes its children)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if marker.encode() in environ.read_bytes():
+                status = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()
+                if status[0] != "Z":
+                    found.append(int(environ.parent.name))
+    return found
+
+
+def test_ctrl_c_while_up_is_starting_stops_what_it_started(tmp_path):
+    """Ctrl-C before the banner (Valkey or the API still starting): `backprop up` still stops
+    everything it started (before: KeyboardInterrupt left the children running)."""
+    data = tmp_path / "data-ctrl-c-early"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKPROP_")}
+    env["BACKPROP_DATA_DIR"] = str(data)
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--port",
+                             str(free_port()), "--workers", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        wait_until(lambda: child_pids(proc.pid), 60, "a child of `backprop up`")
+        out, _ = ctrl_c(proc)
+        assert proc.returncode == 0, out
+        assert "stopping" in out, out
+        assert processes_with_env(str(data)) == [], out
+    finally:
+        for pid in processes_with_env(str(data)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
