@@ -353,8 +353,10 @@ def main() -> None:
     parser.add_argument("--parts", default="scaling,random,turns,held_out")
     parser.add_argument("--metric", default="val_metric", help="what the held-out part's "
                                                              "sweeps rank on")
+    parser.add_argument("--max-epochs", type=int, help="the sweeps' max_epochs (27; --quick 9)")
     args = parser.parse_args()
     epochs, batch = (9, 32) if args.quick else (27, 8)
+    epochs = args.max_epochs or epochs
     parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
