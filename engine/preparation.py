@@ -184,7 +184,7 @@ class Preparation(_Record):
     def numeric(self) -> list[NumericColumn]:
         return [c for c in self._by_kind[0] if isinstance(c, NumericColumn)]
 
-    @property
+    @cached_property  # read on every predict: 784 isinstance checks cost ~60 us a request
     def dates(self) -> list[DateColumn]:
         return [c for c in self._by_kind[0] if isinstance(c, DateColumn)]
 
@@ -219,7 +219,7 @@ class Preparation(_Record):
         if numeric.ndim != 2 or numeric.shape[1] != len(numbers):
             raise ValueError(f"expected {len(numbers)} numeric columns, got shape "
                              f"{numeric.shape}")
-        if not any(isinstance(c, DateColumn) for c in numbers):
+        if not self.dates:
             return numeric
         parts = [date_features(numeric[:, j], c.features) if isinstance(c, DateColumn)
                  else np.asarray(numeric[:, j:j + 1], dtype=np.float64)
