@@ -144,22 +144,16 @@ def queue_into_rq(store: Store, settings: Settings, pipe: redis.client.Pipeline,
 def finish(store: Store, settings: Settings, job_id: str, tenant: str, status: JobStatus,
            owner: Owner, model: tuple[ModelRecord, bytes] | None = None,
            **fields: Any) -> JobRecord | None:
-    """End job `job_id` of `tenant` in `status` if `owner` still holds it, in one transaction:
-    the final fields, the model (record, weights) if any, the end event, expiry of its keys after
-    settings.result_ttl_s, its inline data freed, its slot freed and the oldest backlogged
-    jobs of its tenant promoted into RQ. Returns the job as it was, or None (not owned: nothing
-    written)."""
+    """End job `job_id` of `tenant` in `status` if `owner` still holds it, in one transaction
+    (leave): the final fields, the model (record, weights) if any, the end event, expiry of its
+    keys after settings.result_ttl_s, its inline data freed, its slot freed and the oldest
+    backlogged jobs of its tenant promoted into RQ. Returns the job as it was, or None (not
+    owned: nothing written)."""
     k = store.keys
 
-    def write(pipe) -> JobRecord | None:
-        raw, slots = read_after_watch(store, settings, tenant, job_id)
-        job = JobRecord.decode(raw) if raw else None
-        if not owner.holds(job):
-            return None
-        chosen = waiting_to_promote(store, settings, slots, job_id)
+    def end(pipe, job: JobRecord) -> None:
         checkpoint = store.r.strlen(k.job_checkpoint(job_id))  # only its attempt writes it
         now = time.time()
-        pipe.multi()
         store.set_status(pipe, job, status, finished_at=now, backlogged=False,
                          stored_bytes=job.stored_bytes - checkpoint, reserved_bytes=0, **fields)
         pipe.delete(k.job_lease(job_id), k.job_checkpoint(job_id), k.job_data(job_id))
@@ -174,7 +168,29 @@ def finish(store: Store, settings: Settings, job_id: str, tenant: str, status: J
         quota.charge(pipe, k, tenant, -(job.data_bytes + checkpoint + job.reserved_bytes))
         if model is not None:
             store.put_model(*model, pipe=pipe)
-        leave_slots(store, settings, pipe, tenant, job_id)
+
+    return leave(store, settings, job_id, tenant, owner, end)
+
+
+def leave(store: Store, settings: Settings, job_id: str, tenant: str, owner: Owner,
+          writes: Callable[[redis.client.Pipeline, JobRecord], None]) -> JobRecord | None:
+    """One transaction, if `owner` still holds job `job_id`: writes(pipe, job) inside the
+    MULTI, then the job leaves its tenant's active and waiting sets and backlog, and the oldest
+    backlogged jobs that now have room go into RQ (finish, pause). Returns the job as it was,
+    or None (not owned: nothing written)."""
+    k = store.keys
+
+    def write(pipe) -> JobRecord | None:
+        raw, slots = read_after_watch(store, settings, tenant, job_id)
+        job = JobRecord.decode(raw) if raw else None
+        if not owner.holds(job):
+            return None
+        chosen = waiting_to_promote(store, settings, slots, job_id)
+        pipe.multi()
+        writes(pipe, job)
+        pipe.srem(k.tenant_active(tenant), job_id)
+        for queue in queue_names(settings):
+            pipe.srem(k.tenant_waiting(tenant, queue), job_id)
         pipe.lrem(k.tenant_backlog(tenant), 0, job_id)
         promote(store, settings, pipe, tenant, chosen)
         return job
@@ -197,15 +213,6 @@ def started(store: Store, settings: Settings, pipe: redis.client.Pipeline,
         return promote(store, settings, pipe, job.tenant, chosen)
 
     return write
-
-
-def leave_slots(store: Store, settings: Settings, pipe: redis.client.Pipeline, tenant: str,
-                *job_ids: str) -> None:
-    """Inside an open MULTI: jobs `job_ids` leave their tenant's active and waiting sets."""
-    k = store.keys
-    pipe.srem(k.tenant_active(tenant), *job_ids)
-    for queue in queue_names(settings):
-        pipe.srem(k.tenant_waiting(tenant, queue), *job_ids)
 
 
 def read_after_watch(store: Store, settings: Settings, tenant: str,
@@ -376,26 +383,17 @@ def enter(store: Store, settings: Settings, pipe: redis.client.Pipeline, job: Jo
 def pause(store: Store, settings: Settings, job_id: str, tenant: str, owner: Owner,
           also=None, **fields: Any) -> JobRecord | None:
     """Park job `job_id` (a sweep's trial at a rung) as `paused` if `owner` still holds it, in
-    one transaction: its lease dropped, `also(pipe)` (its checkpoint), its active slot freed
-    and the oldest backlogged jobs of its tenant promoted into RQ. It stays in no queue until
-    its sweep resumes it (enter) or ends it (finish). Returns the job as it was, or None."""
+    one transaction (leave): its lease dropped, `also(pipe)` (its checkpoint), its active slot
+    freed and the oldest backlogged jobs of its tenant promoted into RQ. It stays in no queue
+    until its sweep resumes it (enter) or ends it (finish). Returns the job as it was, or None."""
     k = store.keys
 
-    def write(pipe) -> JobRecord | None:
-        raw, slots = read_after_watch(store, settings, tenant, job_id)
-        job = JobRecord.decode(raw) if raw else None
-        if not owner.holds(job):
-            return None
-        chosen = waiting_to_promote(store, settings, slots, job_id)
-        pipe.multi()
+    def park(pipe, job: JobRecord) -> None:
         store.set_status(pipe, job, JobStatus.PAUSED, backlogged=False, **fields)
         pipe.delete(k.job_lease(job_id))
         if also is not None:
             also(pipe)
         pipe.publish(k.job_events(job_id), json.dumps({"event": "paused",
                                                        "epoch": fields.get("epoch")}))
-        leave_slots(store, settings, pipe, tenant, job_id)
-        promote(store, settings, pipe, tenant, chosen)
-        return job
 
-    return store.transact(write, k.job(job_id), *watched(store, settings, tenant))
+    return leave(store, settings, job_id, tenant, owner, park)
