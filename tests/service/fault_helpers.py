@@ -151,6 +151,17 @@ def submit(api: httpx.Client, dataset_id: str, epochs: int, batch_size: int = 8,
     return answer.json()
 
 
+def keyed_client(fs: FaultStack, key: str) -> httpx.Client:
+    """A client of the stack that sends API key `key` (a tenant's)."""
+    return httpx.Client(base_url=fs.stack.url, timeout=30,
+                        headers={"Authorization": f"Bearer {key}"})
+
+
+def api_keys(keys: dict[str, str]) -> str:
+    """BACKPROP_API_KEYS for tenant -> key."""
+    return ",".join(f"{tenant}:{key}" for tenant, key in keys.items())
+
+
 def job(api: httpx.Client, job_id: str) -> dict:
     answer = api.get(f"/v1/jobs/{job_id}")
     assert answer.status_code == 200, answer.text

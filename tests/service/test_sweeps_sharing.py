@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import redis
 from rq import Worker
 from rq.serializers import JSONSerializer
 
-from tests.service.fault_helpers import (FINISHED, blobs, child_pids, fault_stack, kill,
-                                         upload, wait_until)
+from tests.service.fault_helpers import (FINISHED, api_keys, blobs, child_pids, fault_stack,
+                                         keyed_client, kill, upload, wait_until)
 from tests.service.sweep_helpers import wait_for_sweep
 
 CLASSIFIER = {"layers": [{"units": 16, "activation": "tanh"},
@@ -74,13 +73,8 @@ def test_a_worker_killed_mid_sweep_loses_no_trial(tmp_path):
 def test_another_tenants_job_ends_within_45_s_while_a_12_trial_sweep_runs(tmp_path):
     workers = 2
     keys = {"alice": "alice-sweep-1f2e", "bob": "bob-sweep-88a1"}
-    with fault_stack(tmp_path, workers=workers, BACKPROP_API_KEYS=",".join(
-            f"{t}:{k}" for t, k in keys.items())) as fs:
-        def client(name: str) -> httpx.Client:
-            return httpx.Client(base_url=fs.stack.url, timeout=30,
-                                headers={"Authorization": f"Bearer {keys[name]}"})
-
-        with client("alice") as alice, client("bob") as bob:
+    with fault_stack(tmp_path, workers=workers, BACKPROP_API_KEYS=api_keys(keys)) as fs:
+        with keyed_client(fs, keys["alice"]) as alice, keyed_client(fs, keys["bob"]) as bob:
             data = upload(alice, *blobs(1200))
             # Batches of one: an epoch of some 1200 updates, a trial of many seconds.
             answer = alice.post("/v1/sweeps", json=sweep_body(
