@@ -42,6 +42,7 @@ from sklearn.metrics import accuracy_score, r2_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.tables import print_table  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
@@ -50,16 +51,6 @@ PENGUINS = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
 SPACE = {"training.learning_rate": {"log_uniform": [0.0003, 0.3]},
          "network.layers.0.units": [8, 32, 64],
          "network.layers.0.activation": ["relu", "tanh"]}
-
-
-def print_table(title: str, header: list[str], rows: list[list]) -> None:
-    cells = [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    sys.stdout.flush()
 
 
 def stack_of(tmp: Path, workers: int) -> Stack:
