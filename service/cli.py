@@ -80,12 +80,12 @@ def serve(app_factory: str, host: str, port: int, workers: int) -> None:
     with multiprocess_metrics(workers):
         # timeout_graceful_shutdown: open event streams (/v1/jobs/{id}/events) never end by
         # themselves, so on SIGTERM uvicorn cancels them after 5 s instead of waiting forever.
-        # http: uvicorn's h11 protocol with a header timeout, a body idle timeout and a
-        # connection cap (service/http_guard.py): a connection that dawdles is closed.
+        # http: uvicorn's httptools protocol with a header timeout, a header size bound, a body
+        # idle timeout and a connection cap (service/http_guard.py): a connection that dawdles
+        # is closed.
         uvicorn.run(app_factory, factory=True, host=host, port=port, workers=workers,
                     log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-                    http="service.http_guard:GuardedH11Protocol", timeout_keep_alive=5,
-                    h11_max_incomplete_event_size=16 * 1024)
+                    http="service.http_guard:GuardedHttpToolsProtocol", timeout_keep_alive=5)
 
 
 @contextlib.contextmanager

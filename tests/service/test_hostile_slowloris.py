@@ -121,3 +121,33 @@ def test_past_the_cap_the_connection_idle_longest_is_closed_not_a_busy_one(stack
     ask(a)
     for sock in [a, b, *others, *slow]:
         sock.close()
+
+
+@pytest.mark.parametrize("dribbled", [False, True], ids=["at-once", "dribbled"])
+def test_headers_over_16_kib_are_answered_400_and_closed(stack, dribbled):
+    """llhttp bounds no header: the guard does (16 KiB for the request line and headers),
+    whether they come in one piece or one header keeps growing, a chunk at a time."""
+    sock = connect(stack.url)
+    head = b"GET /healthz HTTP/1.1\r\nHost: test\r\n"
+    if dribbled:                                    # one header value that never ends
+        sock.sendall(head + b"X-long: ")
+        try:
+            for _ in range(24):
+                sock.sendall(b"v" * 1024)
+                time.sleep(0.01)
+        except OSError:                             # closed by the server on the way: fine
+            pass
+    else:
+        sock.sendall(head + b"".join(b"X-h%d: %s\r\n" % (i, b"v" * 1000) for i in range(20))
+                     + b"\r\n")
+    status, _, _ = read_response(sock)
+    assert status == 400
+    deadline = time.monotonic() + 5
+    while not closed_by_server(sock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed_by_server(sock)
+    sock.close()
+    ok = connect(stack.url)                         # headers within the bound are served
+    ok.sendall(head + b"X-h: " + b"v" * 8000 + b"\r\n\r\n")
+    assert read_response(ok)[0] == 200
+    ok.close()
