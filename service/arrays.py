@@ -43,7 +43,10 @@ def matrix(value, field: str, dtype=np.float64) -> np.ndarray:
 def number_rows(value, field: str, dtype=np.float64) -> np.ndarray:
     """A non-empty 2-D array from nested lists of numbers, converted once, straight to `dtype`
     (a number beyond its range is refused); not yet checked for NaN or infinities (predict
-    checks them in the same pass as its cast, finite_as)."""
+    checks them in the same pass as its cast, finite_as). Or the same from a float64 array
+    read by service.json_numbers (2-D, non-empty)."""
+    if isinstance(value, np.ndarray):
+        return _numeric(value, field, dtype)
     if not isinstance(value, list) or not value:
         raise invalid(field, "must be a non-empty list of rows (a list of lists of numbers)")
     if not all(isinstance(row, list) for row in value):

@@ -11,7 +11,7 @@ import orjson
 
 from core.codec import array_to_bytes
 from engine.preparation import Preparation
-from service import arrays
+from service import arrays, json_numbers
 from service.errors import ApiError, invalid
 from service.model_cache import LoadedModel
 from service.scored_csv import scored_csv
@@ -61,6 +61,9 @@ def json_rows(body: bytes, preparation: Preparation | None, budget: Budget,
     model with a preparation. Numbers are converted once, straight to the model's `dtype`;
     predict_outputs checks them."""
     check_json_size(body, budget, "inputs")
+    numbers = json_numbers.number_rows(body, "inputs")
+    if numbers is not None:
+        return Rows(arrays.number_rows(numbers, "inputs", arrays.FLOAT_DTYPES[dtype]))
     payload = arrays.parse_json(body)
     if not isinstance(payload, dict):
         raise invalid("body", "must be a JSON object {\"inputs\": [[...], ...]}")

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from core.settings import env_name
-from service import arrays
+from service import arrays, json_numbers
 from service.errors import ApiError
 from engine.preparation import ClassTarget
 from service.model_cache import LoadedModel
@@ -82,6 +82,9 @@ def split_body(body: bytes, header_length: str | None,
         binary = memoryview(body)[int(digits):]
         body = body[:int(digits)]
     check_json_size(body, budget, "the request")
+    header = json_numbers.inference_request(body)
+    if header is not None:
+        return header, binary
     try:
         header = arrays.parse_json(body)
     except ApiError as exc:
