@@ -28,6 +28,7 @@ from engine.preparation import (CategoricalColumn, ClassTarget, DateColumn, Prep
 from service import cells
 from service.onnx_dates import date_nodes
 from service.tables import NULL_VALUES
+from service.tensor_names import INPUT, LABEL, OUTPUT
 
 OPSET = 17
 """ONNX operator set: Softmax(axis=1) has its single-axis meaning from opset 13 on."""
@@ -38,8 +39,6 @@ from 2 on."""
 IR_VERSION = 8
 """The file format version that goes with opset 17, read by onnxruntime 1.13 and later."""
 
-INPUT, OUTPUT, LABEL = "input", "output", "label"
-"""Tensor names, shared with the inference protocol (routes/v2.py)."""
 
 ONNX_TYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
 

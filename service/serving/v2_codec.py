@@ -18,8 +18,8 @@ from service import arrays, json_numbers
 from service.errors import ApiError
 from engine.preparation import ClassTarget
 from service.model_cache import LoadedModel
-from service.onnx_export import INPUT, LABEL, OUTPUT
 from service.table_inputs import column_blocks
+from service.tensor_names import INPUT, LABEL, OUTPUT
 from service.serving.predict import Budget, Prediction, check_json_size
 
 HEADER_LENGTH = "inference-header-content-length"
