@@ -6,7 +6,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from core import queues
 from core.blas_threads import limit_blas_threads
@@ -16,7 +16,6 @@ from core.store import Store
 from service.openapi_extra import openapi
 from service.auth import Authenticate, key_digest
 from service.body_limit import BodySizeLimit
-from service.deps import check_path_ids
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.exports import ExportSlots
 from service.model_cache import ModelCache
@@ -51,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limit_blas_threads(settings.api_blas_threads)  # requests, not BLAS threads, fill the cores
     app = FastAPI(title="backprop-service", version="0.1.0",
                   description="Train neural networks by backpropagation over HTTP.",
-                  dependencies=[Depends(check_path_ids)], lifespan=lifespan,
+                  lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     store = Store(queues.connect(settings), settings.key_prefix)
     cache = ModelCache(store, settings.model_cache_size)

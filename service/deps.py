@@ -3,9 +3,10 @@ parts, the request's tenant), and the path-id check every route runs."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Awaitable, Callable
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 
 from core.records import is_id
@@ -48,14 +49,30 @@ async def get_tenant(request: Request, credentials: Annotated[
     return authenticated(request.scope)
 
 
-async def check_path_ids(request: Request) -> None:
+def check_path_ids(request: Request) -> None:
     """A path id not of its kind's form is a missing record (404, the same answer), before
     any Redis access: `job_x:history` would otherwise name another key, and another tenant's
-    ids would answer differently from made-up ones. Runs for every route (app dependency)."""
+    ids would answer differently from made-up ones. Runs for every route (IdCheckedRoute)."""
     for name, kind in PATH_IDS.items():
         value = request.path_params.get(name)
         if value is not None and not is_id(kind, value):
             raise not_found(kind, value)
+
+
+class IdCheckedRoute(APIRoute):
+    """The route class of every router: check_path_ids, then the route's own handler (its
+    dependencies, body and endpoint). As an app-wide dependency the same check went through
+    FastAPI's dependency solving on every request, a tenth of a 1-row predict's time on the
+    event loop."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            check_path_ids(request)
+            return await handler(request)
+
+        return checked
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

@@ -12,11 +12,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from service.deps import IdCheckedRoute
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 ASSETS_URL = "/docs-assets"
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=IdCheckedRoute, include_in_schema=False)
 
 
 @router.get("/docs")

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from service.errors import ApiError
+from service.deps import IdCheckedRoute
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"dashboard.js": "text/javascript", "api.js": "text/javascript",
@@ -32,7 +33,7 @@ HEADERS = {
     "Cache-Control": "no-cache",  # revalidate, so an upgraded service serves its new page
 }
 
-router = APIRouter(tags=["dashboard"], include_in_schema=False)
+router = APIRouter(route_class=IdCheckedRoute, tags=["dashboard"], include_in_schema=False)
 
 
 @router.get("/")

@@ -15,7 +15,7 @@ from core.records import DatasetRecord
 from core.settings import Settings
 from core.store import BadCursor
 from service import arrays
-from service.deps import SettingsDep, StoreDep, TenantDep
+from service.deps import IdCheckedRoute, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, not_found, validation_details
 from service.multipart import read_form
 from service.schemas import (DatasetFields, DatasetIn, DatasetList, DatasetOut, RecordsIn,
@@ -24,7 +24,7 @@ from service.table_builder import Table, TableOptions
 from service.tables import read_csv_table, read_parquet_table, read_records, table_from_arrays
 from service.upload_limits import DatasetLimits
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
+router = APIRouter(route_class=IdCheckedRoute, prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {

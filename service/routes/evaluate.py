@@ -8,14 +8,14 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from service import pools
-from service.deps import StoreDep, TenantDep
+from service.deps import IdCheckedRoute, StoreDep, TenantDep
 from service.errors import ApiError, not_found
 from service.evaluation import evaluate
 from service.schemas import error_responses
 from service.serving.predict import Budget, check_json_size
 from service.state import state_of
 
-router = APIRouter(prefix="/v1/models", tags=["models"],
+router = APIRouter(route_class=IdCheckedRoute, prefix="/v1/models", tags=["models"],
                    responses=error_responses(401, 404, 413, 415, 422, 503))
 
 MEDIA_TYPES = ("application/json", "text/csv")

@@ -30,13 +30,13 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from core.store import Store
-from service.deps import SettingsDep, StateDep, StoreDep, TenantDep
+from service.deps import IdCheckedRoute, SettingsDep, StateDep, StoreDep, TenantDep
 from service.errors import ApiError
 from service.job_views import job_view, owned_job
 from service.schemas import ErrorOut
 
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
+router = APIRouter(route_class=IdCheckedRoute, prefix="/v1/jobs", tags=["jobs"],
                    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import SettingsDep, StoreDep
+from service.deps import IdCheckedRoute, SettingsDep, StoreDep
 from service.readiness import readiness
 from service.responses import JSONBytes
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=IdCheckedRoute, tags=["health"])
 
 
 @router.get("/healthz")

@@ -10,13 +10,14 @@ from core.records import JobStatus, Owner
 from service import pools
 from service.openapi_extra import JOB_BODY
 from service.bodies import require_json
-from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
+from service.deps import IdCheckedRoute, ModelCacheDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError
 from service.job_views import owned_job, viewed
 from service.schemas import HistoryOut, JobList, JobOut, error_responses
 from service.submission import parse_job, submit
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 503),
+                   route_class=IdCheckedRoute)
 
 
 @router.post("", status_code=202, response_model=JobOut, dependencies=[Depends(require_json)],

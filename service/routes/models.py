@@ -7,13 +7,13 @@ from fastapi import APIRouter, Request, Response
 
 from service.openapi_extra import PREDICT_DOCS
 from service.auth import authenticated
-from service.deps import ModelCacheDep, ServingDep, StoreDep, TenantDep
+from service.deps import IdCheckedRoute, ModelCacheDep, ServingDep, StoreDep, TenantDep
 from service.errors import not_found
 from service.exports import json_weights_stream, npz_weights_stream, streamed, take_slot
 from service.schemas import ModelOut, PredictIn, PredictOut, WeightsOut, error_responses
 from service.state import state_of
 
-router = APIRouter(prefix="/v1/models", tags=["models"],
+router = APIRouter(route_class=IdCheckedRoute, prefix="/v1/models", tags=["models"],
                    responses=error_responses(401, 404, 422, 503))
 
 NPZ = "application/x-npz"

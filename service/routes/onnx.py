@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import ServingDep, TenantDep
+from service.deps import IdCheckedRoute, ServingDep, TenantDep
 from service.exports import onnx_stream, streamed, take_slot
 from service.schemas import ErrorOut
 from service.state import state_of
 
-router = APIRouter(prefix="/v1/models", tags=["models"],
+router = APIRouter(route_class=IdCheckedRoute, prefix="/v1/models", tags=["models"],
                    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut},
                               429: {"model": ErrorOut}})
 

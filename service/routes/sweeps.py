@@ -12,12 +12,12 @@ from core.records import JobRecord
 from core.store import BadCursor, Store
 from core.sweeps import SweepRecord
 from service.bodies import parsed, require_json
-from service.deps import ModelCacheDep, SettingsDep, StoreDep, TenantDep
+from service.deps import IdCheckedRoute, ModelCacheDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError, not_found
 from service.schemas import error_responses
 from service.sweep_submission import SweepIn, submit
 
-router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"],
+router = APIRouter(route_class=IdCheckedRoute, prefix="/v1/sweeps", tags=["sweeps"],
                    responses=error_responses(401, 422, 503))
 
 

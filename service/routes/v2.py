@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.openapi_extra import BINARY, INFER_DOCS
 from service.auth import authenticated
-from service.deps import ServingDep, SettingsDep, StoreDep, TenantDep
+from service.deps import IdCheckedRoute, ServingDep, SettingsDep, StoreDep, TenantDep
 from service.errors import ApiError
 from service.readiness import readiness
 from service.responses import JSONBytes
@@ -33,7 +33,7 @@ def errors(*statuses: int) -> dict[int, dict]:
     return {s: {"model": ProtocolError, "description": ERRORS[s]} for s in statuses}
 
 
-router = APIRouter(prefix="/v2", tags=["inference protocol (v2)"])
+router = APIRouter(route_class=IdCheckedRoute, prefix="/v2", tags=["inference protocol (v2)"])
 
 
 # The first route of its router: routes are matched in order, and it is the hot path.

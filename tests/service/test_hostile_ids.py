@@ -147,3 +147,23 @@ def test_the_v2_protocol_gets_its_own_error_form_for_the_unforeseen(keyed):
         answer = alice.get(f"/v2/models/{model_id}")
     assert answer.status_code == 500, answer.text
     assert isinstance(answer.json()["error"], str)
+
+
+def test_every_route_checks_its_path_ids_first():
+    """The check is the route class of every router (service.deps.IdCheckedRoute), not an
+    app dependency: a router made without it would serve unchecked ids."""
+    import importlib
+    import pkgutil
+
+    from fastapi.routing import APIRoute
+
+    import service.routes
+    from service.deps import IdCheckedRoute
+
+    routes = []
+    for module in pkgutil.iter_modules(service.routes.__path__):
+        router = getattr(importlib.import_module(f"service.routes.{module.name}"), "router")
+        routes += [r for r in router.routes if isinstance(r, APIRoute)]
+    assert len(routes) > 30
+    unchecked = [r.path for r in routes if not isinstance(r, IdCheckedRoute)]
+    assert not unchecked
