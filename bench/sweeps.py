@@ -30,16 +30,12 @@ import io
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import palmerpenguins
-import redis
-from rq import Worker
-from rq.serializers import JSONSerializer
 from sklearn import datasets as sk
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import accuracy_score, r2_score
@@ -47,6 +43,7 @@ from sklearn.metrics import accuracy_score, r2_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.tables import print_table  # noqa: E402
+from bench.worker_states import WorkerStates, working_seconds  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from service.embedded_redis import free_port  # noqa: E402
 from service.launcher import Stack  # noqa: E402
@@ -141,44 +138,6 @@ def sweep_body(dataset_id: str, classes: int | None, batch: int, **extra) -> dic
     return {"dataset_id": dataset_id, "space": SPACE,
             "base": {"network": network(classes),
                      "training": {"optimizer": "sgd", "batch_size": batch}}, **extra}
-
-
-class WorkerStates:
-    """Samples every RQ worker's state (`busy` or `idle`) every `every_s` in a thread, from
-    entry to exit; idle_share(start, end) is the share of samples in [start, end] (epoch
-    seconds) with a worker not busy, over all workers."""
-
-    def __init__(self, stack: Stack, every_s: float = 0.02):
-        self.connection = redis.Redis.from_url(stack.valkey.url)
-        self.every_s, self.samples = every_s, []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self.stop.is_set():
-            states = [w.get_state() for w in Worker.all(connection=self.connection,
-                                                        serializer=JSONSerializer)]
-            self.samples.append((time.time(), states))
-            self.stop.wait(self.every_s)
-
-    def __enter__(self) -> "WorkerStates":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    def idle_share(self, start: float, end: float) -> float:
-        states = [s for t, found in self.samples if start <= t <= end for s in found]
-        return sum(s != "busy" for s in states) / len(states)
-
-
-def working_seconds(stack: Stack) -> float:
-    """Seconds the stack's workers spent in jobs, as RQ counts them."""
-    connection = redis.Redis.from_url(stack.valkey.url)
-    return sum(w.total_working_time for w in Worker.all(connection=connection,
-                                                        serializer=JSONSerializer))
 
 
 def busy_seconds(api: httpx.Client, sweep: dict) -> float:

@@ -238,9 +238,8 @@ def read_after_watch(store: Store, settings: Settings, tenant: str,
 
 
 PROMOTE_BATCH = 4
-"""Backlogged records read per round trip while a queue has room. Reading the whole backlog's
-head on every start and end cost a sweep's trial segments 1000 JSON field decodes each (25
-records), where one or two promotions fit (BACKPROP_MAX_QUEUED_JOBS_PER_TENANT, 1 a queue)."""
+"""Backlogged records read per round trip while a queue has room (one or two promotions fit,
+BACKPROP_MAX_QUEUED_JOBS_PER_TENANT being 1), not the backlog's whole head each time."""
 
 
 def waiting_to_promote(store: Store, settings: Settings, slots: Slots,
@@ -248,21 +247,18 @@ def waiting_to_promote(store: Store, settings: Settings, slots: Slots,
     """Which backlogged jobs go into RQ, oldest first, given `slots` (read under WATCH; job
     `leaving` ends, so it leaves them): records to promote (taken into `slots`), or ids of
     entries to drop (gone, ended, leaving, or not backlogged any more). A job whose queue has
-    no room stays, and a younger one of another queue may pass it. One round trip for the
-    batch of candidates' records at a time, until no queue has room."""
+    no room stays, and a younger one of another queue may pass it."""
     if leaving is not None:
         slots.active.discard(leaving)
         slots.leave(leaving)
     chosen: list[JobRecord | str] = []
-    names = queue_names(settings)
     for start in range(0, len(slots.backlog), PROMOTE_BATCH):
-        if not any(slots.room(settings, queue) for queue in names):
+        if not any(slots.room(settings, queue) for queue in queue_names(settings)):
             break
-        batch = slots.backlog[start:start + PROMOTE_BATCH]
         reads = store.r.pipeline(transaction=False)
-        for job_id in batch:
+        for job_id in slots.backlog[start:start + PROMOTE_BATCH]:
             reads.hgetall(store.keys.job(job_id))
-        for job_id, raw in zip(batch, reads.execute()):
+        for job_id, raw in zip(slots.backlog[start:], reads.execute()):
             job = JobRecord.decode(raw) if raw and job_id != leaving else None
             if job is None or job.status != JobStatus.QUEUED or not job.backlogged:
                 chosen.append(job_id)
