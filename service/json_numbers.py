@@ -39,6 +39,8 @@ def _values(array: simdjson.Array, count: int) -> np.ndarray | None:
 def number_rows(body: bytes, field: str) -> np.ndarray | None:
     """`{field: [[number, ...], ...]}`, that field alone, as float64 (rows, width), rows of
     equal non-zero width; else None."""
+    if body.count(b"{") != 1:    # records ({column: value} rows) and the like: not parsed twice
+        return None
     document = _document(body)
     if not isinstance(document, simdjson.Object) or list(document.keys()) != [field]:
         return None

@@ -39,6 +39,7 @@ def test_rows_of_numbers_are_read_as_orjson_reads_them():
     b'{"inputs": [[18446744073709551616, 1]]}',
     b'{"inputs": [[1%s, 1]]}' % (b"0" * 400),   # an integer of 401 digits
     b'{"inputs": [[1, 2]], "extra": 1}',
+    b'{"inputs": [{"a": 1, "b": 2}]}',       # records, for a model with a preparation
     b'{"rows": [[1, 2]]}',
     b'[[1, 2]]',
     b'{"inputs": [[1, 2]]',
