@@ -64,9 +64,11 @@ def jobs_gauge(stack, state: str) -> float:
 def test_another_tenants_job_starts_before_a_tenants_backlog_drains(stack):
     with tenant(stack, "alice") as alice, tenant(stack, "bob") as bob:
         data = upload(alice, *blobs(1200)).json()["id"]
-        # Two long jobs take both workers; three more wait in alice's backlog, not in RQ.
-        jobs = [train(alice, data, 150) for _ in range(2)] + [train(alice, data, 3)
-                                                             for _ in range(3)]
+        # Two long jobs take both workers; three more wait in alice's backlog, not in RQ. The
+        # long jobs end seconds apart: ended together, both workers would take bob's job and
+        # her first promoted one in the same moment, and which started first would be chance.
+        jobs = [train(alice, data, epochs) for epochs in (150, 300)] + [train(alice, data, 3)
+                                                                       for _ in range(3)]
         assert [j["waiting"] for j in jobs[:2]] == [None, None]
         assert [j["waiting"]["position"] for j in jobs[2:]] == [1, 2, 3]
         assert all(j["status"] == "queued" for j in jobs[2:])
@@ -94,8 +96,8 @@ def test_another_tenants_job_starts_before_a_tenants_backlog_drains(stack):
         assert bobs["status"] == "succeeded", bobs
         ended = [wait_for_job(alice, j["id"], 120) for j in jobs[:4]]
         assert [j["status"] for j in ended] == ["succeeded"] * 4, ended
-        # Bob's job was queued behind alice's two running jobs only: it started before any
-        # of her backlogged jobs, each promoted when one of hers ended.
+        # Bob's job was queued behind alice's two running jobs only: the first worker freed
+        # took it before any of her backlogged jobs, each promoted when one of hers ended.
         assert bobs["started_at"] < min(j["started_at"] for j in ended[2:])
         assert max(j["started_at"] for j in ended[2:]) > min(j["finished_at"] for j in ended[:2])
 
