@@ -28,9 +28,11 @@ TEST_ENV = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Tests that use a module-scoped fixture go to one xdist process together (an xdist_group
     per module); the others are handed out one by one."""
+    # tryfirst: xdist's worker names each test's group from its marks in this same hook.
     for item in items:
         fixtures = getattr(item, "_fixtureinfo", None)
         if fixtures is not None and any(

@@ -75,3 +75,38 @@ def test_parallel_test_processes_each_start_their_own_valkey(tmp_path):
     assert [worker for worker, _, _ in lines] == ["gw0", "gw1"], lines
     assert len({url for _, url, _ in lines}) == 2, lines
     assert all(f"/popen-{worker}/" in data for worker, _, data in lines), lines
+
+
+def test_the_tests_of_a_module_with_a_module_fixture_run_in_one_process_in_order(tmp_path):
+    """`./dev test`'s --dist loadgroup with tests/conftest.py's groups: a module's tests that
+    share a module-scoped fixture (a stack of their own, say) run in one xdist process, in the
+    module's order, so the fixture is made once and a test may rely on the one before it.
+    (Grouping failed silently twice: the groups were marked after xdist had read them, and
+    pytest 9.2 no longer lets xdist rename a test to carry its group, pytest-xdist#1386.)"""
+    pytest.importorskip("xdist")
+    for module in ("shared", "plain"):
+        fixture = "scope='module'" if module == "shared" else ""
+        (tmp_path / f"test_{module}.py").write_text(
+            "import os, pathlib, pytest\n"
+            f"@pytest.fixture({fixture})\n"
+            "def thing():\n"
+            "    return object()\n"
+            + "".join(
+                f"def test_{i}(thing):\n"
+                f"    with open(pathlib.Path(os.environ['PROBE_OUT']) / '{module}', 'a') as f:\n"
+                f"        f.write(f\"{i} {{os.environ['PYTEST_XDIST_WORKER']}} {{id(thing)}}\\n\")\n"
+                for i in range(6)))
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-n", "2",
+         "--dist", "loadgroup", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         "--basetemp", str(tmp_path / "basetemp"), str(tmp_path)],
+        cwd=ROOT, env={**os.environ, "PROBE_OUT": str(out)}, capture_output=True, text=True,
+        timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    shared = [line.split() for line in (out / "shared").read_text().splitlines()]
+    assert [int(i) for i, _, _ in shared] == list(range(6)), shared
+    assert len({worker for _, worker, _ in shared}) == 1, shared
+    assert len({thing for _, _, thing in shared}) == 1, shared
+    assert len((out / "plain").read_text().splitlines()) == 6
