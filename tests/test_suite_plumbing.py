@@ -48,6 +48,18 @@ def test_the_check_sees_an_import_of_a_test_module(tmp_path):
                                                      "tests.test_readme"]
 
 
+def run_on_two_xdist_processes(tmp_path: Path, dist: str, target: Path,
+                               out: Path) -> subprocess.CompletedProcess:
+    """pytest on `target` in 2 xdist processes with tests/conftest.py as a plugin, rooted in
+    tmp_path; the tests write what they saw under `out` (PROBE_OUT)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-n", "2",
+         "--dist", dist, "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         "--basetemp", str(tmp_path / "basetemp"), str(target)],
+        cwd=ROOT, env={**os.environ, "PROBE_OUT": str(out)}, capture_output=True, text=True,
+        timeout=240)
+
+
 def test_parallel_test_processes_each_start_their_own_valkey(tmp_path):
     """Two xdist workers each run the same test (--dist each) with the session `valkey` fixture
     of tests/conftest.py: two servers on two ports, each with its data in its worker's own
@@ -64,12 +76,7 @@ def test_parallel_test_processes_each_start_their_own_valkey(tmp_path):
         "    assert redis_client.get('probe').decode() == os.environ['PYTEST_XDIST_WORKER']\n")
     out = tmp_path / "out"
     out.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-n", "2",
-         "--dist", "each", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-         "--basetemp", str(tmp_path / "basetemp"), str(tmp_path / "test_probe.py")],
-        cwd=ROOT, env={**os.environ, "PROBE_OUT": str(out)}, capture_output=True, text=True,
-        timeout=240)
+    done = run_on_two_xdist_processes(tmp_path, "each", tmp_path / "test_probe.py", out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [p.read_text().split() for p in sorted(out.iterdir())]
     assert [worker for worker, _, _ in lines] == ["gw0", "gw1"], lines
@@ -98,12 +105,7 @@ def test_the_tests_of_a_module_with_a_module_fixture_run_in_one_process_in_order
                 for i in range(6)))
     out = tmp_path / "out"
     out.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-n", "2",
-         "--dist", "loadgroup", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-         "--basetemp", str(tmp_path / "basetemp"), str(tmp_path)],
-        cwd=ROOT, env={**os.environ, "PROBE_OUT": str(out)}, capture_output=True, text=True,
-        timeout=240)
+    done = run_on_two_xdist_processes(tmp_path, "loadgroup", tmp_path, out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     shared = [line.split() for line in (out / "shared").read_text().splitlines()]
     assert [int(i) for i, _, _ in shared] == list(range(6)), shared
